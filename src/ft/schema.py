@@ -46,7 +46,8 @@ class DatasetSettings(Section):
         description="Prompt format: " + ", ".join(PROMPT_FORMATS) + ". Ignored when `format` is given.",
     )
     ds_type: Literal["json", "csv", "parquet", "arrow", "text"] | None = Field(
-        None, description="Builder for local files when the extension does not tell (json, csv, parquet, ...)."
+        None,
+        description="Builder for local files when the extension does not tell (json, csv, parquet, ...).",
     )
     data_files: str | list[str] | None = Field(None, description="Files inside a Hub dataset or folder.")
     split: str = Field("train", description="Split to read.")
@@ -58,7 +59,8 @@ class DatasetSettings(Section):
     field_output: str = Field("output", description="Column that holds the answer.")
     field_system: str = Field("system", description="Column that holds a per-row system prompt, if any.")
     field_messages: str | None = Field(
-        None, description="Column with the chat turns for `chat_template` (default: messages or conversations)."
+        None,
+        description="Column with the chat turns for `chat_template` (default: messages or conversations).",
     )
     message_property_mappings: dict[str, str] = Field(
         default_factory=lambda: {"role": "role", "content": "content"},
@@ -81,14 +83,20 @@ class DatasetSettings(Section):
 
 class ModelSettings(Section):
     base_model: str = Field(description="Hub id, local folder, or local .gguf file of the base model.")
-    base_model_config: str | None = Field(None, description="Where to read the model config, if not base_model.")
+    base_model_config: str | None = Field(
+        None, description="Where to read the model config, if not base_model."
+    )
     tokenizer_config: str | None = Field(None, description="Where to load the tokenizer, if not base_model.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the base model.")
-    trust_remote_code: bool = Field(False, description="Run model code from the Hub repository. Off unless set.")
+    trust_remote_code: bool = Field(
+        False, description="Run model code from the Hub repository. Off unless set."
+    )
     allow_pickle_weights: bool = Field(
         False, description="Allow .bin/.pt (pickle) weights when no safetensors exist. Pickle can run code."
     )
-    model_type: str | None = Field(None, description="Accepted for axolotl configs: AutoModelForCausalLM only.")
+    model_type: str | None = Field(
+        None, description="Accepted for axolotl configs: AutoModelForCausalLM only."
+    )
     tokenizer_type: str | None = Field(None, description="Accepted for axolotl configs: AutoTokenizer only.")
     tokenizer_use_fast: bool = Field(True, description="Use the fast (Rust) tokenizer.")
     attn_implementation: str | None = Field(
@@ -99,7 +107,8 @@ class ModelSettings(Section):
     )
     tokens: list[str] = Field(default_factory=list, description="Extra tokens to add to the vocabulary.")
     chat_template: str | None = Field(
-        None, description="Template for chat datasets and the saved tokenizer: " + ", ".join(CHAT_TEMPLATES) + "."
+        None,
+        description="Template for chat datasets and the saved tokenizer: " + ", ".join(CHAT_TEMPLATES) + ".",
     )
 
 
@@ -108,7 +117,9 @@ class QuantizationSettings(Section):
     load_in_8bit: bool = Field(False, description="Load the base weights in 8-bit (bitsandbytes).")
     bnb_4bit_quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
     bnb_4bit_use_double_quant: bool = Field(True, description="Quantize the quantization constants too.")
-    bnb_4bit_compute_dtype: Dtype = Field("auto", description="Matmul dtype of 4-bit layers; auto follows bf16/fp16.")
+    bnb_4bit_compute_dtype: Dtype = Field(
+        "auto", description="Matmul dtype of 4-bit layers; auto follows bf16/fp16."
+    )
     bnb_config_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra BitsAndBytesConfig arguments (override the keys above)."
     )
@@ -127,10 +138,13 @@ class AdapterSettings(Section):
     lora_r: int = Field(8, gt=0, description="LoRA rank.")
     lora_alpha: float = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
-    lora_target_modules: list[str] | None = Field(None, description="Module names to adapt (e.g. q_proj, v_proj).")
+    lora_target_modules: list[str] | None = Field(
+        None, description="Module names to adapt (e.g. q_proj, v_proj)."
+    )
     lora_target_linear: bool = Field(False, description="Adapt every linear layer except the output head.")
     lora_modules_to_save: list[str] | None = Field(
-        None, description="Modules trained in full and saved (embed_tokens, lm_head) e.g. after adding tokens."
+        None,
+        description="Modules trained in full and saved (embed_tokens, lm_head) e.g. after adding tokens.",
     )
     lora_fan_in_fan_out: bool = Field(False, description="True for GPT-2's Conv1D layers.")
     peft_use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA.")
@@ -182,19 +196,27 @@ class TrainingSettings(Section):
     adam_beta1: float | None = Field(None, description="AdamW beta1.")
     adam_beta2: float | None = Field(None, description="AdamW beta2.")
     adam_epsilon: float | None = Field(None, description="AdamW epsilon.")
-    bf16: bool | Literal["auto"] | None = Field("auto", description="bf16 compute; auto: if the GPU supports it.")
+    bf16: bool | Literal["auto"] | None = Field(
+        "auto", description="bf16 compute; auto: if the GPU supports it."
+    )
     fp16: bool | None = Field(None, description="fp16 mixed precision.")
     tf32: bool | None = Field(None, description="Allow TF32 matmuls on Ampere+ GPUs.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
     logging_steps: int = Field(1, gt=0, description="Log every N optimizer steps.")
     eval_steps: int | float | None = Field(None, gt=0, description="Evaluate every N steps.")
-    evals_per_epoch: int | None = Field(None, gt=0, description="Evaluations per epoch (instead of eval_steps).")
+    evals_per_epoch: int | None = Field(
+        None, gt=0, description="Evaluations per epoch (instead of eval_steps)."
+    )
     save_steps: int | float | None = Field(None, gt=0, description="Checkpoint every N steps.")
-    saves_per_epoch: int | None = Field(None, gt=0, description="Checkpoints per epoch (instead of save_steps).")
+    saves_per_epoch: int | None = Field(
+        None, gt=0, description="Checkpoints per epoch (instead of save_steps)."
+    )
     save_total_limit: int | None = Field(None, gt=0, description="Keep at most N checkpoints.")
     seed: int = Field(42, description="Seed for data order, splits and initialisation.")
     resume_from_checkpoint: str | None = Field(None, description="Checkpoint folder to resume from.")
-    early_stopping_patience: int | None = Field(None, gt=0, description="Stop after N evals without improvement.")
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="Stop after N evals without improvement."
+    )
     neftune_noise_alpha: float | None = Field(None, gt=0, description="NEFTune embedding noise.")
 
     @model_validator(mode="after")

@@ -1,0 +1,125 @@
+"""Load, override and validate a config file into an `FtConfig`, reporting every problem at once.
+
+Problems are `key.path: message` lines (`datasets[1].type: ...`); an unknown key gets a
+did-you-mean when a schema key is close. No heavy library is imported here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ft.errors import ConfigError
+from ft.schema import DatasetSettings, FtConfig
+
+SECRET_KEY = re.compile(r"(token|secret|password|api_key)", re.IGNORECASE)
+OVERRIDE_PATH = re.compile(r"^([A-Za-z_]\w*)(?:\[(\d+)\])?(?:\.([A-Za-z_]\w*))?$")
+
+
+def _format_loc(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "(top level)"
+
+
+def _model_for(loc: Sequence[int | str]) -> type[BaseModel]:
+    return DatasetSettings if loc and loc[0] in ("datasets", "test_datasets") else FtConfig
+
+
+def _problem(error: Any) -> str:
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") == "extra_forbidden":
+        key = str(loc[-1])
+        known = list(_model_for(loc).model_fields)
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+        suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{_format_loc(loc)}: unknown key{suggestion}"
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"{_format_loc(loc)}: {message}"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError([f"{path}: no such file"], hint="check the path of the config file")
+    if path.is_dir():
+        raise ConfigError([f"{path}: is a folder, not a YAML config file"])
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError([f"YAML syntax error at {where}: {err.problem}"], source=str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(["the file is not UTF-8 text"], source=str(path)) from None
+    if data is None:
+        raise ConfigError(["the file is empty"], source=str(path), hint="start from a file in configs/")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [f"the top level is a {type(data).__name__}, expected a mapping of keys"], source=str(path)
+        )
+    return data
+
+
+def apply_override(data: dict[str, Any], override: str) -> str | None:
+    """Apply one `key=value` (value parsed as a YAML scalar); returns a problem line or None."""
+    key, sep, raw = override.partition("=")
+    match = OVERRIDE_PATH.match(key.strip())
+    if not sep or not match:
+        return f"--set {override}: expected key=value, e.g. lora_r=32 or datasets[0].path=x.jsonl"
+    value = yaml.safe_load(raw) if raw.strip() else None
+    top, index, sub = match.group(1), match.group(2), match.group(3)
+    if index is None:
+        if sub is not None:
+            return f"--set {override}: nested keys need an index, e.g. datasets[0].path"
+        data[top] = value
+        return None
+    items = data.get(top)
+    if not isinstance(items, list) or int(index) >= len(items) or not isinstance(items[int(index)], dict):
+        return f"--set {override}: {top}[{index}] does not exist"
+    if sub is None:
+        return f"--set {override}: name the key inside {top}[{index}]"
+    items[int(index)][sub] = value
+    return None
+
+
+def read_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[FtConfig, list[str]]:
+    """The validated config and notes for the user; raises ConfigError with every problem."""
+    source = Path(path)
+    data = _read_yaml(source)
+    problems = [p for p in (apply_override(data, o) for o in overrides) if p]
+    if problems:
+        raise ConfigError(problems, source=str(source))
+    try:
+        return FtConfig.model_validate(data), []
+    except ValidationError as err:
+        raise ConfigError([_problem(e) for e in err.errors()], source=str(source)) from None
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> FtConfig:
+    return read_config(path, overrides)[0]
+
+
+def _redact(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _redact(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v, key) for v in value]
+    if SECRET_KEY.search(key) and isinstance(value, str) and value:
+        return "***"
+    return value
+
+
+def dump_config(cfg: FtConfig, redact: bool = True) -> str:
+    """The resolved config as YAML, every default filled in; loads back to an equal FtConfig."""
+    data = cfg.model_dump(mode="json")
+    return yaml.safe_dump(_redact(data) if redact else data, sort_keys=False)

@@ -1,0 +1,178 @@
+"""The run folder: file names, run.json, atomic writes, the loss plot.
+
+A run folder is finished when `run.json` exists: it is written last, through a temporary file and
+a rename, so an interrupted run never looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ft.errors import FtError
+from ft.schema import FtConfig
+
+RUN_JSON = "run.json"
+CONFIG_YML = "config.yml"
+METRICS_JSONL = "metrics.jsonl"
+LOSS_PNG = "loss.png"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+CHECKPOINT_PREFIX = "checkpoint-"
+FINAL_TMP = ".ft-final.tmp"
+"""Where the final model files are written before being moved to the top level."""
+
+RUN_KEYS = (
+    "ft_version",
+    "base_model",
+    "base_model_path",
+    "revision",
+    "adapter",
+    "quantization",
+    "dtype",
+    "prompt_format",
+    "terminator",
+    "added_tokens",
+    "library_versions",
+    "data_fingerprint",
+    "global_step",
+    "final_train_loss",
+    "final_eval_loss",
+    "started_at",
+    "finished_at",
+)
+LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_dir: Path
+    data: dict[str, Any]
+    config: FtConfig
+
+    @property
+    def adapter(self) -> str | None:
+        return self.data.get("adapter")
+
+    @property
+    def base_model_path(self) -> str:
+        return str(self.data["base_model_path"])
+
+    @property
+    def global_step(self) -> int:
+        return int(self.data.get("global_step") or 0)
+
+
+def read_run(run_dir: Path) -> RunInfo:
+    """run.json and config.yml of a finished run; FtError if the folder is not one."""
+    run_dir = Path(run_dir)
+    run_json = run_dir / RUN_JSON
+    if not run_json.is_file():
+        hint = (
+            "it has checkpoints but no run.json: the run did not finish; "
+            "continue it with ft train CONFIG --resume"
+            if list_checkpoints(run_dir)
+            else "give the output_dir of a finished ft train run"
+        )
+        raise FtError(f"{run_dir} is not a finished ft run folder (no {RUN_JSON})", hint=hint)
+    try:
+        data = json.loads(run_json.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise FtError(f"{run_json}: unreadable ({err})") from err
+    missing = [key for key in RUN_KEYS if key not in data]
+    if missing:
+        raise FtError(f"{run_json}: missing keys {missing}")
+    from ft.config import load_config
+
+    return RunInfo(run_dir, data, load_config(run_dir / CONFIG_YML))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder and rename: readers see all or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """checkpoint-N folders, oldest first (by N)."""
+    if not run_dir.is_dir():
+        return []
+    found = []
+    for child in run_dir.iterdir():
+        match = re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", child.name)
+        if match and child.is_dir():
+            found.append((int(match.group(1)), child))
+    return [path for _, path in sorted(found)]
+
+
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    checkpoints = list_checkpoints(run_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def library_versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            rows.append(json.loads(line))
+    return rows
+
+
+def plot_loss(metrics: list[dict[str, Any]], path: Path) -> str | None:
+    """loss.png with train and eval loss against the step; returns a note when it is skipped."""
+    train = [(row["step"], row["loss"]) for row in metrics if "loss" in row and "step" in row]
+    evals = [(row["step"], row["eval_loss"]) for row in metrics if "eval_loss" in row and "step" in row]
+    if not train and not evals:
+        return "no loss logged: loss.png not written"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: loss.png not written (pip install 'ft-finetune[plot]')"
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals, strict=True), marker="o", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return None

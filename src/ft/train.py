@@ -1,0 +1,608 @@
+"""The training run: the trl SFTConfig built from the config, the trainer, the run folder.
+
+`build_sft_config` is pure. `run_training` is the whole `ft train`: it refuses to overwrite a run,
+loads tokenizer, data, model and adapter, trains with trl's SFTTrainer on the pre-tokenized rows
+(masks and packing as ft.data made them), stops cleanly on Ctrl-C/SIGTERM, and writes the run folder.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ft.errors import FtError, OutputExistsError, TrainingInterrupted
+from ft.model import Precision
+from ft.run import FINAL_TMP, METRICS_JSONL, newest_checkpoint
+from ft.schema import FtConfig
+from ft.sources import resolve_model_source
+
+if TYPE_CHECKING:
+    from trl import SFTConfig
+
+    from ft.callbacks import TrainEvent
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    global_step: int
+    final_train_loss: float | None
+    final_eval_loss: float | None
+    tokens_per_s: float | None
+    train_runtime_s: float | None
+    trainable_params: int
+    total_params: int
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# The SFTConfig (pure)
+
+
+def world_size_from_env() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process_from_env() -> bool:
+    """Rank 0 before torch.distributed is set up (torchrun / accelerate set RANK)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def steps_per_epoch(cfg: FtConfig, train_rows: int, world_size: int = 1) -> int:
+    rows_per_step = cfg.micro_batch_size * cfg.gradient_accumulation_steps * world_size
+    return max(1, math.ceil(train_rows / rows_per_step))
+
+
+def planned_steps(cfg: FtConfig, train_rows: int, world_size: int = 1) -> int:
+    if cfg.max_steps:
+        return cfg.max_steps
+    return max(1, math.ceil(cfg.num_epochs * steps_per_epoch(cfg, train_rows, world_size)))
+
+
+def report_to(cfg: FtConfig) -> list[str]:
+    targets = []
+    if cfg.use_tensorboard:
+        targets.append("tensorboard")
+    if cfg.wandb_project and cfg.wandb_mode != "disabled":
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise FtError(
+                "wandb_project is set but wandb is not installed",
+                hint="pip install wandb, or remove wandb_project",
+            )
+        targets.append("wandb")
+    return targets
+
+
+def _eval_settings(cfg: FtConfig, has_eval: bool, per_epoch: int) -> dict[str, Any]:
+    if not has_eval:
+        if cfg.early_stopping_patience:
+            raise FtError(
+                "early_stopping_patience needs an eval split",
+                hint="set val_set_size or test_datasets, or remove early_stopping_patience",
+            )
+        return {"eval_strategy": "no"}
+    if cfg.eval_steps is not None:
+        every: float = cfg.eval_steps
+    elif cfg.evals_per_epoch:
+        every = max(1, per_epoch // cfg.evals_per_epoch)
+    else:
+        every = per_epoch
+    settings: dict[str, Any] = {
+        "eval_strategy": "steps",
+        "eval_steps": every,
+        "per_device_eval_batch_size": cfg.eval_batch_size or cfg.micro_batch_size,
+    }
+    if cfg.early_stopping_patience:
+        settings.update(metric_for_best_model="eval_loss", greater_is_better=False)
+    return settings
+
+
+def _save_settings(cfg: FtConfig, per_epoch: int) -> dict[str, Any]:
+    if cfg.save_steps is not None:
+        every: float = cfg.save_steps
+    elif cfg.saves_per_epoch:
+        every = max(1, per_epoch // cfg.saves_per_epoch)
+    else:
+        every = per_epoch
+    # "steps" also saves at the last step, so a finished run always has a checkpoint to resume from.
+    return {"save_strategy": "steps", "save_steps": every, "save_total_limit": cfg.save_total_limit}
+
+
+def _optimizer_settings(cfg: FtConfig) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "optim": cfg.optimizer,
+        "learning_rate": cfg.learning_rate,
+        "lr_scheduler_type": cfg.lr_scheduler,
+        "weight_decay": cfg.weight_decay,
+        "max_grad_norm": cfg.max_grad_norm,
+        # transformers 5: warmup_steps takes a ratio (float < 1) or a step count.
+        "warmup_steps": cfg.warmup_ratio if cfg.warmup_ratio is not None else (cfg.warmup_steps or 0),
+    }
+    for key in ("adam_beta1", "adam_beta2", "adam_epsilon"):
+        value = getattr(cfg, key)
+        if value is not None:
+            settings[key] = value
+    return settings
+
+
+def _distributed_settings(cfg: FtConfig) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    if cfg.deepspeed:
+        settings["deepspeed"] = cfg.deepspeed
+    if cfg.fsdp:
+        settings["fsdp"] = " ".join(cfg.fsdp)
+        if cfg.fsdp_config:
+            settings["fsdp_config"] = dict(cfg.fsdp_config)
+    return settings
+
+
+def sft_config_kwargs(
+    cfg: FtConfig,
+    precision: Precision,
+    run_dir: Path,
+    *,
+    train_rows: int,
+    has_eval: bool,
+    world_size: int = 1,
+) -> dict[str, Any]:
+    """The SFTConfig arguments as a plain dict (what `build_sft_config` passes; easy to test)."""
+    per_epoch = steps_per_epoch(cfg, train_rows, world_size)
+    kwargs: dict[str, Any] = {
+        "output_dir": str(run_dir),
+        "per_device_train_batch_size": cfg.micro_batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "num_train_epochs": cfg.num_epochs,
+        "max_steps": cfg.max_steps or -1,
+        "seed": cfg.seed,
+        "data_seed": cfg.seed,
+        # trl defaults to bf16=True and gradient checkpointing on: always say what we mean.
+        "bf16": precision.bf16,
+        "fp16": precision.fp16,
+        "use_cpu": precision.use_cpu,
+        # transformers 5.23 renamed gradient_checkpointing to activation_checkpointing.
+        "activation_checkpointing": cfg.gradient_checkpointing,
+        "activation_checkpointing_kwargs": {"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        "logging_strategy": "steps",
+        "logging_steps": cfg.logging_steps,
+        "report_to": report_to(cfg),
+        "run_name": cfg.wandb_name,
+        "disable_tqdm": True,
+        "log_level": "warning",
+        # Rows are already tokenized, masked and (optionally) packed by ft.data: trl must not redo it.
+        "dataset_kwargs": {"skip_prepare_dataset": True},
+        "packing": False,
+        # Packed rows carry seq_lengths; padding-free collation turns them into restarting
+        # position_ids so packed examples do not attend to each other. trl refuses max_length there
+        # (it could not enforce it); ft.data has already cut rows to sequence_len.
+        "padding_free": cfg.sample_packing,
+        "max_length": None if cfg.sample_packing else cfg.sequence_len,
+        "pad_to_multiple_of": cfg.sequence_len
+        if cfg.pad_to_sequence_len and not cfg.sample_packing
+        else None,
+        "train_sampling_strategy": "group_by_length" if cfg.group_by_length else "random",
+        "neftune_noise_alpha": cfg.neftune_noise_alpha,
+        "ddp_find_unused_parameters": False if cfg.adapter else None,
+        **_optimizer_settings(cfg),
+        **_eval_settings(cfg, has_eval, per_epoch),
+        **_save_settings(cfg, per_epoch),
+        **_distributed_settings(cfg),
+    }
+    if cfg.tf32 is not None:
+        kwargs["tf32"] = cfg.tf32
+    return kwargs
+
+
+def build_sft_config(
+    cfg: FtConfig,
+    precision: Precision,
+    run_dir: Path,
+    *,
+    train_rows: int,
+    has_eval: bool,
+    world_size: int = 1,
+) -> SFTConfig:
+    from trl import SFTConfig
+
+    kwargs = sft_config_kwargs(
+        cfg, precision, run_dir, train_rows=train_rows, has_eval=has_eval, world_size=world_size
+    )
+    try:
+        return SFTConfig(**kwargs)
+    except ValueError as err:
+        raise FtError(f"training settings rejected by transformers/trl: {err}") from err
+
+
+# ---------------------------------------------------------------------------------------------
+# The output folder
+
+
+def prepare_output_dir(cfg: FtConfig, run_dir: Path, *, resume: bool, force: bool) -> Path | None:
+    """Refuse to overwrite a run; returns the checkpoint to resume from (None: start fresh)."""
+    if cfg.resume_from_checkpoint and not resume:
+        resume = True
+    exists = run_dir.exists() and any(run_dir.iterdir())
+    if resume:
+        if cfg.resume_from_checkpoint:
+            checkpoint = Path(cfg.resume_from_checkpoint)
+            if not checkpoint.is_dir():
+                raise FtError(f"resume_from_checkpoint: {checkpoint} is not a folder")
+            return checkpoint
+        newest = newest_checkpoint(run_dir)
+        if newest is None:
+            raise FtError(
+                f"--resume: {run_dir} has no checkpoint-N folder to resume from",
+                hint="run without --resume to start a new run",
+            )
+        return newest
+    if exists and not force:
+        raise OutputExistsError(
+            f"output_dir: {run_dir} already exists and is not empty",
+            hint="continue it with --resume, overwrite it with --force, or set another output_dir",
+        )
+    if exists and force and is_main_process_from_env():
+        shutil.rmtree(run_dir)
+    return None
+
+
+def all_sources_local(cfg: FtConfig) -> bool:
+    try:
+        model_local = resolve_model_source(cfg.base_model).kind != "hub"
+    except FtError:
+        return False
+    tokenizer_local = cfg.tokenizer_config is None or Path(cfg.tokenizer_config).expanduser().exists()
+    datasets = [*cfg.datasets, *(cfg.test_datasets or [])]
+    return model_local and tokenizer_local and all(Path(d.path).expanduser().exists() for d in datasets)
+
+
+def use_offline_mode_if_local(cfg: FtConfig) -> str | None:
+    """With model and data on disk, keep the Hub libraries offline: otherwise trl's telemetry and
+    hub look-ups open connections in background threads (DESIGN.md, library facts)."""
+    if not all_sources_local(cfg):
+        return None
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+        os.environ.setdefault(name, "1")
+    return "model and data are local: Hugging Face Hub access is off (HF_HUB_OFFLINE=1)"
+
+
+def set_wandb_env(cfg: FtConfig) -> None:
+    """transformers' WandbCallback reads its settings from the environment."""
+    mapping = {
+        "WANDB_PROJECT": cfg.wandb_project,
+        "WANDB_ENTITY": cfg.wandb_entity,
+        "WANDB_RUN_ID": cfg.wandb_run_id,
+        "WANDB_MODE": cfg.wandb_mode,
+        "WANDB_WATCH": cfg.wandb_watch,
+        "WANDB_LOG_MODEL": cfg.wandb_log_model,
+    }
+    for name, value in mapping.items():
+        if value:
+            os.environ.setdefault(name, value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def _no_event(event: TrainEvent) -> None:
+    return None
+
+
+def run_training(
+    cfg: FtConfig,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    on_event: Callable[[TrainEvent], None] | None = None,
+) -> TrainResult:
+    """The whole `ft train`; raises OutputExistsError, TrainingInterrupted, FtError."""
+    emit = on_event or _no_event
+    started_at = utc_now()
+    run_dir = Path(cfg.output_dir).expanduser()
+    resume_from = prepare_output_dir(cfg, run_dir, resume=resume, force=force)
+    notes = [note for note in (use_offline_mode_if_local(cfg),) if note]
+    set_wandb_env(cfg)
+
+    from ft.data import prepare_data
+    from ft.prompts import chat_template_jinja
+    from ft.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg)
+    # Set before training so checkpoints carry it too: a template that renders the training format.
+    tokenizer.chat_template = chat_template_jinja(cfg)
+    data = prepare_data(cfg, tokenizer)
+    return train_on_prepared(
+        cfg, tokenizer, data, resume_from=resume_from, emit=emit, notes=notes, started_at=started_at
+    )
+
+
+def train_on_prepared(
+    cfg: FtConfig,
+    tokenizer: Any,
+    data: Any,
+    *,
+    resume_from: Path | None = None,
+    emit: Callable[[TrainEvent], None] = _no_event,
+    notes: list[str] | None = None,
+    started_at: str | None = None,
+) -> TrainResult:
+    """Model, adapter, trainer and run folder for data already prepared (`ft.data.PreparedData`)."""
+    from ft.adapter import attach_adapter
+    from ft.model import load_model_from_path, resolve_base_model_path, resolve_precision
+
+    run_dir = Path(cfg.output_dir).expanduser()
+    notes = list(notes or [])
+    precision = resolve_precision(cfg)
+    if precision.note:
+        notes.append(precision.note)
+    for note in notes:
+        emit(_note(note))
+    if data.train is None or len(data.train) == 0:
+        raise FtError(
+            "datasets: no training rows left after preparation", hint="run ft preprocess CONFIG to see why"
+        )
+    base_path = resolve_base_model_path(cfg)
+    base_rows = _vocab_rows(base_path, cfg)
+    model = load_model_from_path(cfg, base_path, tokenizer, precision)
+    adapted = attach_adapter(cfg, model)
+    emit(
+        _note(
+            f"trainable parameters: {adapted.trainable_params:,} of {adapted.total_params:,} "
+            f"({100 * adapted.trainable_share:.2f}%)",
+            trainable_params=adapted.trainable_params,
+            total_params=adapted.total_params,
+        )
+    )
+    sft_config = build_sft_config(
+        cfg,
+        precision,
+        run_dir,
+        train_rows=len(data.train),
+        has_eval=data.eval is not None and len(data.eval) > 0,
+        world_size=world_size_from_env(),
+    )
+    context = RunContext(
+        cfg=cfg,
+        run_dir=run_dir,
+        precision=precision,
+        base_path=base_path,
+        added_tokens=_added_tokens(tokenizer, base_rows),
+        data_fingerprint=data.fingerprint,
+        started_at=started_at or utc_now(),
+        notes=notes,
+    )
+    return _train_and_save(context, adapted, tokenizer, data, sft_config, resume_from, emit)
+
+
+@dataclass
+class RunContext:
+    cfg: FtConfig
+    run_dir: Path
+    precision: Precision
+    base_path: str
+    added_tokens: list[str]
+    data_fingerprint: str
+    started_at: str
+    notes: list[str]
+
+
+def _note(message: str, **values: Any) -> TrainEvent:
+    from ft.callbacks import TrainEvent
+
+    return TrainEvent("note", message=message, values=values)
+
+
+def _vocab_rows(path: str, cfg: FtConfig) -> int | None:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(
+            path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+        )
+        return int(config.get_text_config().vocab_size)
+    except Exception:  # the loader reports unreadable models with a better message
+        return None
+
+
+def _added_tokens(tokenizer: Any, base_rows: int | None) -> list[str]:
+    if base_rows is None or len(tokenizer) <= base_rows:
+        return []
+    return [str(t) for t in tokenizer.convert_ids_to_tokens(list(range(base_rows, len(tokenizer))))]
+
+
+def _train_and_save(
+    context: RunContext,
+    adapted: Any,
+    tokenizer: Any,
+    data: Any,
+    sft_config: Any,
+    resume_from: Path | None,
+    emit: Callable[[TrainEvent], None],
+) -> TrainResult:
+    from transformers import EarlyStoppingCallback, PrinterCallback
+
+    from ft.callbacks import (
+        MetricsFileCallback,
+        ProgressCallback,
+        QuietSFTTrainer,
+        StopCallback,
+        StopRequest,
+        stop_on_signals,
+    )
+
+    cfg, run_dir = context.cfg, context.run_dir
+    stop = StopCallback(StopRequest())
+    progress = ProgressCallback(emit)
+    callbacks: list[Any] = [MetricsFileCallback(metrics_path(run_dir)), progress, stop]
+    if cfg.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    trainer = QuietSFTTrainer(
+        model=adapted.model,
+        args=sft_config,
+        train_dataset=data.train,
+        eval_dataset=data.eval if data.eval is not None and len(data.eval) else None,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    # Progress goes to on_event; transformers' printer would print every log dict to stdout.
+    trainer.remove_callback(PrinterCallback)
+    if context.precision.compute_dtype == "float32":
+        keep_trainable_in_float32(trainer.model)
+    if resume_from is not None:
+        emit(_note(f"resuming from {resume_from}"))
+    with stop_on_signals(stop.request, emit):
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if stop.stopped_at is not None:
+        raise interrupted(run_dir, stop.stopped_at, stop.request.signal_name)
+    if trainer.eval_dataset is not None and _last_eval_step(trainer) != trainer.state.global_step:
+        trainer.evaluate()
+    result = _result(context, trainer, adapted)
+    save_run_folder(context, trainer, result)
+    emit(_note("run folder written", run_dir=str(run_dir)))
+    return result
+
+
+def keep_trainable_in_float32(model: Any) -> None:
+    """trl casts a k-bit model's trainable parameters to bfloat16 (QLoRA paper's recipe); on a
+    CPU, bfloat16 is 10-80x slower than float32, so the float32 runs put them back."""
+    import torch
+
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.to(torch.float32)
+
+
+def _last_eval_step(trainer: Any) -> int | None:
+    steps = [row["step"] for row in trainer.state.log_history if "eval_loss" in row]
+    return steps[-1] if steps else None
+
+
+def _last(history: list[dict[str, Any]], key: str) -> Any:
+    for row in reversed(history):
+        if key in row:
+            return row[key]
+    return None
+
+
+def _result(context: RunContext, trainer: Any, adapted: Any) -> TrainResult:
+    history = trainer.state.log_history
+    runtime = _last(history, "train_runtime")
+    tokens = _last(history, "num_tokens")
+    return TrainResult(
+        run_dir=context.run_dir,
+        global_step=trainer.state.global_step,
+        final_train_loss=_last(history, "loss"),
+        final_eval_loss=_last(history, "eval_loss"),
+        tokens_per_s=tokens / runtime if tokens and runtime else None,
+        train_runtime_s=runtime,
+        trainable_params=adapted.trainable_params,
+        total_params=adapted.total_params,
+        notes=context.notes,
+    )
+
+
+def save_run_folder(context: RunContext, trainer: Any, result: TrainResult) -> None:
+    """Model, tokenizer, config.yml, loss.png, then run.json last (its presence marks a finished run).
+
+    The model is saved through the trainer (a collective under FSDP/DeepSpeed, so every rank
+    calls it) into a temporary folder, then moved to the top level; only rank 0 writes files.
+    """
+    run_dir = context.run_dir
+    tmp = final_tmp_dir(run_dir)
+    trainer.save_model(str(tmp))
+    if not trainer.is_world_process_zero():
+        return
+    for item in sorted(tmp.iterdir()):
+        if item.name in SKIPPED_SAVE_FILES:
+            continue
+        target = run_dir / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    from ft.config import dump_config
+    from ft.run import (
+        CONFIG_YML,
+        LOSS_PNG,
+        RUN_JSON,
+        plot_loss,
+        read_metrics,
+        write_json_atomic,
+        write_text_atomic,
+    )
+
+    write_text_atomic(run_dir / CONFIG_YML, dump_config(context.cfg))
+    plot_note = plot_loss(read_metrics(metrics_path(run_dir)), run_dir / LOSS_PNG)
+    if plot_note:
+        result.notes.append(plot_note)
+    write_json_atomic(run_dir / RUN_JSON, run_record(context, result))
+
+
+SKIPPED_SAVE_FILES = frozenset({"training_args.bin", "README.md"})
+"""training_args.bin is a pickle (run.json and config.yml say the same); README.md is a Hub model card."""
+
+
+def run_record(context: RunContext, result: TrainResult) -> dict[str, Any]:
+    """The content of run.json (keys listed in ft.run.RUN_KEYS)."""
+    from ft import __version__
+    from ft.model import quantization_info
+    from ft.prompts import renderer_for_config
+    from ft.run import library_versions
+
+    cfg = context.cfg
+    return {
+        "ft_version": __version__,
+        "base_model": cfg.base_model,
+        "base_model_path": context.base_path,
+        "revision": cfg.revision,
+        "adapter": cfg.adapter,
+        "quantization": quantization_info(cfg, context.precision),
+        "dtype": context.precision.weights_dtype(full_finetune=cfg.adapter is None),
+        "prompt_format": prompt_format_name(cfg),
+        "terminator": renderer_for_config(cfg).terminator,
+        "added_tokens": context.added_tokens,
+        "library_versions": library_versions(),
+        "data_fingerprint": context.data_fingerprint,
+        "global_step": result.global_step,
+        "final_train_loss": result.final_train_loss,
+        "final_eval_loss": result.final_eval_loss,
+        "started_at": context.started_at,
+        "finished_at": utc_now(),
+    }
+
+
+def prompt_format_name(cfg: FtConfig) -> str:
+    first = cfg.datasets[0]
+    if first.format:
+        return "custom"
+    if first.type == "chat_template":
+        return f"chat_template:{first.chat_template or cfg.chat_template or 'tokenizer_default'}"
+    return first.type
+
+
+def interrupted(run_dir: Path, step: int, signal_name: str | None) -> TrainingInterrupted:
+    checkpoint = run_dir / f"checkpoint-{step}"
+    return TrainingInterrupted(
+        f"training stopped by {signal_name or 'a signal'} at step {step}; checkpoint saved in {checkpoint}",
+        hint="continue with: ft train CONFIG --resume",
+    )
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def final_tmp_dir(run_dir: Path) -> Path:
+    return run_dir / FINAL_TMP
+
+
+def metrics_path(run_dir: Path) -> Path:
+    return run_dir / METRICS_JSONL

@@ -1,0 +1,53 @@
+"""The offline quickstart: the config validates, the data is reproducible, `ft train` runs on SmolLM2."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / "configs" / "quickstart.yml"
+EXAMPLES = REPO / "examples"
+FT = [sys.executable, "-m", "ft"]
+
+
+def ft(*args: str, cwd: Path = REPO, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "NO_COLOR": "1"}
+    return subprocess.run([*FT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_quickstart_trains_a_few_steps_on_smollm2(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = ft(
+        "train",
+        str(CONFIG.relative_to(REPO)),
+        "--set",
+        "max_steps=3",
+        "--set",
+        f"output_dir={out}",
+        "--set",
+        "logging_steps=1",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (out / "adapter_config.json").is_file()
+    assert (out / "adapter_model.safetensors").stat().st_size > 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["global_step"] == 3
+    assert run["adapter"] == "qlora"
+    assert run["quantization"]["bits"] == 4
+    assert math.isfinite(run["final_train_loss"])
+    losses = [
+        record["loss"]
+        for record in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+        if "loss" in record
+    ]
+    assert len(losses) >= 3 and all(math.isfinite(loss) for loss in losses)
+    adapter_config = json.loads((out / "adapter_config.json").read_text())
+    assert adapter_config["r"] == 16

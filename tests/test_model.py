@@ -1,0 +1,199 @@
+"""Precision, quantization settings and base-model loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ft.errors import FtError
+from ft.model import (
+    Precision,
+    bnb_settings,
+    build_bnb_config,
+    check_added_tokens_trainable,
+    quantization_info,
+    resolve_precision,
+)
+from ft.schema import FtConfig
+
+
+def make_cfg(**kw) -> FtConfig:
+    return FtConfig(**{"base_model": "org/model", "datasets": [{"path": "data.jsonl"}], **kw})
+
+
+CPU = Precision("float32", bf16=False, fp16=False, use_cpu=True)
+
+
+def test_cpu_auto_is_float32_with_a_note() -> None:
+    precision = resolve_precision(make_cfg(), has_cuda=False, bf16_supported=False)
+    assert (precision.compute_dtype, precision.bf16, precision.fp16, precision.use_cpu) == (
+        "float32",
+        False,
+        False,
+        True,
+    )
+    assert precision.note == "no GPU: computing in float32 (bf16: auto)"
+
+
+def test_cpu_explicit_bf16_is_honoured_but_warned() -> None:
+    precision = resolve_precision(make_cfg(bf16=True), has_cuda=False, bf16_supported=False)
+    assert precision.compute_dtype == "bfloat16" and precision.bf16 and precision.use_cpu
+    assert precision.note is not None and "slower" in precision.note
+
+
+def test_cpu_fp16_is_refused() -> None:
+    with pytest.raises(FtError, match="fp16: true needs a GPU"):
+        resolve_precision(make_cfg(fp16=True, bf16=False), has_cuda=False, bf16_supported=False)
+
+
+@pytest.mark.parametrize(
+    ("kw", "bf16_supported", "expected"),
+    [
+        ({}, True, ("bfloat16", True, False)),
+        ({}, False, ("float16", False, True)),
+        ({"bf16": False, "fp16": True}, True, ("float16", False, True)),
+        ({"bf16": False}, True, ("float32", False, False)),
+    ],
+)
+def test_gpu_precision(kw: dict, bf16_supported: bool, expected: tuple) -> None:
+    precision = resolve_precision(make_cfg(**kw), has_cuda=True, bf16_supported=bf16_supported)
+    assert (precision.compute_dtype, precision.bf16, precision.fp16) == expected
+    assert not precision.use_cpu
+
+
+def test_gpu_without_bf16_refuses_explicit_bf16() -> None:
+    with pytest.raises(FtError, match="does not support bfloat16"):
+        resolve_precision(make_cfg(bf16=True), has_cuda=True, bf16_supported=False)
+
+
+def test_full_finetune_under_fp16_keeps_float32_master_weights() -> None:
+    fp16 = Precision("float16", bf16=False, fp16=True, use_cpu=False)
+    assert fp16.weights_dtype(full_finetune=True) == "float32"
+    assert fp16.weights_dtype(full_finetune=False) == "float16"
+
+
+def test_bnb_settings_4bit_auto_compute_dtype_follows_precision() -> None:
+    cfg = make_cfg(
+        adapter="qlora", load_in_4bit=True, bnb_4bit_quant_type="fp4", bnb_4bit_use_double_quant=False
+    )
+    assert bnb_settings(cfg, CPU) == {
+        "load_in_4bit": True,
+        "bnb_4bit_quant_type": "fp4",
+        "bnb_4bit_use_double_quant": False,
+        "bnb_4bit_compute_dtype": "float32",
+    }
+    assert quantization_info(cfg, CPU) == {
+        "bits": 4,
+        "quant_type": "fp4",
+        "double_quant": False,
+        "compute_dtype": "float32",
+    }
+
+
+def test_build_bnb_config_nf4_double_quant_and_kwargs() -> None:
+    import torch
+
+    cfg = make_cfg(
+        adapter="qlora",
+        load_in_4bit=True,
+        bnb_4bit_compute_dtype="bfloat16",
+        bnb_config_kwargs={"bnb_4bit_quant_storage": "bfloat16", "llm_int8_skip_modules": ["lm_head"]},
+    )
+    bnb = build_bnb_config(cfg, CPU)
+    assert bnb is not None
+    assert bnb.load_in_4bit and bnb.bnb_4bit_quant_type == "nf4" and bnb.bnb_4bit_use_double_quant
+    assert bnb.bnb_4bit_compute_dtype == torch.bfloat16
+    assert bnb.bnb_4bit_quant_storage == torch.bfloat16
+    assert bnb.llm_int8_skip_modules == ["lm_head"]
+
+
+def test_build_bnb_config_8bit_and_none() -> None:
+    bnb = build_bnb_config(make_cfg(adapter="lora", load_in_8bit=True), CPU)
+    assert bnb is not None and bnb.load_in_8bit and not bnb.load_in_4bit
+    assert build_bnb_config(make_cfg(adapter="lora"), CPU) is None
+    assert quantization_info(make_cfg(adapter="lora"), CPU)["bits"] is None
+
+
+def test_bad_bnb_kwargs_are_a_config_error() -> None:
+    cfg = make_cfg(adapter="qlora", load_in_4bit=True, bnb_config_kwargs={"no_such_option": 1})
+    with pytest.raises(FtError, match="bnb_config_kwargs"):
+        build_bnb_config(cfg, CPU)
+
+
+@pytest.mark.integration
+def test_added_tokens_under_an_adapter_need_modules_to_save(tiny_model_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with pytest.raises(FtError, match=r"lacks \['embed_tokens', 'lm_head'\]") as err:
+        check_added_tokens_trainable(make_cfg(adapter="lora"), model, 2)
+    assert (
+        err.value.hint
+        == "set lora_modules_to_save: ['embed_tokens', 'lm_head'], or use tokens the vocabulary already has"
+    )
+    check_added_tokens_trainable(
+        make_cfg(adapter="lora", lora_modules_to_save=["embed_tokens", "lm_head"]), model, 2
+    )
+    check_added_tokens_trainable(make_cfg(), model, 2)  # a full fine-tune trains every row
+
+
+@pytest.mark.integration
+def test_load_local_model_float32_resized_for_added_tokens(tiny_model_dir: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer
+
+    from ft.model import load_base_model
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = len(tokenizer)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|new|>"]})
+    cfg = make_cfg(base_model=str(tiny_model_dir))
+    model = load_base_model(cfg, tokenizer, CPU)
+    assert model.get_input_embeddings().weight.shape[0] == rows + 1
+    assert model.dtype == torch.float32
+
+
+@pytest.mark.integration
+def test_load_4bit_nf4_on_cpu(tiny_model_dir: Path) -> None:
+    from ft.model import load_base_model
+
+    cfg = make_cfg(base_model=str(tiny_model_dir), adapter="qlora", load_in_4bit=True)
+    model = load_base_model(cfg, None, CPU)
+    assert model.is_loaded_in_4bit
+    layer = model.model.layers[0].self_attn.q_proj
+    assert type(layer).__name__ == "Linear4bit"
+    assert layer.weight.quant_state.quant_type == "nf4"
+
+
+def test_unreachable_hub_id_fails_fast_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from ft.errors import ModelLoadError
+    from ft.model import resolve_base_model_path
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
+        resolve_base_model_path(make_cfg(base_model="no-such-org/no-such-model"))
+
+
+@pytest.mark.integration
+def test_pickle_only_weights_refused_without_opt_in(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    from ft.errors import ModelLoadError
+    from ft.model import load_base_model
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    for weights in folder.glob("*.safetensors"):
+        weights.unlink()
+    import torch
+
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match="no safetensors weights"):
+        load_base_model(make_cfg(base_model=str(folder)), None, CPU)
+    loaded = load_base_model(make_cfg(base_model=str(folder), allow_pickle_weights=True), None, CPU)
+    assert loaded.get_input_embeddings().weight.shape == model.get_input_embeddings().weight.shape

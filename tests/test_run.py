@@ -1,0 +1,60 @@
+"""The run folder helpers: atomic writes, checkpoints, run.json checks, the loss plot, accelerate configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ft.errors import FtError
+from ft.run import list_checkpoints, newest_checkpoint, plot_loss, read_run, write_json_atomic
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_write_json_atomic_leaves_no_temporary_file(tmp_path: Path) -> None:
+    target = tmp_path / "run.json"
+    write_json_atomic(target, {"a": 1})
+    write_json_atomic(target, {"a": 2})
+    assert json.loads(target.read_text()) == {"a": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+
+
+def test_checkpoints_sorted_by_step_not_name(tmp_path: Path) -> None:
+    for name in ("checkpoint-10", "checkpoint-9", "checkpoint-100", "checkpoint-x", "other"):
+        (tmp_path / name).mkdir()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-9", "checkpoint-10", "checkpoint-100"]
+    assert newest_checkpoint(tmp_path) == tmp_path / "checkpoint-100"
+    assert newest_checkpoint(tmp_path / "missing") is None
+
+
+def test_read_run_refuses_unfinished_and_broken_folders(tmp_path: Path) -> None:
+    with pytest.raises(FtError, match="not a finished ft run folder") as err:
+        read_run(tmp_path)
+    assert err.value.hint == "give the output_dir of a finished ft train run"
+    (tmp_path / "checkpoint-3").mkdir()
+    with pytest.raises(FtError, match="not a finished") as err:
+        read_run(tmp_path)
+    assert err.value.hint is not None and "--resume" in err.value.hint
+    (tmp_path / "run.json").write_text('{"ft_version": "0.1.0"}')
+    with pytest.raises(FtError, match="missing keys"):
+        read_run(tmp_path)
+
+
+def test_loss_plot_written_from_metrics(tmp_path: Path) -> None:
+    metrics = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0}, {"step": 2, "eval_loss": 2.5}]
+    assert plot_loss(metrics, tmp_path / "loss.png") is None
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_loss([], tmp_path / "empty.png") == "no loss logged: loss.png not written"
+
+
+@pytest.mark.parametrize("name", ["ddp", "fsdp-qlora", "deepspeed-zero2", "deepspeed-zero3-qlora"])
+def test_accelerate_configs_load(name: str) -> None:
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    path = REPO / "configs" / "accelerate" / f"{name}.yaml"
+    config = ClusterConfig.from_yaml_file(str(path))
+    assert config.num_machines == 1 and config.mixed_precision in ("no", "bf16")
+    assert yaml.safe_load(path.read_text())["distributed_type"] in ("MULTI_GPU", "FSDP", "DEEPSPEED")

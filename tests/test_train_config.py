@@ -1,0 +1,130 @@
+"""The SFTConfig builder (pure) and the output-folder rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ft.errors import FtError, OutputExistsError
+from ft.model import Precision
+from ft.schema import FtConfig
+from ft.train import build_sft_config, planned_steps, prepare_output_dir, report_to, sft_config_kwargs
+
+CPU = Precision("float32", bf16=False, fp16=False, use_cpu=True)
+GPU_BF16 = Precision("bfloat16", bf16=True, fp16=False, use_cpu=False)
+
+
+def make_cfg(**kw) -> FtConfig:
+    return FtConfig(**{"base_model": "org/model", "datasets": [{"path": "data.jsonl"}], **kw})
+
+
+def kwargs_for(cfg: FtConfig, rows: int = 100, has_eval: bool = True, precision: Precision = CPU) -> dict:
+    return sft_config_kwargs(cfg, precision, Path("/tmp/run"), train_rows=rows, has_eval=has_eval)
+
+
+def test_cpu_defaults_are_explicit() -> None:
+    kw = kwargs_for(make_cfg(micro_batch_size=4, gradient_accumulation_steps=2, sequence_len=512))
+    assert kw["use_cpu"] is True and kw["bf16"] is False and kw["fp16"] is False
+    assert kw["activation_checkpointing"] is False
+    assert kw["dataset_kwargs"] == {"skip_prepare_dataset": True}
+    assert kw["packing"] is False and kw["padding_free"] is False and kw["max_length"] == 512
+    assert kw["per_device_train_batch_size"] == 4 and kw["gradient_accumulation_steps"] == 2
+    assert kw["max_steps"] == -1 and kw["num_train_epochs"] == 1.0
+    assert kw["report_to"] == [] and kw["disable_tqdm"] is True
+    # 100 rows / (4 x 2) -> 13 steps per epoch: eval and save once per epoch by default
+    assert (kw["eval_strategy"], kw["eval_steps"]) == ("steps", 13)
+    assert (kw["save_strategy"], kw["save_steps"]) == ("steps", 13)
+
+
+def test_packing_is_padding_free_without_max_length() -> None:
+    kw = kwargs_for(make_cfg(sample_packing=True, sequence_len=256))
+    assert kw["padding_free"] is True and kw["packing"] is False and kw["max_length"] is None
+
+
+def test_schedule_optimizer_and_counts() -> None:
+    cfg = make_cfg(
+        optimizer="paged_adamw_8bit",
+        lr_scheduler="constant_with_warmup",
+        learning_rate=1e-4,
+        warmup_ratio=0.1,
+        max_grad_norm=0.5,
+        weight_decay=0.01,
+        seed=7,
+        max_steps=30,
+        evals_per_epoch=4,
+        saves_per_epoch=2,
+        save_total_limit=3,
+        logging_steps=5,
+        gradient_checkpointing=True,
+        adam_beta2=0.95,
+    )
+    kw = kwargs_for(cfg, rows=80)
+    assert kw["optim"] == "paged_adamw_8bit" and kw["lr_scheduler_type"] == "constant_with_warmup"
+    assert kw["learning_rate"] == 1e-4 and kw["warmup_steps"] == 0.1 and kw["max_grad_norm"] == 0.5
+    assert (
+        kw["weight_decay"] == 0.01 and kw["seed"] == 7 and kw["max_steps"] == 30 and kw["adam_beta2"] == 0.95
+    )
+    assert kw["eval_steps"] == 20 and kw["save_steps"] == 40 and kw["save_total_limit"] == 3
+    assert kw["logging_steps"] == 5
+    assert kw["activation_checkpointing"] is True
+    assert kw["activation_checkpointing_kwargs"] == {"use_reentrant": False}
+    assert planned_steps(cfg, 80) == 30
+    assert planned_steps(make_cfg(num_epochs=2, micro_batch_size=3), 10) == 8
+
+
+def test_explicit_steps_and_no_eval() -> None:
+    kw = kwargs_for(make_cfg(eval_steps=7, save_steps=9, warmup_steps=3), has_eval=False)
+    assert kw["eval_strategy"] == "no" and "eval_steps" not in kw
+    assert kw["save_steps"] == 9 and kw["warmup_steps"] == 3
+
+
+def test_early_stopping_needs_eval() -> None:
+    with pytest.raises(FtError, match="early_stopping_patience needs an eval split"):
+        kwargs_for(make_cfg(early_stopping_patience=2), has_eval=False)
+    kw = kwargs_for(make_cfg(early_stopping_patience=2))
+    assert kw["metric_for_best_model"] == "eval_loss" and kw["greater_is_better"] is False
+
+
+def test_reporting_targets() -> None:
+    assert report_to(make_cfg(use_tensorboard=True)) == ["tensorboard"]
+    with pytest.raises(FtError, match="wandb is not installed"):
+        report_to(make_cfg(wandb_project="demo"))
+    assert report_to(make_cfg(wandb_project="demo", wandb_mode="disabled")) == []
+
+
+def test_real_sft_config_accepts_the_arguments(tmp_path: Path) -> None:
+    args = build_sft_config(
+        make_cfg(adapter="lora", sample_packing=True, optimizer="adamw_torch", lr_scheduler="cosine"),
+        CPU,
+        tmp_path,
+        train_rows=10,
+        has_eval=True,
+    )
+    assert args.use_cpu and not args.bf16 and not args.gradient_checkpointing
+    assert args.padding_free and args.dataset_kwargs == {"skip_prepare_dataset": True}
+    assert args.ddp_find_unused_parameters is False
+
+
+def test_gpu_bf16_flags() -> None:
+    kw = kwargs_for(make_cfg(), precision=GPU_BF16)
+    assert kw["bf16"] is True and kw["use_cpu"] is False
+
+
+def test_existing_output_refused_resume_and_force(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = make_cfg(output_dir=str(run))
+    assert prepare_output_dir(cfg, run, resume=False, force=False) is None  # missing: fine
+    run.mkdir()
+    assert prepare_output_dir(cfg, run, resume=False, force=False) is None  # empty: fine
+    (run / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(OutputExistsError, match="already exists") as err:
+        prepare_output_dir(cfg, run, resume=False, force=False)
+    assert err.value.hint is not None and "--resume" in err.value.hint and "--force" in err.value.hint
+    with pytest.raises(FtError, match="no checkpoint-N folder"):
+        prepare_output_dir(cfg, run, resume=True, force=False)
+    for step in (2, 10, 4):
+        (run / f"checkpoint-{step}").mkdir()
+    assert prepare_output_dir(cfg, run, resume=True, force=False) == run / "checkpoint-10"
+    assert prepare_output_dir(cfg, run, resume=False, force=True) is None
+    assert not run.exists()
