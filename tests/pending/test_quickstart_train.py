@@ -1,25 +1,14 @@
-"""The offline quickstart: the config validates, the data is reproducible, `ft train` runs on SmolLM2."""
+"""`ft train` on the real SmolLM2 through the CLI (a few steps). Move back into tests/ with ft.data."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-CONFIG = REPO / "configs" / "quickstart.yml"
-EXAMPLES = REPO / "examples"
-FT = [sys.executable, "-m", "ft"]
-
-
-def ft(*args: str, cwd: Path = REPO, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "NO_COLOR": "1"}
-    return subprocess.run([*FT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+from test_quickstart import CONFIG, REPO, ft
 
 
 @pytest.mark.slow
