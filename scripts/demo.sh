@@ -59,7 +59,8 @@ if has_command train && python -c "import ft.data, ft.prompts, ft.tokenizer" 2>/
     ft train "$CONFIG" --force
     trained=1
 else
-    skip train
+    printf '   skipped: `ft train` needs the data pipeline (ft.data), which this version of ft does not have yet\n'
+    missing+=("train")
 fi
 done_step
 
