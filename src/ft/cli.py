@@ -13,6 +13,7 @@ import sys
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ft import __version__
 from ft.commands_data import register as register_data_commands
@@ -55,9 +56,9 @@ def debug_enabled() -> bool:
 
 
 def report_error(err: FtError, console: Console) -> None:
-    console.print(f"[bold red]error:[/] {err.message}", highlight=False, markup=True, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(err.message)}", highlight=False, markup=True, soft_wrap=True)
     if err.hint:
-        console.print(f"[bold]fix:[/] {err.hint}", highlight=False, soft_wrap=True)
+        console.print(f"[bold]fix:[/] {escape(err.hint)}", highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -316,7 +316,7 @@ def run_training(
 
     tokenizer = load_tokenizer(cfg)
     # Set before training so checkpoints carry it too: a template that renders the training format.
-    tokenizer.chat_template = chat_template_jinja(cfg)
+    tokenizer.chat_template = chat_template_jinja(cfg, tokenizer)
     data = prepare_data(cfg, tokenizer)
     return train_on_prepared(
         cfg, tokenizer, data, resume_from=resume_from, emit=emit, notes=notes, started_at=started_at
@@ -375,6 +375,7 @@ def train_on_prepared(
         base_path=base_path,
         added_tokens=_added_tokens(tokenizer, base_rows),
         data_fingerprint=data.fingerprint,
+        terminator=terminator_of(cfg, tokenizer),
         started_at=started_at or utc_now(),
         notes=notes,
     )
@@ -389,8 +390,15 @@ class RunContext:
     base_path: str
     added_tokens: list[str]
     data_fingerprint: str
+    terminator: str
     started_at: str
     notes: list[str]
+
+
+def terminator_of(cfg: FtConfig, tokenizer: Any) -> str:
+    from ft.prompts import renderer_for_config, special_tokens_of
+
+    return renderer_for_config(cfg, tokenizer).terminator(special_tokens_of(tokenizer))
 
 
 def _note(message: str, **values: Any) -> TrainEvent:
@@ -554,7 +562,6 @@ def run_record(context: RunContext, result: TrainResult) -> dict[str, Any]:
     """The content of run.json (keys listed in ft.run.RUN_KEYS)."""
     from ft import __version__
     from ft.model import quantization_info
-    from ft.prompts import renderer_for_config
     from ft.run import library_versions
 
     cfg = context.cfg
@@ -567,7 +574,7 @@ def run_record(context: RunContext, result: TrainResult) -> dict[str, Any]:
         "quantization": quantization_info(cfg, context.precision),
         "dtype": context.precision.weights_dtype(full_finetune=cfg.adapter is None),
         "prompt_format": prompt_format_name(cfg),
-        "terminator": renderer_for_config(cfg).terminator,
+        "terminator": context.terminator,
         "added_tokens": context.added_tokens,
         "library_versions": library_versions(),
         "data_fingerprint": context.data_fingerprint,

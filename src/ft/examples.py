@@ -1,0 +1,145 @@
+"""From a dataset row to rendered segments: field mapping, role mapping, the format's render.
+
+A row that cannot be rendered raises `RenderError` with the reason; the caller records it as a
+bad row with its dataset and row number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ft.prompts import (
+    Alpaca,
+    ChatFormat,
+    CustomFormat,
+    Message,
+    RenderError,
+    Segment,
+    SpecialTokens,
+    format_for_dataset,
+)
+
+if TYPE_CHECKING:
+    from ft.schema import DatasetSettings, FtConfig
+
+DEFAULT_ROLES = {
+    "system": ("system",),
+    "user": ("user", "human", "prompter"),
+    "assistant": ("assistant", "gpt", "model", "bot"),
+}
+MESSAGE_COLUMNS = ("messages", "conversations")
+
+RowRenderer = Callable[[dict[str, Any]], list[Segment]]
+
+
+def row_renderer(cfg: FtConfig, dataset: DatasetSettings, tokenizer: Any, tokens: SpecialTokens) -> RowRenderer:
+    """A function that renders one row of this dataset into segments (raises RenderError)."""
+    if dataset.type == "completion" and not dataset.format:
+        column = dataset.field or "text"
+        return lambda row: render_completion(_text(row, column), tokens)
+    fmt = format_for_dataset(cfg, dataset, tokenizer)
+    if dataset.type == "chat_template" and not dataset.format:
+        roles = role_lookup(dataset)
+        return lambda row: fmt.render(conversation(row, dataset, roles), tokens)
+    return lambda row: render_instruction_row(fmt, row, dataset, tokens)
+
+
+def _text(row: dict[str, Any], column: str, required: bool = True) -> str:
+    if column not in row or row[column] is None:
+        if required:
+            raise RenderError(f"missing field {column!r} (columns: {', '.join(row) or 'none'})")
+        return ""
+    value = row[column]
+    if not isinstance(value, str):
+        raise RenderError(f"field {column!r} is a {type(value).__name__}, not text")
+    if required and not value.strip():
+        raise RenderError(f"field {column!r} is empty")
+    return value
+
+
+def render_completion(text: str, tokens: SpecialTokens) -> list[Segment]:
+    """Text trained as it is; BOS and EOS added unless the text already has them (no double BOS)."""
+    segments: list[Segment] = []
+    if tokens.adds_bos and tokens.bos and not text.startswith(tokens.bos):
+        segments.append(Segment(tokens.bos, special="bos"))
+    segments.append(Segment(text, trained=True))
+    if not text.rstrip().endswith(tokens.eos):
+        segments.append(Segment(tokens.eos, trained=True, special="eos"))
+    return segments
+
+
+def system_of(row: dict[str, Any], dataset: DatasetSettings) -> str | None:
+    value = row.get(dataset.field_system)
+    if isinstance(value, str) and value.strip():
+        return value
+    return dataset.system_prompt
+
+
+def render_instruction_row(
+    fmt: ChatFormat, row: dict[str, Any], dataset: DatasetSettings, tokens: SpecialTokens
+) -> list[Segment]:
+    instruction = _text(row, dataset.field_instruction)
+    input_text = _text(row, dataset.field_input, required=False)
+    output = _text(row, dataset.field_output)
+    system = system_of(row, dataset)
+    answer = [Segment(output, trained=True)]
+    if isinstance(fmt, CustomFormat) or (isinstance(fmt, Alpaca) and input_text.strip()):
+        return [*fmt.render_instruction(instruction, input_text, system, tokens), *answer, _eos(tokens)]
+    user = f"{instruction}\n\n{input_text}" if input_text.strip() else instruction
+    messages = [Message("system", system)] if system is not None else []
+    messages += [Message("user", user), Message("assistant", output)]
+    return fmt.render(messages, tokens)
+
+
+def _eos(tokens: SpecialTokens) -> Segment:
+    return Segment(tokens.eos, trained=True, special="eos")
+
+
+def role_lookup(dataset: DatasetSettings) -> dict[str, str]:
+    lookup = {name: role for role, names in DEFAULT_ROLES.items() for name in names}
+    for role, names in (dataset.roles or {}).items():
+        for name in names:
+            lookup[name] = role
+    return lookup
+
+
+def conversation(row: dict[str, Any], dataset: DatasetSettings, roles: dict[str, str]) -> list[Message]:
+    turns = _turns(row, dataset)
+    role_key = dataset.message_property_mappings.get("role", "role")
+    content_key = dataset.message_property_mappings.get("content", "content")
+    messages = [_message(turn, number, role_key, content_key, roles) for number, turn in enumerate(turns, 1)]
+    if dataset.system_prompt and (not messages or messages[0].role != "system"):
+        messages.insert(0, Message("system", dataset.system_prompt))
+    if not any(m.role == "assistant" for m in messages):
+        raise RenderError("no assistant turn to train on")
+    return messages
+
+
+def _turns(row: dict[str, Any], dataset: DatasetSettings) -> Sequence[Any]:
+    column = dataset.field_messages or next((c for c in MESSAGE_COLUMNS if c in row), None)
+    if column is None or column not in row:
+        wanted = dataset.field_messages or " or ".join(MESSAGE_COLUMNS)
+        raise RenderError(f"missing field {wanted!r} (columns: {', '.join(row) or 'none'})")
+    turns = row[column]
+    if not isinstance(turns, list) or not turns:
+        raise RenderError(f"field {column!r} is not a non-empty list of turns")
+    return turns
+
+
+def _message(turn: Any, number: int, role_key: str, content_key: str, roles: dict[str, str]) -> Message:
+    if not isinstance(turn, dict):
+        raise RenderError(f"turn {number} is a {type(turn).__name__}, not an object")
+    if role_key not in turn and "from" in turn and role_key == "role":
+        role_key, content_key = "from", "value"  # ShareGPT
+    raw_role, content = turn.get(role_key), turn.get(content_key)
+    role = roles.get(str(raw_role))
+    if role is None:
+        raise RenderError(
+            f"turn {number} has role {raw_role!r}; known: {', '.join(sorted(roles))} (map others with `roles`)"
+        )
+    if not isinstance(content, str):
+        raise RenderError(f"turn {number} has no text {content_key!r}")
+    if role == "assistant" and not content.strip():
+        raise RenderError(f"turn {number} is an empty assistant answer")
+    return Message(role, content)  # type: ignore[arg-type]

@@ -1,0 +1,507 @@
+"""Prompt formats: a small closed registry that turns a conversation into text segments.
+
+A format renders `Message`s into `Segment`s: pieces of text, each marked trained or not, and
+the special tokens (BOS, EOS, a turn terminator) kept apart so that they become exactly one
+token id and are never spelled out of user text. `ft.tokenizer.encode_segments` turns the
+segments into `input_ids` and `labels`; `ft format` shows the same segments. One function owns
+the format and the mask, so what is previewed is what is trained.
+
+Where a prompt ends in a space before the answer (llama2_chat's `[/INST] `, phi2's `Output: `),
+the space belongs to the answer segment: the prompt given at inference time then ends where
+the training prompt ended, and the model learns the answer's first token with its space.
+
+The exact strings are those of DESIGN.md. Alpaca uses axolotl's form: a newline after
+`### Response:` (Stanford's original has none).
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from ft.errors import FtError
+
+if TYPE_CHECKING:
+    from ft.schema import DatasetSettings, FtConfig
+
+Role = Literal["system", "user", "assistant"]
+Special = Literal["bos", "eos", "end"]
+"""bos / eos: the tokenizer's own tokens; end: phi-3's `<|end|>` turn terminator."""
+
+PHI3_END = "<|end|>"
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A piece of the rendered example. `special` segments are one token whose text is `text`."""
+
+    text: str
+    trained: bool = False
+    special: Special | None = None
+
+
+class RenderError(ValueError):
+    """A conversation this format cannot render (a bad row, not a bug): the message is the reason."""
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """The token strings a format writes for its special segments, read from the tokenizer."""
+
+    bos: str | None
+    eos: str
+    adds_bos: bool
+    """Whether the tokenizer puts BOS in front of an encoded text (Llama does, GPT-2 does not)."""
+
+    def text(self, special: Special) -> str:
+        if special == "bos":
+            return self.bos or ""
+        if special == "eos":
+            return self.eos
+        return PHI3_END
+
+
+class ChatFormat(Protocol):
+    name: str
+
+    def render(
+        self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
+    ) -> list[Segment]: ...
+
+    def terminator(self, tokens: SpecialTokens) -> str: ...
+
+
+ALPACA_PREAMBLE_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request."
+)
+ALPACA_PREAMBLE = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+)
+
+
+def _special(name: Special, tokens: SpecialTokens, trained: bool = False) -> Segment:
+    return Segment(tokens.text(name), trained=trained, special=name)
+
+
+def _leading_bos(tokens: SpecialTokens) -> list[Segment]:
+    return [_special("bos", tokens)] if tokens.adds_bos and tokens.bos else []
+
+
+def split_system(messages: Sequence[Message]) -> tuple[str | None, list[Message]]:
+    """The system prompt (first message only) and the user/assistant turns, which must alternate."""
+    system = None
+    turns = list(messages)
+    if turns and turns[0].role == "system":
+        system = turns[0].content
+        turns = turns[1:]
+    for index, message in enumerate(turns):
+        expected = "user" if index % 2 == 0 else "assistant"
+        if message.role != expected:
+            raise RenderError(
+                f"turn {index + 1} is {message.role!r} where {expected!r} was expected "
+                "(one optional system message first, then user and assistant alternating)"
+            )
+    return system, turns
+
+
+def _pairs(turns: list[Message]) -> list[tuple[str, str | None]]:
+    return [
+        (turns[i].content, turns[i + 1].content if i + 1 < len(turns) else None)
+        for i in range(0, len(turns), 2)
+    ]
+
+
+def _check_ending(pairs: list[tuple[str, str | None]], add_generation_prompt: bool) -> None:
+    if not pairs:
+        raise RenderError("no user turn")
+    last_answer = pairs[-1][1]
+    if add_generation_prompt and last_answer is not None:
+        raise RenderError("the conversation ends with an assistant turn: nothing to generate")
+    if not add_generation_prompt and last_answer is None:
+        raise RenderError("the conversation ends with a user turn: no answer to train on")
+
+
+@dataclass(frozen=True)
+class Alpaca:
+    """Stanford Alpaca, axolotl's form. A system prompt replaces the preamble sentence."""
+
+    name: str = "alpaca"
+
+    def render(
+        self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
+    ) -> list[Segment]:
+        system, turns = split_system(messages)
+        pairs = _pairs(turns)
+        _check_ending(pairs, add_generation_prompt)
+        segments = _leading_bos(tokens)
+        for index, (user, answer) in enumerate(pairs):
+            preamble = ""
+            if index == 0:
+                preamble = (system if system is not None else ALPACA_PREAMBLE) + "\n\n"
+            segments.append(Segment(f"{preamble}### Instruction:\n{user}\n\n### Response:\n"))
+            if answer is not None:
+                segments += [Segment(answer, trained=True), _special("eos", tokens, trained=True)]
+        return segments
+
+    def render_instruction(
+        self, instruction: str, input_text: str, system: str | None, tokens: SpecialTokens
+    ) -> list[Segment]:
+        """The single-turn prompt with an input block (the input is not empty)."""
+        preamble = system if system is not None else ALPACA_PREAMBLE_INPUT
+        text = f"{preamble}\n\n### Instruction:\n{instruction}\n\n### Input:\n{input_text}\n\n### Response:\n"
+        return [*_leading_bos(tokens), Segment(text)]
+
+    def terminator(self, tokens: SpecialTokens) -> str:
+        return tokens.eos
+
+
+@dataclass(frozen=True)
+class Llama2Chat:
+    """Meta's reference (llama `chat_completion`): each turn `<s>[INST] ... [/INST] answer </s>`."""
+
+    name: str = "llama2_chat"
+
+    def render(
+        self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
+    ) -> list[Segment]:
+        system, turns = split_system(messages)
+        pairs = _pairs(turns)
+        _check_ending(pairs, add_generation_prompt)
+        segments: list[Segment] = []
+        for index, (user, answer) in enumerate(pairs):
+            user = user.strip()
+            if index == 0 and system is not None and system.strip():
+                user = f"<<SYS>>\n{system.strip()}\n<</SYS>>\n\n{user}"
+            if tokens.bos:
+                segments.append(_special("bos", tokens))
+            segments.append(Segment(f"[INST] {user} [/INST]"))
+            if answer is not None:
+                segments += [Segment(f" {answer.strip()} ", trained=True), _special("eos", tokens, trained=True)]
+        return segments
+
+    def terminator(self, tokens: SpecialTokens) -> str:
+        return tokens.eos
+
+
+@dataclass(frozen=True)
+class Phi2:
+    """Microsoft's phi-2 card: `Instruct: {prompt}\\nOutput: {answer}` + EOS (`<|endoftext|>`)."""
+
+    name: str = "phi2"
+
+    def render(
+        self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
+    ) -> list[Segment]:
+        system, turns = split_system(messages)
+        pairs = _pairs(turns)
+        _check_ending(pairs, add_generation_prompt)
+        segments = _leading_bos(tokens)
+        for index, (user, answer) in enumerate(pairs):
+            prefix = f"{system}\n" if index == 0 and system else ""
+            segments.append(Segment(f"{prefix}Instruct: {user}\nOutput:"))
+            if answer is not None:
+                segments += [Segment(f" {answer}", trained=True), _special("eos", tokens, trained=True)]
+        return segments
+
+    def terminator(self, tokens: SpecialTokens) -> str:
+        return tokens.eos
+
+
+@dataclass(frozen=True)
+class Phi3:
+    """Phi-3: `<|user|>\\n{user}<|end|>\\n<|assistant|>\\n{answer}<|end|>\\n`; `<|end|>` is trained."""
+
+    name: str = "phi3"
+
+    def render(
+        self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
+    ) -> list[Segment]:
+        system, turns = split_system(messages)
+        pairs = _pairs(turns)
+        _check_ending(pairs, add_generation_prompt)
+        segments = _leading_bos(tokens)
+        if system:
+            segments += [Segment(f"<|system|>\n{system}"), _special("end", tokens), Segment("\n")]
+        for user, answer in pairs:
+            segments += [Segment(f"<|user|>\n{user}"), _special("end", tokens), Segment("\n<|assistant|>\n")]
+            if answer is not None:
+                segments += [Segment(answer, trained=True), _special("end", tokens, trained=True), Segment("\n")]
+        return segments
+
+    def terminator(self, tokens: SpecialTokens) -> str:
+        return PHI3_END
+
+
+@dataclass(frozen=True)
+class CustomFormat:
+    """A user's `format` / `no_input_format` strings with {instruction}, {input}, {system} fields."""
+
+    format: str
+    no_input_format: str | None = None
+    name: str = "custom"
+
+    def render(
+        self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
+    ) -> list[Segment]:
+        system, turns = split_system(messages)
+        pairs = _pairs(turns)
+        _check_ending(pairs, add_generation_prompt)
+        segments = _leading_bos(tokens)
+        for user, answer in pairs:
+            segments.append(Segment(self.prompt(user, "", system)))
+            if answer is not None:
+                segments += [Segment(answer, trained=True), _special("eos", tokens, trained=True)]
+        return segments
+
+    def render_instruction(
+        self, instruction: str, input_text: str, system: str | None, tokens: SpecialTokens
+    ) -> list[Segment]:
+        return [*_leading_bos(tokens), Segment(self.prompt(instruction, input_text, system))]
+
+    def prompt(self, instruction: str, input_text: str, system: str | None) -> str:
+        template = self.format if input_text or self.no_input_format is None else self.no_input_format
+        return template.format_map({"instruction": instruction, "input": input_text, "system": system or ""})
+
+    def terminator(self, tokens: SpecialTokens) -> str:
+        return tokens.eos
+
+
+FORMATS: dict[str, ChatFormat] = {
+    "alpaca": Alpaca(),
+    "llama2_chat": Llama2Chat(),
+    "phi2": Phi2(),
+    "phi3": Phi3(),
+}
+CUSTOM_FIELDS = frozenset({"instruction", "input", "system"})
+
+
+def get_format(name: str) -> ChatFormat:
+    """A named format; an unknown name lists the valid ones."""
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise FtError(f"unknown prompt format {name!r}", hint="one of: " + ", ".join(FORMATS)) from None
+
+
+def custom_format_problems(text: str) -> list[str]:
+    """What is wrong with a custom format string (unknown or positional fields, bad braces)."""
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(text) if field is not None]
+    except ValueError as err:
+        return [f"{err} (write {{{{ and }}}} for literal braces)"]
+    problems = []
+    for field in fields:
+        if field not in CUSTOM_FIELDS:
+            problems.append(f"unknown field {{{field}}}: use " + ", ".join(f"{{{f}}}" for f in sorted(CUSTOM_FIELDS)))
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# The tokenizer's own chat template
+
+
+@dataclass(frozen=True)
+class TokenizerTemplate:
+    """The tokenizer's Jinja chat template. Assistant spans are found by rendering each prefix of
+    the conversation: the text an assistant turn adds after the generation prompt is trained, up
+    to and including the terminator (EOS), and whatever the template writes after it is not."""
+
+    tokenizer: Any
+    name: str = "tokenizer_default"
+
+    def _text(self, messages: Sequence[Message], add_generation_prompt: bool) -> str:
+        rows = [{"role": m.role, "content": m.content} for m in messages]
+        try:
+            text = self.tokenizer.apply_chat_template(
+                rows, tokenize=False, add_generation_prompt=add_generation_prompt
+            )
+        except Exception as err:  # Jinja raises its own errors (raise_exception in templates)
+            raise RenderError(f"the tokenizer's chat template failed: {err}") from err
+        return str(text)
+
+    def render(
+        self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
+    ) -> list[Segment]:
+        _, turns = split_system(messages)
+        _check_ending(_pairs(turns), add_generation_prompt)
+        if add_generation_prompt:
+            return [Segment(self._text(messages, True))]
+        segments: list[Segment] = []
+        done = ""
+        for index, message in enumerate(messages):
+            if message.role != "assistant":
+                continue
+            prompt = self._text(messages[:index], True)
+            full = self._text(messages[: index + 1], False)
+            if not prompt.startswith(done) or not full.startswith(prompt):
+                raise RenderError(
+                    "the tokenizer's chat template does not render a conversation as a prefix of its "
+                    "continuation, so the assistant turns cannot be located: use a named chat_template"
+                )
+            answer = full[len(prompt) :]
+            end = answer.find(tokens.eos)
+            cut = len(answer) if end < 0 else end + len(tokens.eos)
+            segments += [Segment(prompt[len(done) :]), Segment(answer[:cut], trained=True)]
+            done = prompt + answer[:cut]
+        rest = self._text(messages, False)[len(done) :]
+        if rest:
+            segments.append(Segment(rest))
+        return [s for s in segments if s.text]
+
+    def terminator(self, tokens: SpecialTokens) -> str:
+        return tokens.eos
+
+
+# ---------------------------------------------------------------------------------------------
+# From the config
+
+
+def chat_template_name(cfg: FtConfig, dataset: DatasetSettings | None = None) -> str:
+    """The template of a chat dataset, or of the saved tokenizer when `dataset` is None."""
+    if dataset is not None and dataset.chat_template:
+        return dataset.chat_template
+    if cfg.chat_template:
+        return cfg.chat_template
+    first = dataset or cfg.datasets[0]
+    if first.type == "chat_template":
+        return "tokenizer_default"
+    return first.type
+
+
+def format_for_dataset(cfg: FtConfig, dataset: DatasetSettings, tokenizer: Any) -> ChatFormat:
+    """The format that renders this dataset's rows."""
+    if dataset.format:
+        return CustomFormat(dataset.format, dataset.no_input_format)
+    name = chat_template_name(cfg, dataset) if dataset.type == "chat_template" else dataset.type
+    return format_by_name(name, tokenizer)
+
+
+def format_by_name(name: str, tokenizer: Any) -> ChatFormat:
+    if name == "tokenizer_default":
+        if not getattr(tokenizer, "chat_template", None):
+            raise FtError(
+                "chat_template: tokenizer_default, but the tokenizer has no chat template",
+                hint="name a template: chat_template: " + " | ".join(FORMATS),
+            )
+        return TokenizerTemplate(tokenizer)
+    if name == "completion":
+        # Plain text has no turns: chat and generate render the prompt as it is, ending at EOS.
+        return _CompletionChat()
+    return get_format(name)
+
+
+@dataclass(frozen=True)
+class _CompletionChat:
+    name: str = "completion"
+
+    def render(
+        self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
+    ) -> list[Segment]:
+        text = "".join(m.content for m in messages if m.role == "user")
+        return [*_leading_bos(tokens), Segment(text)]
+
+    def terminator(self, tokens: SpecialTokens) -> str:
+        return tokens.eos
+
+
+def renderer_for_config(cfg: FtConfig, tokenizer: Any) -> ChatFormat:
+    """The format used to talk to the trained model: that of the first dataset, or the top-level
+    `chat_template` when set."""
+    first = cfg.datasets[0]
+    if first.format and not cfg.chat_template:
+        return CustomFormat(first.format, first.no_input_format)
+    return format_by_name(chat_template_name(cfg), tokenizer)
+
+
+def special_tokens_of(tokenizer: Any) -> SpecialTokens:
+    """The BOS/EOS strings and whether the tokenizer adds BOS on its own (probed, not guessed)."""
+    eos = tokenizer.eos_token
+    if not eos:
+        raise FtError(
+            "the tokenizer has no EOS token, so the model could not learn to stop",
+            hint="set special_tokens: {eos_token: ...}",
+        )
+    bos = tokenizer.bos_token
+    adds_bos = False
+    if bos is not None and tokenizer.bos_token_id is not None:
+        probe = tokenizer("a", add_special_tokens=True)["input_ids"]
+        adds_bos = bool(probe) and probe[0] == tokenizer.bos_token_id
+    return SpecialTokens(bos=bos, eos=str(eos), adds_bos=adds_bos)
+
+
+def segments_text(segments: Sequence[Segment]) -> str:
+    return "".join(s.text for s in segments)
+
+
+# ---------------------------------------------------------------------------------------------
+# Jinja templates for the saved tokenizer: plain transformers renders the training format.
+
+_ROLE_CHECK = (
+    "{%- set ns = namespace(system=none, start=0) -%}"
+    "{%- if messages and messages[0]['role'] == 'system' -%}"
+    "{%- set ns.system = messages[0]['content'] -%}{%- set ns.start = 1 -%}{%- endif -%}"
+)
+
+_JINJA = {
+    "alpaca": (
+        "{{- BOS -}}"
+        "{%- for m in messages[ns.start:] -%}"
+        "{%- if m['role'] == 'user' -%}"
+        "{%- if loop.first -%}{{- (ns.system if ns.system is not none else '" + ALPACA_PREAMBLE + "') + '\\n\\n' -}}{%- endif -%}"
+        "{{- '### Instruction:\\n' + m['content'] + '\\n\\n### Response:\\n' -}}"
+        "{%- else -%}{{- m['content'] + eos_token -}}{%- endif -%}"
+        "{%- endfor -%}"
+    ),
+    "llama2_chat": (
+        "{%- for m in messages[ns.start:] -%}"
+        "{%- if m['role'] == 'user' -%}"
+        "{%- if loop.first and ns.system is not none and ns.system | trim -%}"
+        "{{- bos_token + '[INST] <<SYS>>\\n' + ns.system | trim + '\\n<</SYS>>\\n\\n' + m['content'] | trim + ' [/INST]' -}}"
+        "{%- else -%}{{- bos_token + '[INST] ' + m['content'] | trim + ' [/INST]' -}}{%- endif -%}"
+        "{%- else -%}{{- ' ' + m['content'] | trim + ' ' + eos_token -}}{%- endif -%}"
+        "{%- endfor -%}"
+    ),
+    "phi2": (
+        "{{- BOS -}}"
+        "{%- for m in messages[ns.start:] -%}"
+        "{%- if m['role'] == 'user' -%}"
+        "{%- if loop.first and ns.system -%}{{- ns.system + '\\n' -}}{%- endif -%}"
+        "{{- 'Instruct: ' + m['content'] + '\\nOutput:' -}}"
+        "{%- else -%}{{- ' ' + m['content'] + eos_token -}}{%- endif -%}"
+        "{%- endfor -%}"
+    ),
+    "phi3": (
+        "{{- BOS -}}"
+        "{%- if ns.system -%}{{- '<|system|>\\n' + ns.system + '<|end|>\\n' -}}{%- endif -%}"
+        "{%- for m in messages[ns.start:] -%}"
+        "{%- if m['role'] == 'user' -%}{{- '<|user|>\\n' + m['content'] + '<|end|>\\n<|assistant|>\\n' -}}"
+        "{%- else -%}{{- m['content'] + '<|end|>\\n' -}}{%- endif -%}"
+        "{%- endfor -%}"
+    ),
+}
+
+
+def chat_template_jinja(cfg: FtConfig, tokenizer: Any) -> str | None:
+    """A Jinja chat template that renders the training format, for the saved tokenizer.
+
+    Our formats put the generation prompt inside the user turn, so `add_generation_prompt` adds
+    nothing. None for custom and completion formats (no turns to template); the tokenizer's own
+    template for tokenizer_default.
+    """
+    renderer = renderer_for_config(cfg, tokenizer)
+    if isinstance(renderer, TokenizerTemplate):
+        return str(tokenizer.chat_template)
+    body = _JINJA.get(renderer.name)
+    if body is None:
+        return getattr(tokenizer, "chat_template", None)
+    bos = "{{- bos_token -}}" if special_tokens_of(tokenizer).adds_bos else ""
+    return _ROLE_CHECK + body.replace("{{- BOS -}}", bos)

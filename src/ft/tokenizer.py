@@ -1,0 +1,225 @@
+"""The tokenizer: loading it from the config, and turning rendered segments into ids and labels.
+
+Encoding: consecutive text segments are tokenized together, as the whole string would be at
+inference time, and each token is trained when any of its characters lies in a trained segment
+(offset mapping of a fast tokenizer). Special segments (BOS, EOS, `<|end|>`) become their one id
+directly. Tokenizing the prompt and the answer as two separate strings instead would, with
+SentencePiece tokenizers (Llama, Mistral, Phi-3), put a stray "▁" token at the start of every
+answer that the model would then learn to emit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ft.errors import FtError
+from ft.prompts import Segment
+
+if TYPE_CHECKING:
+    from ft.schema import FtConfig
+
+IGNORE_INDEX = -100
+SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "pad_token", "unk_token")
+
+
+def tokenizer_source(cfg: FtConfig) -> str:
+    return cfg.tokenizer_config or cfg.base_model
+
+
+def load_tokenizer(cfg: FtConfig) -> Any:
+    """The tokenizer of the config, with `special_tokens`, `tokens` and a pad token applied."""
+    tokenizer = load_raw_tokenizer(cfg)
+    apply_special_tokens(cfg, tokenizer)
+    choose_pad_token(tokenizer)
+    return tokenizer
+
+
+def load_raw_tokenizer(cfg: FtConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    from ft.gguf import load_gguf_tokenizer
+    from ft.sources import resolve_model_source
+
+    ref = tokenizer_source(cfg)
+    source = resolve_model_source(ref)
+    key = "tokenizer_config" if cfg.tokenizer_config else "base_model"
+    try:
+        if source.kind == "gguf":
+            tokenizer = load_gguf_tokenizer(Path(source.location))
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(
+                source.location,
+                revision=cfg.revision if source.kind == "hub" else None,
+                trust_remote_code=cfg.trust_remote_code,
+                use_fast=cfg.tokenizer_use_fast,
+            )
+    except (OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FtError(
+            f"{key}: cannot load a tokenizer from {ref!r}: {first_line}",
+            hint="offline? a Hub id needs the model in the local cache (HF_HUB_OFFLINE=1)"
+            if source.kind == "hub"
+            else None,
+        ) from err
+    if not getattr(tokenizer, "is_fast", False):
+        raise FtError(
+            f"{key}: {ref!r} has only a slow (Python) tokenizer; ft needs a fast one for exact label masks",
+            hint="use a model with a tokenizer.json, or set tokenizer_use_fast: true",
+        )
+    return tokenizer
+
+
+def apply_special_tokens(cfg: FtConfig, tokenizer: Any) -> list[str]:
+    """Set `special_tokens` (reusing tokens the vocabulary has) and add `tokens`; returns those added."""
+    vocab = tokenizer.get_vocab()
+    added: list[str] = []
+    for key, value in cfg.special_tokens.items():
+        if key not in SPECIAL_TOKEN_KEYS:
+            raise FtError(
+                f"special_tokens.{key}: unknown special token kind", hint="one of: " + ", ".join(SPECIAL_TOKEN_KEYS)
+            )
+        if value in vocab:
+            setattr(tokenizer, key, value)
+        else:
+            tokenizer.add_special_tokens({key: value})
+            added.append(value)
+    new = [token for token in cfg.tokens if token not in vocab]
+    if new:
+        tokenizer.add_tokens(new)
+        added += new
+    return added
+
+
+def choose_pad_token(tokenizer: Any) -> str | None:
+    """Give the tokenizer a pad token without adding one; returns a note when it had none.
+
+    EOS as padding is safe here: labels are built by ft, never derived from pad positions, so
+    the EOS at the end of each answer is still trained (trl would mask it otherwise).
+    """
+    if tokenizer.pad_token is not None:
+        return None
+    if tokenizer.unk_token is not None and tokenizer.unk_token != tokenizer.eos_token:
+        tokenizer.pad_token = tokenizer.unk_token
+    else:
+        tokenizer.pad_token = tokenizer.eos_token
+    return f"pad token: {tokenizer.pad_token} (the tokenizer had none; padding is masked from the loss)"
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A hash of everything in the tokenizer that changes encoding."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(tokenizer.backend_tokenizer.to_str().encode())
+    for key in SPECIAL_TOKEN_KEYS:
+        h.update(f"{key}={getattr(tokenizer, key, None)}".encode())
+    h.update(str(getattr(tokenizer, "chat_template", None)).encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def encode_segments(tokenizer: Any, segments: Sequence[Segment], train_on_inputs: bool = False) -> Encoded:
+    """Token ids and labels (-100 where not trained) for one rendered example."""
+    return encode_many(tokenizer, [segments], train_on_inputs)[0]
+
+
+def encode_many(
+    tokenizer: Any, examples: Sequence[Sequence[Segment]], train_on_inputs: bool = False
+) -> list[Encoded]:
+    """`encode_segments` for many examples, with one batched tokenizer call for all their text."""
+    runs: list[list[Segment]] = []
+    plans: list[list[tuple[str, Any]]] = []
+    for segments in examples:
+        plan: list[tuple[str, Any]] = []
+        current: list[Segment] = []
+        for segment in segments:
+            if segment.special:
+                if current:
+                    plan.append(("run", len(runs)))
+                    runs.append(current)
+                    current = []
+                plan.append(("special", segment))
+            elif segment.text:
+                current.append(segment)
+        if current:
+            plan.append(("run", len(runs)))
+            runs.append(current)
+        plans.append(plan)
+    tokenized = _tokenize_runs(tokenizer, runs)
+    special_ids: dict[str, int] = {}
+    out = []
+    for plan in plans:
+        ids: list[int] = []
+        labels: list[int] = []
+        for kind, value in plan:
+            if kind == "special":
+                token_id = _special_id(tokenizer, value.text, special_ids)
+                ids.append(token_id)
+                labels.append(token_id if (value.trained or train_on_inputs) and value.special != "bos" else IGNORE_INDEX)
+            else:
+                run_ids, run_labels = tokenized[value]
+                ids += run_ids
+                labels += run_ids if train_on_inputs else run_labels
+        if labels:
+            labels[0] = IGNORE_INDEX  # never predicted; in a packed row it would be predicted from another example
+        out.append(Encoded(ids, labels))
+    return out
+
+
+def _special_id(tokenizer: Any, text: str, cache: dict[str, int]) -> int:
+    if text not in cache:
+        token_id = tokenizer.convert_tokens_to_ids(text)
+        if token_id is None or (token_id == tokenizer.unk_token_id and text != tokenizer.unk_token):
+            raise FtError(
+                f"the format needs {text!r} as one token, but the tokenizer does not have it",
+                hint=f"add it: tokens: [{text!r}] (with lora_modules_to_save for its new embedding row)",
+            )
+        cache[text] = int(token_id)
+    return cache[text]
+
+
+BATCH = 1000
+
+
+def _tokenize_runs(tokenizer: Any, runs: list[list[Segment]]) -> list[tuple[list[int], list[int]]]:
+    out: list[tuple[list[int], list[int]]] = []
+    for start in range(0, len(runs), BATCH):
+        batch = runs[start : start + BATCH]
+        texts = ["".join(s.text for s in run) for run in batch]
+        encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        for run, ids, offsets in zip(batch, encoded["input_ids"], encoded["offset_mapping"], strict=True):
+            out.append((list(ids), _labels_by_offset(run, ids, offsets)))
+    return out
+
+
+def _labels_by_offset(run: list[Segment], ids: list[int], offsets: list[tuple[int, int]]) -> list[int]:
+    """A token is trained when any of its characters belongs to a trained segment.
+
+    Tokens rarely straddle a prompt/answer boundary (formats end prompts at a newline or a
+    special token); when one does, training it keeps the answer's first characters in the loss.
+    """
+    bounds: list[tuple[int, int, bool]] = []
+    position = 0
+    for segment in run:
+        bounds.append((position, position + len(segment.text), segment.trained))
+        position += len(segment.text)
+    labels = []
+    index = 0
+    for token_id, (begin, end) in zip(ids, offsets, strict=True):
+        while index < len(bounds) - 1 and begin >= bounds[index][1]:
+            index += 1
+        trained = bounds[index][2]
+        probe = index + 1
+        while not trained and probe < len(bounds) and bounds[probe][0] < end:
+            trained = bounds[probe][2]
+            probe += 1
+        labels.append(token_id if trained else IGNORE_INDEX)
+    return labels
