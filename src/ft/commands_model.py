@@ -1,4 +1,4 @@
-"""CLI commands of this stage. Heavy libraries are imported inside the command bodies."""
+"""`ft merge`. Heavy libraries are imported inside the command body."""
 
 from __future__ import annotations
 
