@@ -52,10 +52,23 @@ def _text(row: dict[str, Any], column: str, required: bool = True) -> str:
         return ""
     value = row[column]
     if not isinstance(value, str):
-        raise RenderError(f"field {column!r} is a {type(value).__name__}, not text")
+        raise RenderError(f"field {column!r} is {describe(value)}, not text")
     if required and not value.strip():
         raise RenderError(f"field {column!r} is empty")
     return value
+
+
+def describe(value: Any) -> str:
+    """A JSON-ish name for a value's type, for messages about rows."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
 
 
 def render_completion(text: str, tokens: SpecialTokens) -> list[Segment]:
@@ -129,7 +142,7 @@ def _turns(row: dict[str, Any], dataset: DatasetSettings) -> Sequence[Any]:
 
 def _message(turn: Any, number: int, role_key: str, content_key: str, roles: dict[str, str]) -> Message:
     if not isinstance(turn, dict):
-        raise RenderError(f"turn {number} is a {type(turn).__name__}, not an object")
+        raise RenderError(f"turn {number} is {describe(turn)}, not an object")
     if role_key not in turn and "from" in turn and role_key == "role":
         role_key, content_key = "from", "value"  # ShareGPT
     raw_role, content = turn.get(role_key), turn.get(content_key)
