@@ -60,7 +60,9 @@ def test_field_mapping_and_system_prompt(tmp_path, tiny_model_dir, tiny_tokenize
     }
     cfg = config(tmp_path, tiny_model_dir, [dataset])
     (example,), _ = preview_examples(cfg, tiny_tokenizer, None)
-    assert segments_text(example.segments) == "<s>You are kind.\nInstruct: I feel sad.\nOutput: I hear you.</s>"
+    assert (
+        segments_text(example.segments) == "<s>You are kind.\nInstruct: I feel sad.\nOutput: I hear you.</s>"
+    )
 
 
 def test_sharegpt_conversations_with_role_mapping(tmp_path, tiny_model_dir, tiny_tokenizer):
@@ -73,7 +75,9 @@ def test_sharegpt_conversations_with_role_mapping(tmp_path, tiny_model_dir, tiny
         ]
     }
     data = write_jsonl(tmp_path / "s.jsonl", [row])
-    cfg = config(tmp_path, tiny_model_dir, [{"path": str(data), "type": "chat_template", "chat_template": "phi3"}])
+    cfg = config(
+        tmp_path, tiny_model_dir, [{"path": str(data), "type": "chat_template", "chat_template": "phi3"}]
+    )
     (example,), _ = preview_examples(cfg, tiny_tokenizer, None)
     assert segments_text(example.segments) == (
         "<s><|user|>\nHi<|end|>\n<|assistant|>\nHello!<|end|>\n<|user|>\nBye<|end|>\n<|assistant|>\nGoodbye!<|end|>\n"
@@ -143,7 +147,9 @@ def long_rows() -> list[dict]:
 )
 def test_length_rule(tmp_path, tiny_model_dir, tiny_tokenizer, strategy, rows, truncated):
     data = write_jsonl(tmp_path / "l.jsonl", long_rows())
-    cfg = config(tmp_path, tiny_model_dir, [{"path": str(data)}], sequence_len=100, excess_length_strategy=strategy)
+    cfg = config(
+        tmp_path, tiny_model_dir, [{"path": str(data)}], sequence_len=100, excess_length_strategy=strategy
+    )
     prepared = prepare_data(cfg, tiny_tokenizer)
     assert len(prepared.train) == rows
     assert prepared.report.too_long == 1 and prepared.report.truncated == truncated
@@ -152,7 +158,9 @@ def test_length_rule(tmp_path, tiny_model_dir, tiny_tokenizer, strategy, rows, t
 
 def test_length_rule_error_names_the_row(tmp_path, tiny_model_dir, tiny_tokenizer):
     data = write_jsonl(tmp_path / "l.jsonl", long_rows())
-    cfg = config(tmp_path, tiny_model_dir, [{"path": str(data)}], sequence_len=100, excess_length_strategy="error")
+    cfg = config(
+        tmp_path, tiny_model_dir, [{"path": str(data)}], sequence_len=100, excess_length_strategy="error"
+    )
     with pytest.raises(DataError, match=r"datasets\[0\] .* line 2: \d+ tokens, over sequence_len 100"):
         prepare_data(cfg, tiny_tokenizer)
 
@@ -176,9 +184,15 @@ def test_sources_json_csv_parquet_and_saved_folder_concatenate(tmp_path, tiny_mo
 def test_val_set_size_is_seeded_fraction_or_count(tmp_path, tiny_model_dir, tiny_tokenizer):
     rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(20)]
     data = write_jsonl(tmp_path / "v.jsonl", rows)
-    first = prepare_data(config(tmp_path, tiny_model_dir, [{"path": str(data)}], val_set_size=0.25), tiny_tokenizer)
-    again = prepare_data(config(tmp_path, tiny_model_dir, [{"path": str(data)}], val_set_size=0.25), tiny_tokenizer)
-    counted = prepare_data(config(tmp_path, tiny_model_dir, [{"path": str(data)}], val_set_size=3), tiny_tokenizer)
+    first = prepare_data(
+        config(tmp_path, tiny_model_dir, [{"path": str(data)}], val_set_size=0.25), tiny_tokenizer
+    )
+    again = prepare_data(
+        config(tmp_path, tiny_model_dir, [{"path": str(data)}], val_set_size=0.25), tiny_tokenizer
+    )
+    counted = prepare_data(
+        config(tmp_path, tiny_model_dir, [{"path": str(data)}], val_set_size=3), tiny_tokenizer
+    )
     assert (len(first.train), len(first.eval)) == (15, 5)
     assert first.eval["input_ids"] == again.eval["input_ids"]
     assert len(counted.eval) == 3
@@ -196,19 +210,26 @@ def test_test_datasets_give_the_eval_split(tmp_path, tiny_model_dir, tiny_tokeni
 def test_packing_keeps_every_token_and_label_in_order(tmp_path, tiny_model_dir, tiny_tokenizer):
     rows = [{"instruction": f"Question {i}?", "output": "yes " * (i % 7 + 1)} for i in range(40)]
     data = write_jsonl(tmp_path / "p.jsonl", rows)
-    plain = prepare_data(config(tmp_path, tiny_model_dir, [{"path": str(data)}], sequence_len=400), tiny_tokenizer)
+    plain = prepare_data(
+        config(tmp_path, tiny_model_dir, [{"path": str(data)}], sequence_len=400), tiny_tokenizer
+    )
     packed = prepare_data(
-        config(tmp_path, tiny_model_dir, [{"path": str(data)}], sequence_len=400, sample_packing=True), tiny_tokenizer
+        config(tmp_path, tiny_model_dir, [{"path": str(data)}], sequence_len=400, sample_packing=True),
+        tiny_tokenizer,
     )
     assert len(packed.train) < len(plain.train)
     unpacked = []
-    for ids, labels, lengths in zip(packed.train["input_ids"], packed.train["labels"], packed.train["seq_lengths"]):
+    for ids, labels, lengths in zip(
+        packed.train["input_ids"], packed.train["labels"], packed.train["seq_lengths"], strict=True
+    ):
         assert len(ids) == len(labels) == sum(lengths) <= 400
         start = 0
         for length in lengths:
             unpacked.append((tuple(ids[start : start + length]), tuple(labels[start : start + length])))
             start += length
-    original = sorted(zip(map(tuple, plain.train["input_ids"]), map(tuple, plain.train["labels"])))
+    original = sorted(
+        zip(map(tuple, plain.train["input_ids"]), map(tuple, plain.train["labels"]), strict=True)
+    )
     assert sorted(unpacked) == original
     assert all(labels[0] == IGNORE_INDEX for _, labels in unpacked)
     assert packed.report.train.packing_efficiency == pytest.approx(

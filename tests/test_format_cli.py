@@ -68,7 +68,9 @@ def test_format_stats_reports_lengths_and_packing(tmp_path, tiny_model_dir):
 
 
 def test_preprocess_writes_once_then_reuses(tmp_path, tiny_model_dir):
-    config = write_config(tmp_path, tiny_model_dir, skip_invalid_rows=True, dataset_prepared_path=str(tmp_path / "p"))
+    config = write_config(
+        tmp_path, tiny_model_dir, skip_invalid_rows=True, dataset_prepared_path=str(tmp_path / "p")
+    )
     first = run("preprocess", str(config))
     assert first.exit_code == 0, first.output
     assert ": written" in first.output and "bad rows skipped: 1" in first.output

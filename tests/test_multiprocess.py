@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from test_train import ADAPTER_RUN_FILES, top_level, write_config
 
 pytestmark = pytest.mark.integration

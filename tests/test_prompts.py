@@ -60,7 +60,8 @@ def marked_tokens(tokenizer, segments: list[Segment], train_on_inputs: bool = Fa
     encoded = encode_segments(tokenizer, segments, train_on_inputs)
     pieces = tokenizer.convert_ids_to_tokens(encoded.input_ids)
     return " ".join(
-        ("+" if label != IGNORE_INDEX else "") + piece for piece, label in zip(pieces, encoded.labels, strict=True)
+        ("+" if label != IGNORE_INDEX else "") + piece
+        for piece, label in zip(pieces, encoded.labels, strict=True)
     )
 
 
@@ -98,7 +99,9 @@ def test_multi_turn_trains_every_assistant_turn_only(tiny_tokenizer, tokens):
 
 
 def test_train_on_inputs_trains_everything_but_the_first_token(tiny_tokenizer, tokens):
-    encoded = encode_segments(tiny_tokenizer, get_format("phi2").render(ONE_TURN, tokens), train_on_inputs=True)
+    encoded = encode_segments(
+        tiny_tokenizer, get_format("phi2").render(ONE_TURN, tokens), train_on_inputs=True
+    )
     assert encoded.labels[0] == IGNORE_INDEX
     assert encoded.labels[1:] == encoded.input_ids[1:]
 
@@ -182,13 +185,21 @@ def test_tokenizer_template_trains_answers_through_the_terminator(tiny_tokenizer
     try:
         fmt = TokenizerTemplate(tiny_tokenizer)
         segments = fmt.render(TWO_TURNS[1:], tokens)
-        assert segments_text(segments) == "<|user|>What is 2+2?</s>\n<|assistant|>4</s>\n<|user|>And 3+3?</s>\n<|assistant|>6</s>\n"
+        assert (
+            segments_text(segments)
+            == "<|user|>What is 2+2?</s>\n<|assistant|>4</s>\n<|user|>And 3+3?</s>\n<|assistant|>6</s>\n"
+        )
         assert [s.text for s in segments if s.trained] == ["4</s>", "6</s>"]
         encoded = encode_segments(tiny_tokenizer, segments)
         assert tiny_tokenizer.decode([i for i in encoded.labels if i != IGNORE_INDEX]) == "4</s>6</s>"
-        assert encoded.input_ids == tiny_tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in TWO_TURNS[1:]], tokenize=True, return_dict=True
-        )["input_ids"]
+        assert (
+            encoded.input_ids
+            == tiny_tokenizer.apply_chat_template(
+                [{"role": m.role, "content": m.content} for m in TWO_TURNS[1:]],
+                tokenize=True,
+                return_dict=True,
+            )["input_ids"]
+        )
     finally:
         tiny_tokenizer.chat_template = None
 
@@ -208,8 +219,12 @@ def sentencepiece_like_tokenizer():
         ]
     )
     tok.decoder = dec.Metaspace(replacement="▁", prepend_scheme="first")
-    trainer = trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
-    tok.train_from_iterator(["### Instruction:\nWhat is the answer?\n\n### Response:\nfour five"] * 10, trainer=trainer)
+    trainer = trainers.BpeTrainer(
+        vocab_size=200, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False
+    )
+    tok.train_from_iterator(
+        ["### Instruction:\nWhat is the answer?\n\n### Response:\nfour five"] * 10, trainer=trainer
+    )
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
@@ -227,7 +242,10 @@ def test_sentencepiece_answer_has_no_stray_prefix_token():
     trained = [i for i in encoded.labels if i != IGNORE_INDEX]
     assert tokenizer.convert_ids_to_tokens(trained) == ["four", "</s>"]
     # What tokenizing the answer on its own gives: a stray '▁' piece first.
-    assert tokenizer.convert_ids_to_tokens(tokenizer("four", add_special_tokens=False)["input_ids"]) == ["▁", "four"]
+    assert tokenizer.convert_ids_to_tokens(tokenizer("four", add_special_tokens=False)["input_ids"]) == [
+        "▁",
+        "four",
+    ]
 
 
 def test_a_token_across_the_prompt_answer_boundary_is_trained(tiny_tokenizer):

@@ -105,7 +105,9 @@ def visible(text: str) -> str:
     return text.replace("\t", "→").replace("\n", "↵\n")
 
 
-def show_example(console: Console, number: int, example: Example, tokenizer: Any, limit: int, tokens: bool) -> None:
+def show_example(
+    console: Console, number: int, example: Example, tokenizer: Any, limit: int, tokens: bool
+) -> None:
     trained = example.trained_tokens
     head = (
         f"[bold]example {number}[/] · {example.key} {example.where} · "
@@ -122,7 +124,9 @@ def show_example(console: Console, number: int, example: Example, tokenizer: Any
         else:
             style = "green" if segment.trained else "dim"
         if segment.text.startswith(" ") or segment.text.endswith(" "):
-            text = escape(visible(segment.text.replace(" ", "·", 1) if segment.text.startswith(" ") else segment.text))
+            text = escape(
+                visible(segment.text.replace(" ", "·", 1) if segment.text.startswith(" ") else segment.text)
+            )
         parts.append(f"[{style}]{text}[/]")
     console.print("".join(parts), highlight=False)
     if tokens:
@@ -148,9 +152,12 @@ def show_report(console: Console, report: DataReport, cfg: FtConfig, whole_set: 
         pct = " ".join(f"{k} {v}" for k, v in train.percentiles().items())
         console.print(f"tokens per row: {pct} (sequence_len {cfg.sequence_len})", highlight=False)
     if report.too_long:
-        action = {"drop": "dropped", "truncate": "truncated", "error": "an error in training"}[cfg.excess_length_strategy]
+        action = {"drop": "dropped", "truncate": "truncated", "error": "an error in training"}[
+            cfg.excess_length_strategy
+        ]
         console.print(
-            f"[yellow]{report.too_long} row(s) over sequence_len {cfg.sequence_len}: {action}[/]", highlight=False
+            f"[yellow]{report.too_long} row(s) over sequence_len {cfg.sequence_len}: {action}[/]",
+            highlight=False,
         )
     if train.packing_efficiency is not None:
         console.print(
@@ -159,7 +166,9 @@ def show_report(console: Console, report: DataReport, cfg: FtConfig, whole_set: 
         )
     unreadable = [row for row in report.bad_rows if row.reason != "no token left to train on"]
     if report.no_trained_tokens:
-        console.print(f"[yellow]{report.no_trained_tokens} row(s) with no token left to train on (dropped)[/]")
+        console.print(
+            f"[yellow]{report.no_trained_tokens} row(s) with no token left to train on (dropped)[/]"
+        )
     if unreadable:
         verdict = "skipped (skip_invalid_rows)" if cfg.skip_invalid_rows else "training would stop on them"
         console.print(f"[red]{len(unreadable)} bad row(s): {verdict}[/]", highlight=False)
@@ -175,7 +184,9 @@ def preprocess_command(config: Path = CONFIG_ARG, overrides: list[str] = SET_OPT
     cfg, tokenizer = _load(config, overrides, console)
     if not cfg.dataset_prepared_path:
         cfg = cfg.model_copy(update={"dataset_prepared_path": DEFAULT_PREPARED_PATH})
-        console.print(f"[dim]dataset_prepared_path not set: using {DEFAULT_PREPARED_PATH}[/]", highlight=False)
+        console.print(
+            f"[dim]dataset_prepared_path not set: using {DEFAULT_PREPARED_PATH}[/]", highlight=False
+        )
     prepared = prepare_data(cfg, tokenizer)
     report = prepared.report
     where = cache_dir(cfg, prepared.fingerprint)

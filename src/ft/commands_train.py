@@ -106,6 +106,19 @@ def print_summary(console: Console, result: TrainResult) -> None:
             console.print(f"[dim]{note}[/]", highlight=False)
 
 
+def quiet_libraries() -> None:
+    """Silence library output that the progress view replaces: weight-loading bars, a deprecation
+    warning peft triggers in transformers 5, and bitsandbytes' note about an optional CPU kernel."""
+    import logging
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -128,6 +141,7 @@ def train_command(
     if main:
         for note in notes:
             console.print(f"[dim]{note}[/]", highlight=False)
+    quiet_libraries()
     view = ProgressView(console)
     try:
         result = run_training(cfg, resume=resume, force=force, on_event=view if main else None)

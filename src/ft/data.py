@@ -142,9 +142,7 @@ def render_source(
     return rendered
 
 
-def encode_source(
-    cfg: FtConfig, source: Source, tokenizer: Any, report: DataReport
-) -> list[Example]:
+def encode_source(cfg: FtConfig, source: Source, tokenizer: Any, report: DataReport) -> list[Example]:
     """Rendered, encoded rows of one source with the length rule applied."""
     rendered = render_source(cfg, source, tokenizer, report.bad_rows)
     encoded = encode_many(tokenizer, [segments for _, segments in rendered], cfg.train_on_inputs)
@@ -156,7 +154,9 @@ def encode_source(
             continue
         if kept.trained_tokens == 0:
             report.no_trained_tokens += 1
-            report.bad_rows.append(BadRow(source.key, source.settings.path, row.where, "no token left to train on"))
+            report.bad_rows.append(
+                BadRow(source.key, source.settings.path, row.where, "no token left to train on")
+            )
             continue
         examples.append(kept)
     return examples
@@ -229,7 +229,9 @@ def split_eval(cfg: FtConfig, examples: list[Example]) -> tuple[list[Example], l
     order = list(range(len(examples)))
     random.Random(cfg.seed).shuffle(order)
     held = set(order[: max(count, 1)])
-    return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
+    return [e for i, e in enumerate(examples) if i not in held], [
+        e for i, e in enumerate(examples) if i in held
+    ]
 
 
 def summarize(examples: list[Example], report: SplitReport) -> None:

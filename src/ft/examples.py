@@ -33,7 +33,9 @@ MESSAGE_COLUMNS = ("messages", "conversations")
 RowRenderer = Callable[[dict[str, Any]], list[Segment]]
 
 
-def row_renderer(cfg: FtConfig, dataset: DatasetSettings, tokenizer: Any, tokens: SpecialTokens) -> RowRenderer:
+def row_renderer(
+    cfg: FtConfig, dataset: DatasetSettings, tokenizer: Any, tokens: SpecialTokens
+) -> RowRenderer:
     """A function that renders one row of this dataset into segments (raises RenderError)."""
     if dataset.type == "completion" and not dataset.format:
         column = dataset.field or "text"

@@ -70,7 +70,8 @@ class SpecialTokens:
 
 
 class ChatFormat(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def render(
         self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
@@ -83,9 +84,7 @@ ALPACA_PREAMBLE_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "
     "Write a response that appropriately completes the request."
 )
-ALPACA_PREAMBLE = (
-    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
-)
+ALPACA_PREAMBLE = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
 
 
 def _special(name: Special, tokens: SpecialTokens, trained: bool = False) -> Segment:
@@ -185,7 +184,10 @@ class Llama2Chat:
                 segments.append(_special("bos", tokens))
             segments.append(Segment(f"[INST] {user} [/INST]"))
             if answer is not None:
-                segments += [Segment(f" {answer.strip()} ", trained=True), _special("eos", tokens, trained=True)]
+                segments += [
+                    Segment(f" {answer.strip()} ", trained=True),
+                    _special("eos", tokens, trained=True),
+                ]
         return segments
 
     def terminator(self, tokens: SpecialTokens) -> str:
@@ -234,7 +236,11 @@ class Phi3:
         for user, answer in pairs:
             segments += [Segment(f"<|user|>\n{user}"), _special("end", tokens), Segment("\n<|assistant|>\n")]
             if answer is not None:
-                segments += [Segment(answer, trained=True), _special("end", tokens, trained=True), Segment("\n")]
+                segments += [
+                    Segment(answer, trained=True),
+                    _special("end", tokens, trained=True),
+                    Segment("\n"),
+                ]
         return segments
 
     def terminator(self, tokens: SpecialTokens) -> str:
@@ -301,7 +307,9 @@ def custom_format_problems(text: str) -> list[str]:
     problems = []
     for field in fields:
         if field not in CUSTOM_FIELDS:
-            problems.append(f"unknown field {{{field}}}: use " + ", ".join(f"{{{f}}}" for f in sorted(CUSTOM_FIELDS)))
+            problems.append(
+                f"unknown field {{{field}}}: use " + ", ".join(f"{{{f}}}" for f in sorted(CUSTOM_FIELDS))
+            )
     return problems
 
 
@@ -456,7 +464,9 @@ _JINJA = {
         "{{- BOS -}}"
         "{%- for m in messages[ns.start:] -%}"
         "{%- if m['role'] == 'user' -%}"
-        "{%- if loop.first -%}{{- (ns.system if ns.system is not none else '" + ALPACA_PREAMBLE + "') + '\\n\\n' -}}{%- endif -%}"
+        "{%- if loop.first -%}{{- (ns.system if ns.system is not none else '"
+        + ALPACA_PREAMBLE
+        + "') + '\\n\\n' -}}{%- endif -%}"
         "{{- '### Instruction:\\n' + m['content'] + '\\n\\n### Response:\\n' -}}"
         "{%- else -%}{{- m['content'] + eos_token -}}{%- endif -%}"
         "{%- endfor -%}"

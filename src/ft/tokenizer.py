@@ -79,7 +79,8 @@ def apply_special_tokens(cfg: FtConfig, tokenizer: Any) -> list[str]:
     for key, value in cfg.special_tokens.items():
         if key not in SPECIAL_TOKEN_KEYS:
             raise FtError(
-                f"special_tokens.{key}: unknown special token kind", hint="one of: " + ", ".join(SPECIAL_TOKEN_KEYS)
+                f"special_tokens.{key}: unknown special token kind",
+                hint="one of: " + ", ".join(SPECIAL_TOKEN_KEYS),
             )
         if value in vocab:
             setattr(tokenizer, key, value)
@@ -163,13 +164,19 @@ def encode_many(
             if kind == "special":
                 token_id = _special_id(tokenizer, value.text, special_ids)
                 ids.append(token_id)
-                labels.append(token_id if (value.trained or train_on_inputs) and value.special != "bos" else IGNORE_INDEX)
+                labels.append(
+                    token_id
+                    if (value.trained or train_on_inputs) and value.special != "bos"
+                    else IGNORE_INDEX
+                )
             else:
                 run_ids, run_labels = tokenized[value]
                 ids += run_ids
                 labels += run_ids if train_on_inputs else run_labels
         if labels:
-            labels[0] = IGNORE_INDEX  # never predicted; in a packed row it would be predicted from another example
+            labels[0] = (
+                IGNORE_INDEX  # never predicted; in a packed row it would be predicted from another example
+            )
         out.append(Encoded(ids, labels))
     return out
 
