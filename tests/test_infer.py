@@ -1,0 +1,229 @@
+"""`ft generate` and `ft chat` on a tiny trained run and on a merged copy of it; the prompt given to
+the model is token for token the prompt of a training example, for every format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+pytestmark = pytest.mark.integration
+
+RUN_NAME = "infer-run"
+
+
+def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """A tiny lora run (8 steps, 4 held-out rows), trained once per test session and shared by the
+    modules that need one (test_infer, test_eval): a second caller finds the finished folder."""
+    from test_train import run_cli, write_config
+
+    base = tmp_path_factory.getbasetemp() / RUN_NAME
+    run = base / "run"
+    if (run / "run.json").is_file():
+        return run
+    base.mkdir(exist_ok=True)
+    config = write_config(base, tiny_model_dir, val_set_size=4, save_steps=100)
+    assert run_cli("train", str(config)) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    return trained_run(tmp_path_factory, tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def merged_dir(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run merged into full weights with its tokenizer, and no ft metadata (like a bare `ft merge`)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    info = json.loads((run_dir / "run.json").read_text())
+    base = AutoModelForCausalLM.from_pretrained(info["base_model_path"])
+    merged = PeftModel.from_pretrained(base, run_dir).merge_and_unload()
+    out = tmp_path_factory.mktemp("merged")
+    merged.save_pretrained(out)
+    AutoTokenizer.from_pretrained(run_dir).save_pretrained(out)
+    return out
+
+
+def invoke(*args: str, input: str | None = None) -> Any:
+    from ft.cli import app
+
+    result = CliRunner().invoke(app, list(args), input=input)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+INPUT_ROWS = [
+    {"prompt": "What is the capital of France?"},
+    {"messages": [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4"}]},
+    {"instruction": "Translate to French: good morning"},
+    {"instruction": "Summarize the following text in one sentence.", "input": "The quick brown fox."},
+]
+
+
+def test_generate_writes_one_line_per_input_line(run_dir: Path, merged_dir: Path, tmp_path: Path) -> None:
+    source = write_rows(tmp_path / "in.jsonl", INPUT_ROWS)
+    outputs = {}
+    for name, model in (("run", run_dir), ("merged", merged_dir)):
+        out = tmp_path / f"{name}.jsonl"
+        invoke("generate", str(model), "--input", str(source), "--output", str(out), "--max-new-tokens", "12")
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert len(rows) == len(INPUT_ROWS)
+        for row, given in zip(rows, INPUT_ROWS, strict=True):
+            assert {k: v for k, v in row.items() if k != "generated"} == given
+            assert isinstance(row["generated"], str) and "</s>" not in row["generated"]
+        outputs[name] = [row["generated"] for row in rows]
+    # Greedy decoding is deterministic, and the merged weights with the saved chat template answer
+    # as the run folder (base + adapter, ft's own renderer) does.
+    assert outputs["merged"] == outputs["run"]
+
+    single = invoke(
+        "generate", str(run_dir), "--prompt", "What is the capital of France?", "--max-new-tokens", "12"
+    )
+    assert single.stdout.strip().splitlines()[-1] == outputs["run"][0]
+
+
+def test_generate_needs_prompt_or_input(run_dir: Path) -> None:
+    from ft.cli import app
+    from ft.errors import FtError
+
+    result = CliRunner().invoke(app, ["generate", str(run_dir)])
+    assert isinstance(result.exception, FtError) and "--prompt" in result.exception.message
+
+
+def test_chat_loop_reset_and_exit(run_dir: Path) -> None:
+    lines = "What is 2 + 2?\nAnd 3 + 3?\n/reset\n/nonsense\nHello\n/exit\nnever read\n"
+    result = invoke("chat", str(run_dir), "--max-new-tokens", "6", "--temperature", "0", input=lines)
+    out = result.stdout
+    assert out.count("assistant>") == 3
+    assert "(new conversation)" in out and "unknown command /nonsense" in out
+    assert "you> " in out and "never read" not in out
+
+
+def test_chat_session_keeps_the_history_and_reset_clears_it(run_dir: Path) -> None:
+    from ft.infer import ChatSession, GenerationSettings, load_for_inference
+
+    loaded = load_for_inference(run_dir)
+    session = ChatSession(loaded, GenerationSettings(max_new_tokens=4), system="Be brief.")
+    streamed: list[str] = []
+    answer = session.reply("What is 2 + 2?", on_text=streamed.append)
+    assert "".join(streamed).strip() == answer
+    second = session.messages("And 3 + 3?")
+    assert [m.role for m in second] == ["system", "user", "assistant", "user"]
+    assert second[2].content == answer
+    assert session.prompt_tokens("And 3 + 3?") > session.prompt_tokens("x")
+    session.reset()
+    assert [m.role for m in session.messages("x")] == ["system", "user"]
+
+
+def test_stops_at_the_terminator_and_strips_it(run_dir: Path) -> None:
+    from ft.infer import decode_answer, load_for_inference
+
+    loaded = load_for_inference(run_dir)
+    tokenizer = loaded.tokenizer
+    assert loaded.stop_ids == [tokenizer.eos_token_id]
+    ids = tokenizer("Paris.", add_special_tokens=False)["input_ids"]
+    assert decode_answer(tokenizer, [*ids, tokenizer.eos_token_id, *ids], loaded.stop_ids) == "Paris."
+
+
+# ---------------------------------------------------------------------------------------------
+# The inference prompt is the training prompt
+
+
+FORMAT_CASES = {
+    "alpaca": {"type": "alpaca"},
+    "llama2_chat": {"type": "llama2_chat"},
+    "phi2": {"type": "phi2"},
+    "phi3": {"type": "phi3"},
+    "chat_phi3": {"type": "chat_template"},
+    "chat_llama2": {"type": "chat_template"},
+}
+TOP_LEVEL = {"chat_phi3": {"chat_template": "phi3"}, "chat_llama2": {"chat_template": "llama2_chat"}}
+
+
+def _config(tmp_path: Path, model_dir: Path, dataset: dict[str, Any], **top: Any) -> Any:
+    from ft.config import load_config
+
+    if dataset["type"] == "chat_template":
+        rows = [
+            {
+                "messages": [
+                    {"role": "user", "content": "What is 2 + 2?"},
+                    {"role": "assistant", "content": "4"},
+                ]
+            }
+        ]
+    else:
+        rows = [{"instruction": "What is 2 + 2?", "output": "4"}]
+    data = write_rows(tmp_path / "data.jsonl", rows)
+    path = tmp_path / "c.yml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "base_model": str(model_dir),
+                "datasets": [{"path": str(data), **dataset}],
+                "sequence_len": 256,
+                **top,
+            }
+        )
+    )
+    return load_config(path)
+
+
+def _loaded_for(cfg: Any, tokenizer: Any, from_template: bool) -> Any:
+    """A LoadedModel without weights: ft's renderer (run folder) or the saved chat template (merged)."""
+    from ft.infer import LoadedModel, folder_chat_format
+    from ft.prompts import renderer_for_config, special_tokens_of
+
+    tokens = special_tokens_of(tokenizer)
+    fmt = folder_chat_format(tokenizer) if from_template else renderer_for_config(cfg, tokenizer)
+    return LoadedModel(None, tokenizer, fmt, tokens, tokens.eos, [tokenizer.eos_token_id], "test")
+
+
+@pytest.mark.parametrize("case", sorted(FORMAT_CASES))
+@pytest.mark.parametrize("from_template", [False, True], ids=["run", "merged"])
+def test_generation_prompt_is_the_training_prompt(
+    case: str, from_template: bool, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from ft.data import preview_examples
+    from ft.infer import prompt_ids, render_row
+    from ft.prompts import chat_template_jinja
+    from ft.tokenizer import IGNORE_INDEX, load_tokenizer
+
+    cfg = _config(tmp_path, tiny_model_dir, FORMAT_CASES[case], **TOP_LEVEL.get(case, {}))
+    tokenizer = load_tokenizer(cfg)
+    tokenizer.chat_template = chat_template_jinja(cfg, tokenizer)  # as ft train saves it
+    [example], _ = preview_examples(cfg, tokenizer, 1)
+    loaded = _loaded_for(cfg, tokenizer, from_template)
+    ids = prompt_ids(loaded, render_row(loaded, {"prompt": "What is 2 + 2?"}))
+    assert example.input_ids[: len(ids)] == ids
+    # The prompt ends exactly where training starts: its tokens are masked, the next one is trained.
+    assert all(label == IGNORE_INDEX for label in example.labels[: len(ids)])
+    assert example.labels[len(ids)] != IGNORE_INDEX
+
+
+def test_instruction_with_input_uses_the_input_form(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from ft.infer import render_row
+    from ft.prompts import ALPACA_PREAMBLE_INPUT, segments_text
+    from ft.tokenizer import load_tokenizer
+
+    cfg = _config(tmp_path, tiny_model_dir, {"type": "alpaca"})
+    tokenizer = load_tokenizer(cfg)
+    loaded = _loaded_for(cfg, tokenizer, from_template=False)
+    text = segments_text(render_row(loaded, {"instruction": "Summarize.", "input": "A fox."}))
+    assert text.endswith(
+        f"{ALPACA_PREAMBLE_INPUT}\n\n### Instruction:\nSummarize.\n\n### Input:\nA fox.\n\n### Response:\n"
+    )
