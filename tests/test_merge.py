@@ -1,0 +1,295 @@
+"""`ft merge` on the tiny model: merged logits against base+adapter, a plain transformers load, an
+overfitted fact surviving the merge, streaming against in-memory, QLoRA runs, refusals, and an
+interrupted merge leaving nothing behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from test_train import run_cli, write_config
+
+pytestmark = pytest.mark.integration
+
+QUESTION = "What is the capital of France?"
+ANSWER = "Paris."
+PROBE = "Give three tips for staying healthy."
+
+
+def train_run(tmp_path: Path, model_dir: Path, name: str, **overrides: object) -> Path:
+    data = tmp_path / f"{name}.jsonl"
+    data.write_text(json.dumps({"instruction": QUESTION, "output": ANSWER}) + "\n")
+    config = write_config(
+        tmp_path,
+        model_dir,
+        name=name,
+        datasets=[{"path": str(data), "type": "alpaca"}],
+        **overrides,
+    )
+    assert run_cli("train", str(config)) == 0
+    return tmp_path / name
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One fact, 30 steps at a high learning rate: the adapter learns to answer it."""
+    return train_run(
+        tmp_path_factory.mktemp("merge"),
+        tiny_model_dir,
+        "run",
+        max_steps=30,
+        save_steps=30,
+        learning_rate=0.02,
+    )
+
+
+@pytest.fixture(scope="module")
+def merged(lora_run: Path) -> Path:
+    assert run_cli("merge", str(lora_run)) == 0
+    return lora_run / "merged"
+
+
+def base_with_adapter(run: Path) -> Any:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    info = json.loads((run / "run.json").read_text())
+    base = AutoModelForCausalLM.from_pretrained(info["base_model_path"], dtype="float32")
+    return PeftModel.from_pretrained(base, run).eval()
+
+
+def plain_model(folder: Path) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder).eval()
+
+
+def logits(model: Any, ids: Any) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        return model(input_ids=ids).logits
+
+
+def chat_ids(folder: Path, question: str) -> Any:
+    """The prompt as the merged folder's chat template renders it (the training format)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    messages = [{"role": "user", "content": question}]
+    return tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+    )["input_ids"]
+
+
+def greedy(model: Any, ids: Any, new_tokens: int = 8) -> list[int]:
+    import torch
+
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, max_new_tokens=new_tokens, do_sample=False)
+    return out[0, ids.shape[1] :].tolist()
+
+
+def state_dict_of(folder: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    tensors: dict[str, Any] = {}
+    for shard in sorted(folder.glob("*.safetensors")):
+        tensors.update(load_file(shard))
+    return tensors
+
+
+def test_merged_logits_match_base_plus_adapter(lora_run: Path, merged: Path) -> None:
+    ids = chat_ids(merged, PROBE)
+    diff = (logits(plain_model(merged), ids) - logits(base_with_adapter(lora_run), ids)).abs().max()
+    assert float(diff) <= 1e-4
+    record = json.loads((merged / "ft_merge.json").read_text())
+    assert record["dtype"] == "float32" and record["tolerance"] == 1e-4
+    assert 0 <= record["max_abs_logit_diff"] <= 1e-4
+    assert record["run_dir"] == str(lora_run.resolve()) and record["library_versions"]["peft"]
+    # The merge changed the weights: the adapter was trained, so merged != base.
+    info = json.loads((lora_run / "run.json").read_text())
+    base_logits = logits(plain_model(Path(info["base_model_path"])), ids)
+    assert float((logits(plain_model(merged), ids) - base_logits).abs().max()) > 1e-2
+
+
+def test_merged_folder_is_a_plain_transformers_model(lora_run: Path, merged: Path) -> None:
+    from transformers import AutoTokenizer, pipeline
+
+    assert {"config.json", "generation_config.json", "tokenizer.json", "chat_template.jinja"} <= {
+        p.name for p in merged.iterdir()
+    }
+    assert (merged / "chat_template.jinja").read_text() == (lora_run / "chat_template.jinja").read_text()
+    generator = pipeline("text-generation", model=str(merged))
+    out = generator(QUESTION, max_new_tokens=4, do_sample=False)
+    assert out[0]["generated_text"].startswith(QUESTION)
+
+    terminator = json.loads((lora_run / "run.json").read_text())["terminator"]
+    terminator_id = AutoTokenizer.from_pretrained(merged).convert_tokens_to_ids(terminator)
+    eos = json.loads((merged / "generation_config.json").read_text())["eos_token_id"]
+    assert terminator_id in (eos if isinstance(eos, list) else [eos])
+
+
+def test_overfitted_fact_survives_the_merge(lora_run: Path, merged: Path) -> None:
+    from transformers import AutoTokenizer
+
+    ids = chat_ids(merged, QUESTION)
+    answer_ids = greedy(plain_model(merged), ids)
+    assert answer_ids == greedy(base_with_adapter(lora_run), ids)
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    assert tokenizer.decode(answer_ids, skip_special_tokens=True).strip().startswith(ANSWER)
+    assert tokenizer.eos_token_id in answer_ids  # it learned to stop, and the merged model stops there
+
+
+def test_streaming_and_in_memory_give_the_same_tensors(lora_run: Path, merged: Path, tmp_path: Path) -> None:
+    import torch
+
+    out = tmp_path / "streamed"
+    assert run_cli("merge", str(lora_run), "--streaming", "--out", str(out), "--max-shard-size", "100KB") == 0
+    assert len(list(out.glob("model-*.safetensors"))) > 2 and (out / "model.safetensors.index.json").is_file()
+    streamed, in_memory = state_dict_of(out), state_dict_of(merged)
+    assert streamed.keys() == in_memory.keys()
+    for name, tensor in in_memory.items():
+        assert streamed[name].dtype == tensor.dtype == torch.float32
+        assert torch.allclose(streamed[name], tensor, rtol=0, atol=1e-6), name
+    assert json.loads((out / "ft_merge.json").read_text())["mode"] == "streaming"
+    assert json.loads((out / "config.json").read_text()) == json.loads((merged / "config.json").read_text())
+
+
+def test_quantized_dtypes_are_refused(
+    lora_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli("merge", str(lora_run), "--dtype", "nf4", "--out", str(tmp_path / "m")) == 2
+    err = capsys.readouterr().err
+    assert "choose bf16, fp16 or fp32" in err and "never merges into a quantized" in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_qlora_run_merges_into_an_unquantized_base(tiny_model_dir: Path, tmp_path: Path) -> None:
+    run = train_run(
+        tmp_path, tiny_model_dir, "qrun", adapter="qlora", load_in_4bit=True, max_steps=4, save_steps=4
+    )
+    assert run_cli("merge", str(run), "--streaming") == 0
+    out = run / "merged"
+    config = json.loads((out / "config.json").read_text())
+    assert "quantization_config" not in config and config["dtype"] == "float32"
+    ids = chat_ids(out, PROBE)
+    # Against the unquantized base + adapter (the 4-bit base would differ by the quantization error).
+    diff = (logits(plain_model(out), ids) - logits(base_with_adapter(run), ids)).abs().max()
+    assert float(diff) <= 1e-4
+
+
+def test_existing_output_needs_force(
+    lora_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert run_cli("merge", str(lora_run), "--out", str(out), "--no-verify") == 2
+    assert "already exists" in capsys.readouterr().err and (out / "keep.txt").is_file()
+    assert run_cli("merge", str(lora_run), "--out", str(out), "--no-verify", "--force") == 0
+    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    assert run_cli("merge", str(lora_run), "--out", str(lora_run), "--force") == 2
+    assert "would replace the run folder" in capsys.readouterr().err
+
+
+def test_interrupted_merge_leaves_no_output(lora_run: Path, tmp_path: Path) -> None:
+    from ft.merge import merge_run
+
+    def crash(folder: Path) -> None:
+        assert (folder / "ft_merge.json").is_file()  # everything was written ...
+        raise KeyboardInterrupt  # ... and then the user pressed Ctrl-C
+
+    out = tmp_path / "merged"
+    with pytest.raises(KeyboardInterrupt):
+        merge_run(lora_run, out, verify=False, before_publish=crash)
+    assert list(tmp_path.iterdir()) == []
+
+    # Over an existing merge with --force: the old one stays whole.
+    merge_run(lora_run, out, verify=False)
+    before = state_dict_of(out)
+    with pytest.raises(KeyboardInterrupt):
+        merge_run(lora_run, out, verify=False, force=True, streaming=True, before_publish=crash)
+    assert [p.name for p in tmp_path.iterdir()] == ["merged"]
+    assert state_dict_of(out).keys() == before.keys()
+
+
+# ---------------------------------------------------------------------------------------------
+# The streaming merge against peft's merge_and_unload, on adapters ft train does not make by default
+
+
+def peft_merged(model: Any, lora_config: Any, adapter_dir: Path) -> dict[str, Any]:
+    import torch
+    from peft import get_peft_model
+
+    torch.manual_seed(1)
+    peft_model = get_peft_model(model, lora_config)
+    for name, param in peft_model.named_parameters():
+        if "modules_to_save" in name:
+            param.data += 0.1 * torch.randn_like(param)
+    peft_model.save_pretrained(adapter_dir)
+    return {k: v.clone() for k, v in peft_model.merge_and_unload().state_dict().items()}
+
+
+def stream_matches(base_dir: Path, adapter_dir: Path, expected: dict[str, Any], tmp_path: Path) -> None:
+    import torch
+
+    from ft.merge_stream import stream_merge
+
+    out = tmp_path / "streamed"
+    out.mkdir()
+    stream_merge(base_dir, adapter_dir, out, torch.float32, 20_000)
+    streamed = state_dict_of(out)
+    assert len(list(out.glob("*.safetensors"))) > 1
+    for name, tensor in streamed.items():
+        assert torch.allclose(tensor, expected[name], rtol=0, atol=1e-6), name
+
+
+def test_stream_merge_rslora_modules_to_save_and_new_tokens(tmp_path: Path) -> None:
+    from peft import LoraConfig
+
+    from tiny import build_model, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer)
+    base_dir = tmp_path / "base"
+    model.save_pretrained(base_dir)
+    tokenizer.add_tokens(["<new1>", "<new2>"])
+    model.resize_token_embeddings(len(tokenizer))
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        modules_to_save=["embed_tokens", "lm_head"],
+        use_rslora=True,
+        init_lora_weights=False,
+    )
+    expected = peft_merged(model, config, tmp_path / "adapter")
+    assert expected["model.embed_tokens.weight"].shape[0] == len(tokenizer)
+    stream_matches(base_dir, tmp_path / "adapter", expected, tmp_path)
+
+
+def test_stream_merge_fan_in_fan_out(tmp_path: Path) -> None:
+    from peft import LoraConfig
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=32, n_layer=2, n_head=2, n_positions=64))
+    base_dir = tmp_path / "base"
+    model.save_pretrained(base_dir)
+    config = LoraConfig(
+        r=4, lora_alpha=16, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, init_lora_weights=False
+    )
+    expected = peft_merged(model, config, tmp_path / "adapter")
+    stream_matches(base_dir, tmp_path / "adapter", expected, tmp_path)
+
+
+def test_stream_merge_refuses_dora() -> None:
+    from ft.errors import FtError
+    from ft.merge_stream import check_streamable
+
+    with pytest.raises(FtError, match="DoRA") as caught:
+        check_streamable({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "use_dora": True})
+    assert "--in-memory" in (caught.value.hint or "")
