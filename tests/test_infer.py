@@ -66,7 +66,7 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-INPUT_ROWS = [
+INPUT_ROWS: list[dict[str, Any]] = [
     {"prompt": "What is the capital of France?"},
     {"messages": [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4"}]},
     {"instruction": "Translate to French: good morning"},
@@ -158,7 +158,7 @@ def _config(tmp_path: Path, model_dir: Path, dataset: dict[str, Any], **top: Any
     from ft.config import load_config
 
     if dataset["type"] == "chat_template":
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "messages": [
                     {"role": "user", "content": "What is 2 + 2?"},

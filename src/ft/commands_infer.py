@@ -15,6 +15,7 @@ from rich.markup import escape
 from ft.errors import FtError
 
 if TYPE_CHECKING:
+    from ft.evaluate import EvalReport
     from ft.infer import ChatSession, GenerationSettings, LoadedModel
 
 MODEL_ARG = typer.Argument(..., help="A run folder (output_dir of ft train) or a merged model folder.")
@@ -202,7 +203,82 @@ def _enable_line_editing() -> None:
             import readline  # noqa: F401
 
 
+# ---------------------------------------------------------------------------------------------
+# ft eval
+
+
+def eval_command(
+    target: Path = typer.Argument(..., help="A run folder, or the config whose output_dir holds the run."),
+    compare_base: bool = typer.Option(
+        False, "--compare-base", help="Also evaluate the base model (no adapter) on the same rows."
+    ),
+    limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Only the first N held-out rows."),
+    max_new_tokens: int = typer.Option(
+        128, "--max-new-tokens", min=1, help="Most tokens per generated answer."
+    ),
+) -> None:
+    """Eval loss, perplexity and generation metrics (ROUGE-1/2/L, BLEU, exact match) on the held-out split."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ft.commands_train import quiet_libraries
+    from ft.evaluate import EVAL_JSON, EvalSettings, run_eval
+
+    quiet_libraries()
+    console = Console(soft_wrap=True, highlight=False)
+    settings = EvalSettings(limit=limit, compare_base=compare_base, max_new_tokens=max_new_tokens)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    tasks: dict[str, Any] = {}
+    with Progress(*columns, console=console, transient=True) as bar:
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
+
+        report = run_eval(target, settings, on_progress)
+    show_eval(console, report)
+    console.print(f"report: {report.run_dir / EVAL_JSON}")
+
+
+METRIC_ROWS = (
+    ("loss", "eval loss", ".4f"),
+    ("perplexity", "perplexity", ".3f"),
+    ("rouge1", "ROUGE-1", ".4f"),
+    ("rouge2", "ROUGE-2", ".4f"),
+    ("rougeL", "ROUGE-L", ".4f"),
+    ("bleu", "BLEU", ".2f"),
+    ("exact_match", "exact match", ".3f"),
+)
+
+
+def show_eval(console: Console, report: EvalReport) -> None:
+    """The metrics as a table: base and tuned side by side when the base was evaluated."""
+    from rich.table import Table
+
+    models = {"tuned": report.tuned.to_json()}
+    if report.base is not None:
+        models = {"base": report.base.to_json(), **models}
+    table = Table(title=f"{report.rows} held-out row(s) · {report.split}", title_justify="left")
+    table.add_column("metric")
+    for name in models:
+        table.add_column(name, justify="right")
+    for key, label, spec in METRIC_ROWS:
+        values = [_metric(data, key) for data in models.values()]
+        table.add_row(label, *(format(v, spec) if v is not None else "-" for v in values))
+    console.print(table)
+    for note in report.notes:
+        console.print(f"[dim]{escape(note)}[/]")
+
+
+def _metric(data: dict[str, Any], key: str) -> float | None:
+    if key in data:
+        return float(data[key])
+    metrics = data.get("metrics") or {}
+    return float(metrics[key]) if key in metrics else None
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
     app.command("generate")(generate_command)
     app.command("chat")(chat_command)
+    app.command("eval")(eval_command)

@@ -189,7 +189,7 @@ def load_model_folder(path: Path) -> LoadedModel:
         chat_format=chat_format,
         tokens=tokens,
         terminator=terminator,
-        stop_ids=stop_token_ids(tokenizer, terminator),
+        stop_ids=stop_token_ids(tokenizer, terminator, generation_eos_ids(model)),
         description=f"model folder {path} ({chat_format.name} rendering)",
         precision=precision,
     )
@@ -228,17 +228,23 @@ def folder_terminator(path: Path, tokenizer: Any, tokens: SpecialTokens) -> str:
     return tokens.eos
 
 
-def stop_token_ids(tokenizer: Any, terminator: str) -> list[int]:
-    """EOS and the terminator's id (one token by construction of the formats), without repeats."""
+def stop_token_ids(tokenizer: Any, terminator: str, extra: Sequence[int] = ()) -> list[int]:
+    """EOS, the terminator's id (one token by construction of the formats) and `extra`, no repeats."""
     ids = [int(tokenizer.eos_token_id)]
     terminator_id = tokenizer.convert_tokens_to_ids(terminator)
-    if (
-        isinstance(terminator_id, int)
-        and terminator_id != tokenizer.unk_token_id
-        and terminator_id not in ids
-    ):
+    if isinstance(terminator_id, int) and terminator_id != tokenizer.unk_token_id:
         ids.append(terminator_id)
-    return ids
+    ids += [int(token) for token in extra]
+    return list(dict.fromkeys(ids))
+
+
+def generation_eos_ids(model: Any) -> list[int]:
+    """The EOS ids of the folder's generation_config.json (`ft merge` adds the terminator there)."""
+    config = getattr(model, "generation_config", None)
+    value = getattr(config, "eos_token_id", None)
+    if value is None:
+        return []
+    return [value] if isinstance(value, int) else [int(v) for v in value]
 
 
 def prepare_for_generation(model: Any, quantized: bool) -> Any:
