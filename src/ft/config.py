@@ -15,8 +15,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ft.axolotl_keys import translate_axolotl
+from ft.config_checks import check_paths
 from ft.errors import ConfigError
-from ft.schema import DatasetSettings, FtConfig
+from ft.schema import DatasetSettings, FtConfig, rule_problems
 
 SECRET_KEY = re.compile(r"(token|secret|password|api_key)", re.IGNORECASE)
 OVERRIDE_PATH = re.compile(r"^([A-Za-z_]\w*)(?:\[(\d+)\])?(?:\.([A-Za-z_]\w*))?$")
@@ -92,21 +94,43 @@ def apply_override(data: dict[str, Any], override: str) -> str | None:
     return None
 
 
-def read_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[FtConfig, list[str]]:
-    """The validated config and notes for the user; raises ConfigError with every problem."""
+def read_config(
+    path: str | Path, overrides: Sequence[str] = (), check_files: bool = True
+) -> tuple[FtConfig, list[str]]:
+    """The validated config and notes for the user; raises ConfigError with every problem.
+
+    Every check runs on the same raw mapping, so that one run lists the field errors, the
+    cross-field rules, the axolotl keys ft does not support and (with `check_files`) missing
+    local paths together, sorted by key path.
+    """
     source = Path(path)
     data = _read_yaml(source)
     problems = [p for p in (apply_override(data, o) for o in overrides) if p]
     if problems:
         raise ConfigError(problems, source=str(source))
+    translated = translate_axolotl(data)
+    problems = translated.problems + rule_problems(translated.data)
+    if check_files:
+        problems += check_paths(translated.data)
     try:
-        return FtConfig.model_validate(data), []
+        cfg = FtConfig.model_validate(translated.data)
     except ValidationError as err:
-        raise ConfigError([_problem(e) for e in err.errors()], source=str(source)) from None
+        problems += [_problem(e) for e in err.errors() if e.get("loc") or not problems]
+    if problems:
+        raise ConfigError(sorted(set(problems), key=_path_order), source=str(source))
+    return cfg, translated.notes
+
+
+def _path_order(problem: str) -> list[Any]:
+    """Sort key: `datasets[2]` before `datasets[10]`, then alphabetical."""
+    key = problem.split(":", 1)[0]
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"\[(\d+)\]", key)]
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> FtConfig:
-    return read_config(path, overrides)[0]
+    """The validated config without the notes and without the file checks: for reloading a
+    saved config (a run folder's), whose relative paths may not hold from the current folder."""
+    return read_config(path, overrides, check_files=False)[0]
 
 
 def _redact(value: Any, key: str = "") -> Any:

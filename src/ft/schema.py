@@ -8,9 +8,13 @@ while each cross-field rule lives on the smallest section that owns its fields.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ft.prompts import custom_format_problems
 
 PROMPT_FORMATS = ("alpaca", "llama2_chat", "phi2", "phi3", "completion", "chat_template")
 """Dataset `type` values. A dataset may also give a custom `format` string instead."""
@@ -32,9 +36,69 @@ LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "cons
 
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 
+Problem = tuple[str, str]
+"""A cross-field problem: (key path, message), e.g. ("adapter", "qlora needs load_in_4bit: true")."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-field rules run on the raw mapping, not on a validated model: pydantic skips
+# after-validators as soon as one field is invalid, and the user should see every problem at
+# once. So the rules read values the way pydantic would, and skip a value of the wrong type
+# (its field error is reported anyway).
+
+
+def _flag(value: Any) -> bool:
+    """True when pydantic would read `value` as the bool True (so the string "false" is false)."""
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "on", "t", "true", "y", "yes"}
+    return value is True or (type(value) is int and value == 1)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _is_set(data: Mapping[str, Any], key: str) -> bool:
+    return data.get(key) is not None
+
+
+def _choice_problem(kind: str, value: str, choices: tuple[str, ...], other: str = "") -> str:
+    """`unknown optimizer 'adamw_torc' (did you mean adamw_torch?)`, or the valid names (and `other`)."""
+    close = difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
+    if close:
+        return f"unknown {kind} {value!r} (did you mean {close[0]}?)"
+    return f"unknown {kind} {value!r}: use one of " + ", ".join(choices) + other
+
+
+def _check_choice(
+    data: Mapping[str, Any], key: str, kind: str, choices: tuple[str, ...]
+) -> Iterator[Problem]:
+    value = data.get(key)
+    if isinstance(value, str) and value not in choices:
+        yield key, _choice_problem(kind, value, choices)
+
+
+def _exclusive(data: Mapping[str, Any], first: str, second: str, advice: str) -> Iterator[Problem]:
+    if _is_set(data, first) and _is_set(data, second):
+        yield second, f"{first} and {second} are exclusive: {advice}"
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    @classmethod
+    def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
+        """The section's cross-field problems in a raw (unvalidated) mapping; none by default."""
+        return iter(())
 
 
 class DatasetSettings(Section):
@@ -80,6 +144,23 @@ class DatasetSettings(Section):
     )
     no_input_format: str | None = Field(None, description="Custom prompt used when the row has no input.")
 
+    @classmethod
+    def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
+        custom = data.get("format")
+        if isinstance(custom, str):
+            yield from (("format", p) for p in custom_format_problems(custom))
+        no_input = data.get("no_input_format")
+        if isinstance(no_input, str):
+            yield from (("no_input_format", p) for p in custom_format_problems(no_input))
+            if "{input}" in no_input:
+                yield "no_input_format", "cannot use {input}: it is the prompt for rows without input"
+            if not isinstance(custom, str):
+                yield "no_input_format", "needs `format` too (the prompt for rows with an input)"
+        kind = data.get("type", "alpaca")
+        if custom is None and isinstance(kind, str) and kind not in PROMPT_FORMATS:
+            yield "type", _choice_problem("format", kind, PROMPT_FORMATS, ", or give a custom `format`")
+        yield from _check_choice(data, "chat_template", "chat_template", CHAT_TEMPLATES)
+
 
 class ModelSettings(Section):
     base_model: str = Field(description="Hub id, local folder, or local .gguf file of the base model.")
@@ -111,6 +192,10 @@ class ModelSettings(Section):
         description="Template for chat datasets and the saved tokenizer: " + ", ".join(CHAT_TEMPLATES) + ".",
     )
 
+    @classmethod
+    def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
+        yield from _check_choice(data, "chat_template", "chat_template", CHAT_TEMPLATES)
+
 
 class QuantizationSettings(Section):
     load_in_4bit: bool = Field(False, description="Load the base weights in 4-bit (bitsandbytes).")
@@ -124,11 +209,10 @@ class QuantizationSettings(Section):
         default_factory=dict, description="Extra BitsAndBytesConfig arguments (override the keys above)."
     )
 
-    @model_validator(mode="after")
-    def _one_quantization(self) -> QuantizationSettings:
-        if self.load_in_4bit and self.load_in_8bit:
-            raise ValueError("load_in_4bit and load_in_8bit are exclusive: pick one")
-        return self
+    @classmethod
+    def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
+        if _flag(data.get("load_in_4bit")) and _flag(data.get("load_in_8bit")):
+            yield "load_in_8bit", "load_in_4bit and load_in_8bit are exclusive: keep one"
 
 
 class AdapterSettings(Section):
@@ -150,6 +234,23 @@ class AdapterSettings(Section):
     peft_use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA.")
     peft_use_rslora: bool = Field(False, description="rsLoRA: scale by alpha / sqrt(r).")
     lora_model_dir: str | None = Field(None, description="Existing adapter to continue training from.")
+
+    @classmethod
+    def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
+        if data.get("lora_model_dir") and data.get("adapter") not in ("lora", "qlora"):
+            yield "lora_model_dir", "an existing adapter needs adapter: lora or qlora"
+
+    @classmethod
+    def check_complete(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
+        """What a config file must say that a config built in code may leave to the adapter builder."""
+        adapter = data.get("adapter")
+        has_targets = data.get("lora_target_modules") or _flag(data.get("lora_target_linear"))
+        if adapter in ("lora", "qlora") and not has_targets:
+            yield (
+                "lora_target_modules",
+                f"adapter: {adapter} needs target layers: set lora_target_linear: true "
+                "(every linear layer but the output head) or lora_target_modules: [q_proj, v_proj]",
+            )
 
 
 class DataSettings(Section):
@@ -173,11 +274,19 @@ class DataSettings(Section):
     group_by_length: bool = Field(False, description="Batch rows of similar length together.")
     shuffle_merged_datasets: bool = Field(True, description="Shuffle the concatenated datasets.")
 
-    @model_validator(mode="after")
-    def _data_rules(self) -> DataSettings:
-        if self.val_set_size and self.test_datasets:
-            raise ValueError("val_set_size and test_datasets are exclusive: choose one eval split")
-        return self
+    @classmethod
+    def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
+        share = _number(data.get("val_set_size"))
+        if share and data.get("test_datasets"):
+            yield "test_datasets", "val_set_size and test_datasets are exclusive: choose one eval split"
+        if share is not None and share >= 1 and not share.is_integer():
+            yield "val_set_size", f"{share:g} is neither a share (0 < x < 1) nor a whole row count"
+        for key in ("datasets", "test_datasets"):
+            items = data.get(key)
+            for index, item in enumerate(items if isinstance(items, list) else []):
+                if isinstance(item, Mapping):
+                    for sub, message in DatasetSettings.check_rules(item):
+                        yield f"{key}[{index}].{sub}", message
 
 
 class TrainingSettings(Section):
@@ -219,17 +328,15 @@ class TrainingSettings(Section):
     )
     neftune_noise_alpha: float | None = Field(None, gt=0, description="NEFTune embedding noise.")
 
-    @model_validator(mode="after")
-    def _training_rules(self) -> TrainingSettings:
-        if self.warmup_ratio is not None and self.warmup_steps is not None:
-            raise ValueError("warmup_ratio and warmup_steps are exclusive: set one")
-        if self.fp16 and self.bf16 is True:
-            raise ValueError("fp16 and bf16 are exclusive: set one")
-        if self.eval_steps is not None and self.evals_per_epoch is not None:
-            raise ValueError("eval_steps and evals_per_epoch are exclusive: set one")
-        if self.save_steps is not None and self.saves_per_epoch is not None:
-            raise ValueError("save_steps and saves_per_epoch are exclusive: set one")
-        return self
+    @classmethod
+    def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
+        yield from _exclusive(data, "warmup_ratio", "warmup_steps", "set one")
+        yield from _exclusive(data, "eval_steps", "evals_per_epoch", "set one")
+        yield from _exclusive(data, "save_steps", "saves_per_epoch", "set one")
+        if _flag(data.get("fp16")) and _flag(data.get("bf16")):
+            yield "fp16", "fp16 and bf16 are exclusive: set one (bf16: auto picks bf16 where the GPU has it)"
+        yield from _check_choice(data, "optimizer", "optimizer", OPTIMIZERS)
+        yield from _check_choice(data, "lr_scheduler", "lr_scheduler", LR_SCHEDULERS)
 
 
 class OutputSettings(Section):
@@ -266,10 +373,49 @@ class FtConfig(
 ):
     """The whole run. Cross-section rules live here; section rules on their sections."""
 
+    @classmethod
+    def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
+        adapter = data.get("adapter")
+        if adapter == "qlora" and not _flag(data.get("load_in_4bit")):
+            yield "adapter", "qlora needs load_in_4bit: true (or adapter: lora for a 16-bit or 8-bit base)"
+        for bits in ("load_in_4bit", "load_in_8bit"):
+            if _flag(data.get(bits)) and adapter is None:
+                yield bits, "a quantized base cannot be fully fine-tuned: set adapter: qlora or lora"
+
     @model_validator(mode="after")
-    def _cross_section_rules(self) -> FtConfig:
-        if self.adapter == "qlora" and not self.load_in_4bit:
-            raise ValueError("adapter: qlora needs load_in_4bit: true (or use adapter: lora)")
-        if (self.load_in_4bit or self.load_in_8bit) and self.adapter is None:
-            raise ValueError("a 4-bit or 8-bit base cannot be fully fine-tuned: set adapter: lora or qlora")
+    def _rules_hold(self) -> FtConfig:
+        # read_config reports these with their key paths before this runs; this keeps a config
+        # built in code (FtConfig(...)) to the same rules.
+        problems = rule_problems(self.model_dump(), complete=False)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+
+SECTIONS: tuple[type[Section], ...] = (
+    ModelSettings,
+    QuantizationSettings,
+    AdapterSettings,
+    DataSettings,
+    TrainingSettings,
+    OutputSettings,
+    LoggingSettings,
+    DistributedSettings,
+)
+"""The sections of FtConfig in the order of the config reference."""
+
+
+def rule_problems(data: Mapping[str, Any], complete: bool = True) -> list[str]:
+    """Every cross-field problem of a raw config mapping, as `key.path: message` lines.
+
+    `complete`: also what a config file must say (LoRA targets); a config built in code (as in
+    tests) may leave that to the adapter builder, which checks it when it runs.
+    """
+    found: list[Problem] = list(AdapterSettings.check_complete(data)) if complete else []
+    owners: tuple[type[Section], ...] = (*SECTIONS, FtConfig)
+    for owner in owners:
+        # Only a class's own rules: a section without rules would otherwise run the inherited
+        # ones (FtConfig's) a second time.
+        if "check_rules" in vars(owner):
+            found.extend(owner.check_rules(data))
+    return [f"{path}: {message}" for path, message in found]
