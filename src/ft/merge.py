@@ -277,7 +277,10 @@ def max_abs_diff(a: Any, b: Any) -> float:
 
 
 def merge_in_memory(model: Any, tmp: Path, max_shard_size: str) -> None:
-    merged = model.merge_and_unload(safe_merge=True)
+    from ft.merge_stream import single_thread
+
+    with single_thread():
+        merged = model.merge_and_unload(safe_merge=True)
     merged.save_pretrained(str(tmp), max_shard_size=max_shard_size)
 
 
@@ -436,8 +439,9 @@ def _merge_into(
     model = load_base_with_adapter(run, tokenizer, dtype) if verify or not use_streaming else None
     reference = probe_logits(model, batch) if verify and model is not None else None
     if use_streaming:
-        del model
-        gc.collect()
+        if model is not None:
+            del model
+            gc.collect()
         assert base_dir is not None
         write_streamed(run, base_dir, tmp, dtype, max_shard_size)
     else:
