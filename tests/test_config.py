@@ -428,6 +428,13 @@ def test_renamed_key_conflict_and_custom_prompt_type(tmp_path: Path) -> None:
     )
 
 
+def test_sharegpt_type_reads_as_chat_template_with_sharegpt_turn_keys(tmp_path: Path) -> None:
+    cfg, notes = read(tmp_path, "base_model: org/m\ndatasets:\n  - path: org/d\n    type: sharegpt\n")
+    assert cfg.datasets[0].type == "chat_template"
+    assert cfg.datasets[0].message_property_mappings == {"role": "from", "content": "value"}
+    assert notes == ["datasets[0].type: sharegpt (axolotl) read as chat_template"]
+
+
 def test_typo_of_a_key_is_not_mistaken_for_an_unset_axolotl_key(tmp_path: Path) -> None:
     assert problems(write(tmp_path, BASE + "lora_fan_in_fan_ot: false\n")) == [
         "lora_fan_in_fan_ot: unknown key (did you mean 'lora_fan_in_fan_out'?)"

@@ -428,6 +428,9 @@ def _translate_dataset(out: Translation, where: str, item: Mapping[str, Any]) ->
             out.problems.append(f"{where}.{key}: axolotl's {key} is not supported by ft: {reason}")
         else:
             dataset[key] = value  # unknown: the schema reports it
+    if isinstance(dataset.get("type"), str) and dataset["type"].startswith("sharegpt"):
+        # ShareGPT turns are {from: human, value: ...}: say so unless the config already does.
+        dataset.setdefault("message_property_mappings", {"role": "from", "content": "value"})
     _rename_value(out, where, "type", dataset)
     _rename_value(out, where, "chat_template", dataset)
     return dataset
