@@ -46,22 +46,16 @@ PY
 done_step
 
 step "2. Check the config: ft validate $CONFIG"
-if has_command validate; then ft validate "$CONFIG"; else skip validate; fi
+ft validate "$CONFIG"
 done_step
 
 step "3. See exactly what is trained: ft format $CONFIG -n 2 (the answer spans are the trained ones)"
-if has_command format; then ft format "$CONFIG" -n 2; else skip format; fi
+ft format "$CONFIG" -n 2
 done_step
 
-trained=0
 step "4. Train: ft train $CONFIG --force (QLoRA, 4-bit NF4 base, 50 steps; about 4-5 minutes)"
-if has_command train && python -c "import ft.data, ft.prompts, ft.tokenizer" 2>/dev/null; then
-    ft train "$CONFIG" --force
-    trained=1
-else
-    printf '   skipped: `ft train` needs the data pipeline (ft.data), which this version of ft does not have yet\n'
-    missing+=("train")
-fi
+ft train "$CONFIG" --force
+trained=1
 done_step
 
 merged=0

@@ -272,3 +272,22 @@ def test_missing_local_file_names_the_key(tmp_path, tiny_model_dir, tiny_tokeniz
     cfg = config(tmp_path, tiny_model_dir, [{"path": "./nope.jsonl"}])
     with pytest.raises(DataError, match=r"datasets\[0\]\.path: './nope.jsonl' does not exist"):
         prepare_data(cfg, tiny_tokenizer)
+
+
+def test_eos_stays_trained_when_it_is_also_the_pad_token(tmp_path, tiny_model_dir):
+    """trl masks pad ids only when it builds labels itself; ft hands it labels, so an EOS that is
+    also the pad token is still learned (the model learns to stop)."""
+    from transformers import AutoTokenizer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.pad_token = tokenizer.eos_token
+    data = write_jsonl(tmp_path / "e.jsonl", ALPACA_ROWS)
+    prepared = prepare_data(config(tmp_path, tiny_model_dir, [{"path": str(data)}]), tokenizer)
+    collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)
+    batch = collator([prepared.train[i] for i in range(len(prepared.train))])
+    eos = tokenizer.eos_token_id
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
+        last = int(mask.sum()) - 1
+        assert ids[last] == eos and labels[last] == eos  # the answer's EOS is trained
+        assert (labels[last + 1 :] == IGNORE_INDEX).all()  # the padding after it is not

@@ -375,3 +375,24 @@ def prompt_and_completion(segments: list[Segment]) -> tuple[str, str]:
     """The text before the first trained segment, and the rest."""
     first = next((i for i, s in enumerate(segments) if s.trained), len(segments))
     return "".join(s.text for s in segments[:first]), "".join(s.text for s in segments[first:])
+
+
+def summary_lines(report: DataReport) -> list[str]:
+    """What the data preparation did, for the log of `ft train`: nothing dropped without a word."""
+    train, held = report.train, report.eval
+    origin = f" (cached in {report.from_cache})" if report.from_cache else ""
+    lines = [
+        f"data: {train.rows} training rows in {train.sequences} sequences, {train.tokens:,} tokens "
+        f"({train.trained_tokens:,} trained); {held.rows} eval rows{origin}"
+    ]
+    if train.packing_efficiency is not None:
+        lines.append(f"packing efficiency {train.packing_efficiency:.3f}")
+    for label, count in (
+        ("bad rows skipped (skip_invalid_rows)", report.skipped_bad),
+        ("rows over sequence_len dropped", report.dropped_too_long),
+        ("rows truncated to sequence_len", report.truncated),
+        ("rows with no token left to train on dropped", report.no_trained_tokens),
+    ):
+        if count:
+            lines.append(f"{label}: {count}")
+    return lines

@@ -310,14 +310,16 @@ def run_training(
     notes = [note for note in (use_offline_mode_if_local(cfg),) if note]
     set_wandb_env(cfg)
 
-    from ft.data import prepare_data
+    from ft.data import prepare_data, summary_lines
     from ft.prompts import chat_template_jinja
     from ft.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(cfg)
-    # Set before training so checkpoints carry it too: a template that renders the training format.
-    tokenizer.chat_template = chat_template_jinja(cfg, tokenizer)
     data = prepare_data(cfg, tokenizer)
+    # Set before training so checkpoints carry it too: a template that renders the training format.
+    # After prepare_data: the tokenizer's own template (tokenizer_default) renders the data.
+    tokenizer.chat_template = chat_template_jinja(cfg, tokenizer)
+    notes += summary_lines(data.report)
     return train_on_prepared(
         cfg, tokenizer, data, resume_from=resume_from, emit=emit, notes=notes, started_at=started_at
     )
