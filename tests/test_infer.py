@@ -227,3 +227,18 @@ def test_instruction_with_input_uses_the_input_form(tiny_model_dir: Path, tmp_pa
     assert text.endswith(
         f"{ALPACA_PREAMBLE_INPUT}\n\n### Instruction:\nSummarize.\n\n### Input:\nA fox.\n\n### Response:\n"
     )
+
+
+def test_phi3_terminator_is_a_stop_token(tiny_tokenizer: Any, tmp_path: Path) -> None:
+    from ft.infer import folder_terminator, stop_token_ids
+    from ft.prompts import PHI3_END, special_tokens_of
+
+    end_id = tiny_tokenizer.convert_tokens_to_ids(PHI3_END)
+    eos_id = tiny_tokenizer.eos_token_id
+    assert stop_token_ids(tiny_tokenizer, PHI3_END) == [eos_id, end_id]
+    assert stop_token_ids(tiny_tokenizer, "</s>", extra=[eos_id, end_id]) == [eos_id, end_id]
+    # A merged folder: ft_merge.json's terminator wins; without it, EOS (no <|end|> in the template).
+    tokens = special_tokens_of(tiny_tokenizer)
+    assert folder_terminator(tmp_path, tiny_tokenizer, tokens) == "</s>"
+    (tmp_path / "ft_merge.json").write_text(json.dumps({"terminator": PHI3_END}))
+    assert folder_terminator(tmp_path, tiny_tokenizer, tokens) == PHI3_END

@@ -190,7 +190,7 @@ def load_model_folder(path: Path) -> LoadedModel:
         tokens=tokens,
         terminator=terminator,
         stop_ids=stop_token_ids(tokenizer, terminator, generation_eos_ids(model)),
-        description=f"model folder {path} ({chat_format.name} rendering)",
+        description=f"model folder {path} (rendered with {_rendering(chat_format)})",
         precision=precision,
     )
 
@@ -457,3 +457,9 @@ class ChatSession:
 
     def prompt_tokens(self, user_text: str) -> int:
         return len(prompt_ids(self.loaded, render_prompt(self.loaded, self.messages(user_text))))
+
+
+def _rendering(chat_format: ChatFormat) -> str:
+    if isinstance(chat_format, TokenizerTemplate):
+        return "its tokenizer's chat template"
+    return "no template: the prompt as it is"
