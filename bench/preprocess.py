@@ -143,7 +143,7 @@ def main() -> None:
 
     from ft.data import prepare_data, preview_examples, prompt_and_completion
     from ft.packing import pack_lengths, padding_efficiency
-    from ft.tokenizer import IGNORE_INDEX, load_tokenizer
+    from ft.tokenizer import load_tokenizer
 
     rows = alpaca_rows(options.rows)
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,11 +169,7 @@ def main() -> None:
 
         tokens = sum(len(ids) for ids in prepared.train["input_ids"])
         same_ids = list(prepared.train["input_ids"]) == list(trl_data["input_ids"])
-        trl_labels = [
-            [t if m else IGNORE_INDEX for t, m in zip(ids, mask, strict=True)]
-            for ids, mask in zip(trl_data["input_ids"], trl_data["completion_mask"], strict=True)
-        ]
-        same_labels = list(prepared.train["labels"]) == trl_labels
+        same_labels = list(prepared.train["labels"]) == list(trl_data["labels"])
 
         lengths = [len(ids) for ids in prepared.train["input_ids"]]
         bins = pack_lengths(lengths, cfg.sequence_len)
