@@ -130,12 +130,14 @@ def load_run_folder(run: RunInfo) -> LoadedModel:
     use_offline_mode_if_local(cfg)
     tokenizer = load_folder_tokenizer(run.run_dir)
     precision = inference_precision(cfg)
-    quantized = (run.data.get("quantization") or {}).get("bits") is not None
+    bits = (run.data.get("quantization") or {}).get("bits")
     has_adapter = (run.run_dir / ADAPTER_CONFIG).is_file()
+    # The adapter goes on the base as it was trained: k-bit when the run was (run.json's quantization).
+    quantized = bits is not None and has_adapter
     if has_adapter:
         base = load_model_from_path(cfg, run.base_model_path, tokenizer, precision, quantize=quantized)
         model = attach_saved_adapter(base, run.run_dir)
-        what = f"base + {run.adapter or 'lora'} adapter" + (", 4/8-bit base" if quantized else "")
+        what = f"base + {run.adapter or 'lora'} adapter" + (f", {bits}-bit base" if quantized else "")
     else:
         # A full fine-tune (or a merged copy that kept the run's metadata): the weights are here.
         model = load_model_from_path(cfg, str(run.run_dir), tokenizer, precision, quantize=False)
