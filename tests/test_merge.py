@@ -293,3 +293,20 @@ def test_stream_merge_refuses_dora() -> None:
     with pytest.raises(FtError, match="DoRA") as caught:
         check_streamable({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "use_dora": True})
     assert "--in-memory" in (caught.value.hint or "")
+
+
+def test_bf16_paths_give_the_same_tensors(lora_run: Path, tmp_path: Path) -> None:
+    """Both round W + delta once (peft's safe_merge would round the delta first: 1-ulp differences)."""
+    import torch
+
+    outs = {}
+    for mode in ("--in-memory", "--streaming"):
+        outs[mode] = tmp_path / mode.strip("-")
+        assert (
+            run_cli("merge", str(lora_run), mode, "--dtype", "bf16", "--no-verify", "--out", str(outs[mode]))
+            == 0
+        )
+    streamed, in_memory = state_dict_of(outs["--streaming"]), state_dict_of(outs["--in-memory"])
+    for name, tensor in in_memory.items():
+        assert streamed[name].dtype == tensor.dtype == torch.bfloat16
+        assert torch.equal(streamed[name], tensor), name

@@ -279,8 +279,11 @@ def max_abs_diff(a: Any, b: Any) -> float:
 def merge_in_memory(model: Any, tmp: Path, max_shard_size: str) -> None:
     from ft.merge_stream import single_thread
 
+    # Not safe_merge: it rounds the delta to a 16-bit weight's dtype before adding (two roundings);
+    # the plain merge adds the float32 delta in place, one rounding, as the streaming path does.
+    # A broken (NaN) adapter still fails the logit check.
     with single_thread():
-        merged = model.merge_and_unload(safe_merge=True)
+        merged = model.merge_and_unload()
     merged.save_pretrained(str(tmp), max_shard_size=max_shard_size)
 
 

@@ -135,14 +135,32 @@ def base_shards(folder: Path) -> list[Path]:
     )
 
 
-def read_tensor(handle: BufferedReader, stored: StoredTensor) -> torch.Tensor:
+class Scratch:
+    """Buffers reused from tensor to tensor. A fresh large allocation is a new mmap that glibc
+    returns to the system when freed, so every tensor would page-fault its memory in again."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, Any] = {}
+
+    def take(self, slot: str, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+        import torch
+
+        nbytes = math.prod(shape) * dtype.itemsize
+        buffer = self.buffers.get(slot)
+        if buffer is None or buffer.numel() < nbytes:
+            buffer = self.buffers[slot] = torch.empty(nbytes, dtype=torch.uint8)
+        return buffer[:nbytes].view(dtype).reshape(shape)
+
+
+def read_tensor(handle: BufferedReader, stored: StoredTensor, scratch: Scratch) -> torch.Tensor:
+    """The tensor's data, in a scratch buffer that the next read reuses."""
     import torch
 
-    buffer = torch.empty(stored.nbytes, dtype=torch.uint8)
+    tensor = scratch.take("read", _dtype_codes()[stored.dtype], stored.shape)
     handle.seek(stored.begin)
-    if handle.readinto(buffer.numpy().data) != stored.nbytes:
+    if handle.readinto(tensor.reshape(-1).view(torch.uint8).numpy().data) != stored.nbytes:
         raise FtError(f"{stored.file}: truncated tensor {stored.name}")
-    return buffer.view(_dtype_codes()[stored.dtype]).reshape(stored.shape)
+    return tensor
 
 
 def write_tensor(handle: IO[bytes], tensor: torch.Tensor) -> None:
@@ -184,18 +202,17 @@ class StreamAdapter:
     pairs: dict[str, LoraPair] = field(default_factory=dict)
     replacements: dict[str, Any] = field(default_factory=dict)
 
-    def fold(self, weight: torch.Tensor, name: str) -> torch.Tensor:
-        """weight + scale * B @ A (transposed for fan_in_fan_out and embeddings), weight in float32.
+    def fold_(self, weight: torch.Tensor, name: str) -> None:
+        """weight += scale * B @ A (transposed for fan_in_fan_out and embeddings), weight in float32.
 
-        One fused addmm: peft computes the same sum as (B @ A) * scale, then adds it.
+        One fused, in-place addmm: peft computes the same sum as (B @ A) * scale, then adds it.
         """
-        import torch
-
         pair = self.pairs[name]
         a, b = pair.a.float(), pair.b.float()
         if self.fan_in_fan_out or pair.embedding:
-            return torch.addmm(weight, a.T, b.T, alpha=self.scale)
-        return torch.addmm(weight, b, a, alpha=self.scale)
+            weight.addmm_(a.T, b.T, alpha=self.scale)
+        else:
+            weight.addmm_(b, a, alpha=self.scale)
 
 
 _UNSUPPORTED_FLAGS = {
@@ -318,20 +335,31 @@ def check_adapter_matches(adapter: StreamAdapter, names: set[str]) -> None:
 
 
 def merged_tensor(
-    handle: BufferedReader, item: OutTensor, adapter: StreamAdapter, target: torch.dtype
-) -> Any:
+    handle: BufferedReader, item: OutTensor, adapter: StreamAdapter, target: torch.dtype, scratch: Scratch
+) -> torch.Tensor:
+    """The output tensor, valid until the next call (it may live in a scratch buffer)."""
     import torch
 
     name = item.source.name
     replacement = adapter.replacements.get(name)
-    tensor = replacement if replacement is not None else read_tensor(handle, item.source)
+    tensor = replacement if replacement is not None else read_tensor(handle, item.source, scratch)
     if not tensor.is_floating_point():
         return tensor
-    tensor = tensor.to(target)
-    if name in adapter.pairs:
-        # As peft: the base weight in the target dtype, the delta added in float32, rounded once.
-        tensor = adapter.fold(tensor.to(torch.float32), name).to(target)
-    return tensor
+    if name not in adapter.pairs:
+        return converted(tensor, target, scratch)
+    # As peft: the base weight rounded to the target dtype, the delta added in float32, rounded once.
+    weight = scratch.take("fold", torch.float32, tuple(tensor.shape))
+    weight.copy_(tensor if tensor.dtype == target or target == torch.float32 else tensor.to(target))
+    adapter.fold_(weight, name)
+    return converted(weight, target, scratch)
+
+
+def converted(tensor: torch.Tensor, target: torch.dtype, scratch: Scratch) -> torch.Tensor:
+    if tensor.dtype == target:
+        return tensor
+    out = scratch.take("out", target, tuple(tensor.shape))
+    out.copy_(tensor)
+    return out
 
 
 def shard_names(count: int) -> list[str]:
@@ -358,12 +386,14 @@ def iter_handles(items: list[OutTensor]) -> Iterator[tuple[BufferedReader, OutTe
             handle.close()
 
 
-def write_shard(path: Path, items: list[OutTensor], adapter: StreamAdapter, target: torch.dtype) -> None:
+def write_shard(
+    path: Path, items: list[OutTensor], adapter: StreamAdapter, target: torch.dtype, scratch: Scratch
+) -> None:
     entries = [(i.source.name, i.dtype, i.shape, i.nbytes) for i in items]
     with path.open("wb") as out:
         out.write(safetensors_header(entries))
         for handle, item in iter_handles(items):
-            tensor = merged_tensor(handle, item, adapter, target)
+            tensor = merged_tensor(handle, item, adapter, target, scratch)
             if tensor.numel() * tensor.element_size() != item.nbytes:
                 raise FtError(f"{item.source.name}: merged size differs from the planned layout")
             write_tensor(out, tensor)
@@ -401,9 +431,10 @@ def stream_merge(
     check_adapter_matches(adapter, {t.name for t in sources})
     shards = split_shards(plan_outputs(sources, adapter, target), max_shard_bytes)
     names = shard_names(len(shards))
+    scratch = Scratch()
     with single_thread():
         for name, items in zip(names, shards, strict=True):
-            write_shard(out_dir / name, items, adapter, target)
+            write_shard(out_dir / name, items, adapter, target, scratch)
     if len(shards) > 1:
         write_index(out_dir, shards, names)
     base_shapes = {t.name: t.shape for t in sources}
