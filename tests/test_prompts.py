@@ -256,3 +256,14 @@ def test_a_token_across_the_prompt_answer_boundary_is_trained(tiny_tokenizer):
     run = [Segment("ab"), Segment("cd", trained=True), Segment("ef")]
     offsets = [(0, 1), (1, 3), (3, 4), (4, 6)]
     assert _labels_by_offset(run, [1, 2, 3, 4], offsets) == [IGNORE_INDEX, 2, 3, IGNORE_INDEX]
+
+
+def test_a_dataset_level_chat_template_is_the_saved_one(tiny_model_dir, tmp_path, tiny_tokenizer):
+    from ft.config import load_config
+    from ft.prompts import renderer_for_config
+
+    config = tmp_path / "c.yml"
+    config.write_text(
+        f"base_model: {tiny_model_dir}\ndatasets: [{{path: x.jsonl, type: chat_template, chat_template: phi3}}]\n"
+    )
+    assert renderer_for_config(load_config(config), tiny_tokenizer).name == "phi3"

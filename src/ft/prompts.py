@@ -422,12 +422,16 @@ class _CompletionChat:
 
 
 def renderer_for_config(cfg: FtConfig, tokenizer: Any) -> ChatFormat:
-    """The format used to talk to the trained model: that of the first dataset, or the top-level
-    `chat_template` when set."""
+    """The format used to talk to the trained model (and saved as its chat template): the top-level
+    `chat_template` when set, else the format of the first dataset."""
     first = cfg.datasets[0]
-    if first.format and not cfg.chat_template:
+    if cfg.chat_template:
+        return format_by_name(cfg.chat_template, tokenizer)
+    if first.format:
         return CustomFormat(first.format, first.no_input_format)
-    return format_by_name(chat_template_name(cfg), tokenizer)
+    if first.type == "chat_template":
+        return format_by_name(first.chat_template or "tokenizer_default", tokenizer)
+    return format_by_name(first.type, tokenizer)
 
 
 def special_tokens_of(tokenizer: Any) -> SpecialTokens:

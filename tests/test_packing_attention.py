@@ -1,0 +1,49 @@
+"""Packed examples do not attend to each other: through trl's padding-free collator (the path
+`ft train` uses with sample_packing), the logits of each example inside a packed row equal its
+logits alone, and the loss counts exactly the labels ft prepared."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+
+def test_packed_row_logits_equal_each_example_alone(tmp_path, tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from ft.config import load_config
+    from ft.data import prepare_data
+
+    rows = [{"instruction": f"Question {i}?", "output": "yes " * (i + 1)} for i in range(6)]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = tmp_path / "c.yml"
+    settings = {"base_model": str(tiny_model_dir), "datasets": [{"path": str(data), "type": "phi2"}]}
+    config.write_text(yaml.safe_dump({**settings, "sequence_len": 256, "sample_packing": True}))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    packed = prepare_data(load_config(config), tokenizer).train
+    row = max(packed, key=lambda r: len(r["seq_lengths"]))
+    assert len(row["seq_lengths"]) >= 3
+
+    model = AutoModelForCausalLM.from_pretrained(
+        tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa"
+    )
+    batch = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)([row])
+    with torch.no_grad():
+        # As trl's SFTTrainer.compute_loss calls the model: every collator key, no cache. (With a
+        # cache, transformers would not look for packed sequences in position_ids.)
+        inputs = {key: value for key, value in batch.items() if key != "labels"}
+        together = model(**inputs, use_cache=False).logits[0]
+        start = 0
+        for length in row["seq_lengths"]:
+            alone = model(input_ids=torch.tensor([row["input_ids"][start : start + length]])).logits[0]
+            assert torch.allclose(together[start : start + length], alone, atol=1e-5), start
+            start += length
+    expected = torch.tensor(row["labels"])
+    assert torch.equal(batch["labels"][0], expected)  # the first label of each example is already -100
