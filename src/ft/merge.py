@@ -276,7 +276,7 @@ def max_abs_diff(a: Any, b: Any) -> float:
 # Writing
 
 
-def merge_in_memory(model: Any, tmp: Path, max_shard_size: str) -> None:
+def merge_in_memory(model: Any, tmp: Path, shard_bytes: int) -> None:
     from ft.merge_stream import single_thread
 
     # Not safe_merge: it rounds the delta to a 16-bit weight's dtype before adding (two roundings);
@@ -284,15 +284,15 @@ def merge_in_memory(model: Any, tmp: Path, max_shard_size: str) -> None:
     # A broken (NaN) adapter still fails the logit check.
     with single_thread():
         merged = model.merge_and_unload()
-    merged.save_pretrained(str(tmp), max_shard_size=max_shard_size)
+    merged.save_pretrained(str(tmp), max_shard_size=shard_bytes)
 
 
-def write_streamed(run: RunInfo, base_dir: Path, tmp: Path, dtype: str, max_shard_size: str) -> StreamResult:
+def write_streamed(run: RunInfo, base_dir: Path, tmp: Path, dtype: str, shard_bytes: int) -> StreamResult:
     from transformers import AutoConfig
 
-    from ft.merge_stream import parse_size, stream_merge
+    from ft.merge_stream import stream_merge
 
-    result = stream_merge(base_dir, run.run_dir, tmp, torch_dtype(dtype), parse_size(max_shard_size))
+    result = stream_merge(base_dir, run.run_dir, tmp, torch_dtype(dtype), shard_bytes)
     config = AutoConfig.from_pretrained(str(base_dir), trust_remote_code=run.config.trust_remote_code)
     config.dtype = torch_dtype(dtype)
     text_config = config.get_text_config()
@@ -394,19 +394,16 @@ def merge_run(
     dtype_name = resolve_dtype(dtype, run)
     out = (out or default_out(run.run_dir)).expanduser()
     check_output(out, run, force)
-    if streaming:
-        from ft.merge_stream import parse_size
+    from ft.merge_stream import parse_size
 
-        parse_size(max_shard_size)
+    shard_bytes = parse_size(max_shard_size)
     base_dir = local_base_dir(run)
     use_streaming, why = choose_streaming(streaming, base_dir, dtype_name)
     mode = "streaming" if use_streaming else "in-memory"
     log(f"merging {run.run_dir} ({run.adapter}) into {run.base_model_path}: {dtype_name}, {mode} ({why})")
     tmp = new_temp_dir(out)
     try:
-        diff, tolerance = _merge_into(
-            run, tmp, dtype_name, max_shard_size, use_streaming, base_dir, verify, log
-        )
+        diff, tolerance = _merge_into(run, tmp, dtype_name, shard_bytes, use_streaming, base_dir, verify, log)
         result = MergeResult(
             out, dtype_name, mode, diff, tolerance, time.monotonic() - started, _weight_files(tmp)
         )
@@ -430,7 +427,7 @@ def _merge_into(
     run: RunInfo,
     tmp: Path,
     dtype: str,
-    max_shard_size: str,
+    shard_bytes: int,
     use_streaming: bool,
     base_dir: Path | None,
     verify: bool,
@@ -446,9 +443,9 @@ def _merge_into(
             del model
             gc.collect()
         assert base_dir is not None
-        write_streamed(run, base_dir, tmp, dtype, max_shard_size)
+        write_streamed(run, base_dir, tmp, dtype, shard_bytes)
     else:
-        merge_in_memory(model, tmp, max_shard_size)
+        merge_in_memory(model, tmp, shard_bytes)
         del model
         gc.collect()
     if reference is None:
