@@ -37,8 +37,8 @@ def _settings(max_new_tokens: int, temperature: float, top_p: float) -> Generati
 
 
 def _load(model_dir: Path, console: Console) -> LoadedModel:
-    from ft.commands_train import quiet_libraries
     from ft.infer import load_for_inference
+    from ft.quiet import quiet_libraries
 
     quiet_libraries()
     with console.status("loading the model"):
@@ -220,8 +220,8 @@ def eval_command(
     """Eval loss, perplexity and generation metrics (ROUGE-1/2/L, BLEU, exact match) on the held-out split."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ft.commands_train import quiet_libraries
     from ft.evaluate import EVAL_JSON, EvalSettings, run_eval
+    from ft.quiet import quiet_libraries
 
     quiet_libraries()
     console = Console(soft_wrap=True, highlight=False)

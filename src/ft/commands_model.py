@@ -8,17 +8,6 @@ import typer
 from rich.console import Console
 
 
-def quiet_libraries() -> None:
-    """Silence weight-loading bars and a deprecation warning peft triggers in transformers 5:
-    the command prints its own lines."""
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-
-
 def merge_command(
     run_dir: Path = typer.Argument(..., help="The run folder of a finished LoRA/QLoRA ft train run."),
     out: Path | None = typer.Option(
@@ -45,6 +34,7 @@ def merge_command(
 ) -> None:
     """Fold the adapter into the unquantized base: sharded safetensors, tokenizer, generation config."""
     from ft.merge import merge_run
+    from ft.quiet import quiet_libraries
 
     quiet_libraries()
     console = Console(soft_wrap=True)

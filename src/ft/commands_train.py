@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -46,10 +47,10 @@ class ProgressView:
         return f"loss {loss}  tok/s {speed}"
 
     def _on_note(self, event: TrainEvent) -> None:
-        self.console.print(f"[dim]{event.message}[/]", highlight=False)
+        self.console.print(f"[dim]{escape(event.message)}[/]", highlight=False)
 
     def _on_interrupt(self, event: TrainEvent) -> None:
-        self.console.print(f"[yellow]{event.message}[/]", highlight=False)
+        self.console.print(f"[yellow]{escape(event.message)}[/]", highlight=False)
 
     def _on_start(self, event: TrainEvent) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -106,19 +107,6 @@ def print_summary(console: Console, result: TrainResult) -> None:
             console.print(f"[dim]{note}[/]", highlight=False)
 
 
-def quiet_libraries() -> None:
-    """Silence library output that the progress view replaces: weight-loading bars, a deprecation
-    warning peft triggers in transformers 5, and bitsandbytes' note about an optional CPU kernel."""
-    import logging
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-
-
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -133,6 +121,7 @@ def train_command(
 ) -> None:
     """Train: load the model, attach the adapter, run SFT, write the run folder (Ctrl-C saves a checkpoint)."""
     from ft.config import read_config
+    from ft.quiet import quiet_libraries
     from ft.train import run_training
 
     console = Console(soft_wrap=True)
@@ -140,7 +129,7 @@ def train_command(
     cfg, notes = read_config(config, overrides)
     if main:
         for note in notes:
-            console.print(f"[dim]{note}[/]", highlight=False)
+            console.print(f"[dim]{escape(note)}[/]", highlight=False)
     quiet_libraries()
     view = ProgressView(console)
     try:

@@ -1,0 +1,17 @@
+"""Library chatter that ft's commands replace with their own output. Called by command bodies
+(the CLI owns the terminal), never on import."""
+
+from __future__ import annotations
+
+
+def quiet_libraries() -> None:
+    """Silence weight-loading bars, a deprecation warning peft triggers in transformers 5, and
+    bitsandbytes' note about an optional CPU kernel package."""
+    import logging
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
