@@ -156,9 +156,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
+    from ft.quiet import quiet_libraries
+
+    quiet_libraries()
     torch.manual_seed(0)
     cfg = read_config(args.config)
     if not cfg.test_datasets:
