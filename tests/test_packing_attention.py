@@ -47,3 +47,29 @@ def test_packed_row_logits_equal_each_example_alone(tmp_path, tiny_model_dir):
             start += length
     expected = torch.tensor(row["labels"])
     assert torch.equal(batch["labels"][0], expected)  # the first label of each example is already -100
+
+
+def test_packed_rows_collator_keeps_rows_apart_and_examples_apart(tmp_path, tiny_model_dir):
+    """ft's collator for non-varlen kernels: rows side by side (padded at the end), position ids
+    restarting per example; logits of each example equal its logits alone."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ft.packing import PackedRowsCollator
+
+    rows = [
+        {"input_ids": [1, 5, 6, 7, 1, 8, 9], "labels": [-100, 5, 6, 7, -100, 8, 9], "seq_lengths": [4, 3]},
+        {"input_ids": [1, 10, 11], "labels": [-100, 10, 11], "seq_lengths": [3]},
+    ]
+    batch = PackedRowsCollator(pad_token_id=0)(rows)
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 0, 1, 2], [0, 1, 2, 0, 1, 2, 3]]
+    assert batch["labels"][1].tolist() == [-100, 10, 11, -100, -100, -100, -100]
+    assert "attention_mask" not in batch
+    model = AutoModelForCausalLM.from_pretrained(
+        tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa"
+    )
+    with torch.no_grad():
+        together = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
+        for row, (start, length) in [(0, (0, 4)), (0, (4, 3)), (1, (0, 3))]:
+            alone = model(input_ids=torch.tensor([rows[row]["input_ids"][start : start + length]])).logits[0]
+            assert torch.allclose(together[row, start : start + length], alone, atol=1e-5)

@@ -193,3 +193,14 @@ def test_sigint_saves_a_checkpoint_and_resume_finishes(tiny_model_dir: Path, tmp
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     train_steps = [s for s in steps if s]
     assert train_steps[0] == 1 and max(train_steps) == planned
+
+
+def test_packed_lora_run_trains(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """sample_packing on the CPU (sdpa): ft's per-row packed collator. The 16 rows pack into a few
+    rows of 512 tokens, so each step is the whole set and the loss must fall."""
+    config = write_config(tmp_path, tiny_model_dir, sample_packing=True, sequence_len=512)
+    assert run_cli("train", str(config)) == 0
+    run = tmp_path / "run"
+    assert json.loads((run / "run.json").read_text())["global_step"] == 8
+    train_losses = losses(run)
+    assert train_losses[-1] < train_losses[0] - 0.3

@@ -37,9 +37,15 @@ def test_cpu_defaults_are_explicit() -> None:
     assert (kw["save_strategy"], kw["save_steps"]) == ("steps", 13)
 
 
-def test_packing_is_padding_free_without_max_length() -> None:
+def test_packing_is_padding_free_only_with_varlen_attention() -> None:
+    """trl's padding-free path flattens a batch into one row: right for flash attention's varlen
+    kernels; with sdpa/eager ft's per-row collator is used instead (ft.packing.PackedRowsCollator)."""
     kw = kwargs_for(make_cfg(sample_packing=True, sequence_len=256))
-    assert kw["padding_free"] is True and kw["packing"] is False and kw["max_length"] is None
+    assert kw["padding_free"] is False and kw["packing"] is False and kw["max_length"] is None
+    flash = kwargs_for(
+        make_cfg(sample_packing=True, sequence_len=256, attn_implementation="flash_attention_2")
+    )
+    assert flash["padding_free"] is True and flash["max_length"] is None
 
 
 def test_schedule_optimizer_and_counts() -> None:
@@ -102,7 +108,7 @@ def test_real_sft_config_accepts_the_arguments(tmp_path: Path) -> None:
         has_eval=True,
     )
     assert args.use_cpu and not args.bf16 and not args.gradient_checkpointing
-    assert args.padding_free and args.dataset_kwargs == {"skip_prepare_dataset": True}
+    assert not args.padding_free and args.dataset_kwargs == {"skip_prepare_dataset": True}
     assert args.ddp_find_unused_parameters is False
 
 

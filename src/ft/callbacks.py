@@ -34,6 +34,26 @@ class TrainEvent:
 EventSink = Callable[[TrainEvent], None]
 
 
+class CollatedTokensCallback(TrainerCallback):
+    """Replaces trl's `num_tokens` with the real tokens ft's packed-rows collator handed out.
+
+    trl counts `position_ids.size(1)` when a batch has no attention mask, which is right for its
+    own one-row padding-free batches but counts one row of ours. The collator's count is this
+    rank's, times the number of processes (ranks get batches of similar size); it may run one
+    batch ahead of the step being logged (the data loader looks ahead).
+    """
+
+    def __init__(self, collator: Any, world_size: int = 1) -> None:
+        self.collator = collator
+        self.world_size = world_size
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        if logs is not None and "num_tokens" in logs:
+            logs["num_tokens"] = float(self.collator.real_tokens * self.world_size)
+
+
 class MetricsFileCallback(TrainerCallback):
     """Appends every log (train and eval) to metrics.jsonl as one JSON object, on the main process."""
 

@@ -9,6 +9,9 @@ each example, which would otherwise be predicted from the previous one).
 from __future__ import annotations
 
 import bisect
+from typing import Any
+
+IGNORE = -100
 
 
 def pack_lengths(lengths: list[int], capacity: int) -> list[list[int]]:
@@ -41,3 +44,43 @@ def padding_efficiency(lengths: list[int], batch_size: int) -> float:
         batch = lengths[start : start + batch_size]
         total += max(batch) * len(batch)
     return sum(lengths) / total if total else 1.0
+
+
+def varlen_attention(attn_implementation: str | None) -> bool:
+    """Kernels that take one flattened batch with sequence boundaries (flash attention)."""
+    return bool(attn_implementation) and "flash" in str(attn_implementation)
+
+
+class PackedRowsCollator:
+    """Batches packed rows side by side, each padded at its end, with `position_ids` restarting at
+    every example and no attention mask: transformers then builds a block-diagonal causal mask per
+    row, so packed examples do not attend to each other.
+
+    For attention kernels without variable-length support (sdpa, eager: every CPU run) this is the
+    fast path: trl's padding-free collation would flatten the whole micro-batch into one row whose
+    dense mask costs (batch x sequence_len)^2 instead of batch x sequence_len^2. With flash
+    attention ft uses trl's padding-free path instead.
+    """
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+        self.real_tokens = 0
+        """Non-pad tokens handed out so far (trl cannot count them in this layout)."""
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(row["input_ids"]) for row in rows)
+        self.real_tokens += sum(len(row["input_ids"]) for row in rows)
+        input_ids, labels, positions = [], [], []
+        for row in rows:
+            pad = width - len(row["input_ids"])
+            input_ids.append(list(row["input_ids"]) + [self.pad_token_id] * pad)
+            labels.append(list(row["labels"]) + [IGNORE] * pad)
+            lengths = list(row["seq_lengths"]) + ([pad] if pad else [])
+            positions.append([p for length in lengths for p in range(length)])
+        return {
+            "input_ids": torch.tensor(input_ids),
+            "labels": torch.tensor(labels),
+            "position_ids": torch.tensor(positions),
+        }

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ft.errors import FtError, OutputExistsError, TrainingInterrupted
 from ft.model import Precision
+from ft.packing import varlen_attention
 from ft.run import FINAL_TMP, METRICS_JSONL, newest_checkpoint
 from ft.schema import FtConfig
 from ft.sources import resolve_model_source
@@ -179,10 +180,11 @@ def sft_config_kwargs(
         # Rows are already tokenized, masked and (optionally) packed by ft.data: trl must not redo it.
         "dataset_kwargs": {"skip_prepare_dataset": True},
         "packing": False,
-        # Packed rows carry seq_lengths; padding-free collation turns them into restarting
-        # position_ids so packed examples do not attend to each other. trl refuses max_length there
-        # (it could not enforce it); ft.data has already cut rows to sequence_len.
-        "padding_free": cfg.sample_packing,
+        # Packed rows carry seq_lengths. With flash attention, trl's padding-free collation turns
+        # them into restarting position_ids (varlen kernels); otherwise ft's PackedRowsCollator
+        # does it per row (see ft.packing). trl refuses max_length with padding-free (it could not
+        # enforce it); ft.data has already cut rows to sequence_len.
+        "padding_free": cfg.sample_packing and varlen_attention(cfg.attn_implementation),
         "max_length": None if cfg.sample_packing else cfg.sequence_len,
         "pad_to_multiple_of": cfg.sequence_len
         if cfg.pad_to_sequence_len and not cfg.sample_packing
@@ -397,6 +399,15 @@ class RunContext:
     notes: list[str]
 
 
+def packed_rows_collator(cfg: FtConfig, tokenizer: Any) -> Any:
+    """ft's collator for packed rows when the attention kernel has no varlen path, else None (trl's)."""
+    from ft.packing import PackedRowsCollator
+
+    if cfg.sample_packing and not varlen_attention(cfg.attn_implementation):
+        return PackedRowsCollator(tokenizer.pad_token_id)
+    return None
+
+
 def terminator_of(cfg: FtConfig, tokenizer: Any) -> str:
     from ft.prompts import renderer_for_config, special_tokens_of
 
@@ -439,6 +450,7 @@ def _train_and_save(
     from transformers import EarlyStoppingCallback, PrinterCallback
 
     from ft.callbacks import (
+        CollatedTokensCallback,
         MetricsFileCallback,
         ProgressCallback,
         QuietSFTTrainer,
@@ -450,7 +462,10 @@ def _train_and_save(
     cfg, run_dir = context.cfg, context.run_dir
     stop = StopCallback(StopRequest())
     progress = ProgressCallback(emit)
+    collator = packed_rows_collator(cfg, tokenizer)
     callbacks: list[Any] = [MetricsFileCallback(metrics_path(run_dir)), progress, stop]
+    if collator is not None:
+        callbacks.insert(0, CollatedTokensCallback(collator, world_size_from_env()))
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     trainer = QuietSFTTrainer(
@@ -460,6 +475,7 @@ def _train_and_save(
         eval_dataset=data.eval if data.eval is not None and len(data.eval) else None,
         processing_class=tokenizer,
         callbacks=callbacks,
+        data_collator=collator,
     )
     # Progress goes to on_event; transformers' printer would print every log dict to stdout.
     trainer.remove_callback(PrinterCallback)
