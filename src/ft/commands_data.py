@@ -164,7 +164,7 @@ def show_report(console: Console, report: DataReport, cfg: FtConfig, whole_set: 
             f"packing: {train.rows} rows in {train.sequences} sequences, efficiency {train.packing_efficiency:.3f}",
             highlight=False,
         )
-    unreadable = [row for row in report.bad_rows if row.reason != "no token left to train on"]
+    unreadable = report.unusable_rows()
     if report.no_trained_tokens:
         console.print(
             f"[yellow]{report.no_trained_tokens} row(s) with no token left to train on (dropped)[/]"

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from ft.schema import DatasetSettings, FtConfig
 
 CACHE_LAYOUT = 1
+NOTHING_TO_TRAIN = "no token left to train on"
+"""The reason of a row whose labels are all masked (counted and dropped; never an error)."""
 BAD_ROWS_SHOWN = 5
 REPORT_FILE = "ft_report.json"
 DATA_KEYS = (
@@ -102,6 +104,10 @@ class DataReport:
     eval: SplitReport = field(default_factory=SplitReport)
     from_cache: str | None = None
 
+    def unusable_rows(self) -> list[BadRow]:
+        """Rows that could not be read or rendered (not those merely left with nothing to train)."""
+        return [row for row in self.bad_rows if row.reason != NOTHING_TO_TRAIN]
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         for split in ("train", "eval"):
@@ -155,7 +161,7 @@ def encode_source(cfg: FtConfig, source: Source, tokenizer: Any, report: DataRep
         if kept.trained_tokens == 0:
             report.no_trained_tokens += 1
             report.bad_rows.append(
-                BadRow(source.key, source.settings.path, row.where, "no token left to train on")
+                BadRow(source.key, source.settings.path, row.where, NOTHING_TO_TRAIN)
             )
             continue
         examples.append(kept)
@@ -200,7 +206,7 @@ def encode_sources(cfg: FtConfig, sources: list[Source], tokenizer: Any, report:
 
 def check_bad_rows(cfg: FtConfig, report: DataReport) -> None:
     """Fail on unreadable rows unless skip_invalid_rows; rows without trained tokens are counted."""
-    unreadable = [row for row in report.bad_rows if row.reason != "no token left to train on"]
+    unreadable = report.unusable_rows()
     if not unreadable:
         return
     if cfg.skip_invalid_rows:
