@@ -198,9 +198,9 @@ def _loaded_for(cfg: Any, tokenizer: Any, from_template: bool) -> Any:
 def test_generation_prompt_is_the_training_prompt(
     case: str, from_template: bool, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
+    from ft.chat_templates import chat_template_jinja
     from ft.data import preview_examples
     from ft.infer import prompt_ids, render_row
-    from ft.prompts import chat_template_jinja
     from ft.tokenizer import IGNORE_INDEX, load_tokenizer
 
     cfg = _config(tmp_path, tiny_model_dir, FORMAT_CASES[case], **TOP_LEVEL.get(case, {}))

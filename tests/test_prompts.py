@@ -161,7 +161,7 @@ def test_saved_jinja_template_renders_the_training_format(name, messages, tiny_m
     config.write_text(f"base_model: {tiny_model_dir}\nchat_template: {name}\ndatasets: [{{path: x.jsonl}}]\n")
     cfg = load_config(config)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    from ft.prompts import chat_template_jinja
+    from ft.chat_templates import chat_template_jinja
 
     tokenizer.chat_template = chat_template_jinja(cfg, tokenizer)
     tokens = special_tokens_of(tokenizer)

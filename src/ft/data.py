@@ -160,9 +160,7 @@ def encode_source(cfg: FtConfig, source: Source, tokenizer: Any, report: DataRep
             continue
         if kept.trained_tokens == 0:
             report.no_trained_tokens += 1
-            report.bad_rows.append(
-                BadRow(source.key, source.settings.path, row.where, NOTHING_TO_TRAIN)
-            )
+            report.bad_rows.append(BadRow(source.key, source.settings.path, row.where, NOTHING_TO_TRAIN))
             continue
         examples.append(kept)
     return examples

@@ -312,8 +312,8 @@ def run_training(
     notes = [note for note in (use_offline_mode_if_local(cfg),) if note]
     set_wandb_env(cfg)
 
+    from ft.chat_templates import chat_template_jinja
     from ft.data import prepare_data, summary_lines
-    from ft.prompts import chat_template_jinja
     from ft.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(cfg)
