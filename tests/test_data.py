@@ -291,3 +291,15 @@ def test_eos_stays_trained_when_it_is_also_the_pad_token(tmp_path, tiny_model_di
         last = int(mask.sum()) - 1
         assert ids[last] == eos and labels[last] == eos  # the answer's EOS is trained
         assert (labels[last + 1 :] == IGNORE_INDEX).all()  # the padding after it is not
+
+
+def test_chat_turns_after_the_last_answer_are_left_out(tmp_path, tiny_model_dir, tiny_tokenizer):
+    row = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
+    row["messages"].append({"role": "user", "content": "Unanswered?"})
+    data = write_jsonl(tmp_path / "m.jsonl", [row])
+    cfg = config(
+        tmp_path, tiny_model_dir, [{"path": str(data), "type": "chat_template", "chat_template": "phi3"}]
+    )
+    (example,), report = preview_examples(cfg, tiny_tokenizer, None)
+    assert segments_text(example.segments) == "<s><|user|>\nHi<|end|>\n<|assistant|>\nHello!<|end|>\n"
+    assert not report.bad_rows

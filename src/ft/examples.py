@@ -128,6 +128,9 @@ def conversation(row: dict[str, Any], dataset: DatasetSettings, roles: dict[str,
         messages.insert(0, Message("system", dataset.system_prompt))
     if not any(m.role == "assistant" for m in messages):
         raise RenderError("no assistant turn to train on")
+    # Turns after the last answer would only be context for nothing: they are not rendered.
+    while messages[-1].role != "assistant":
+        messages.pop()
     return messages
 
 
