@@ -179,7 +179,9 @@ def show_report(console: Console, report: DataReport, cfg: FtConfig, whole_set: 
 def preprocess_command(config: Path = CONFIG_ARG, overrides: list[str] = SET_OPTION) -> None:
     """Tokenize, mask and pack once into dataset_prepared_path, keyed by a fingerprint of the inputs."""
     from ft.data import cache_dir, prepare_data
+    from ft.quiet import quiet_libraries
 
+    quiet_libraries()
     console = Console(soft_wrap=True)
     cfg, tokenizer = _load(config, overrides, console)
     if not cfg.dataset_prepared_path:

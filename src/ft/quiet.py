@@ -5,13 +5,15 @@ from __future__ import annotations
 
 
 def quiet_libraries() -> None:
-    """Silence weight-loading bars, a deprecation warning peft triggers in transformers 5, and
+    """Silence weight-loading and dataset-saving bars, a deprecation warning peft triggers in transformers 5, and
     bitsandbytes' note about an optional CPU kernel package."""
     import logging
     import warnings
 
+    from datasets.utils import logging as datasets_logging
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    datasets_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
