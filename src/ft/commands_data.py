@@ -118,15 +118,13 @@ def show_example(
     console.rule(head, align="left")
     parts = []
     for segment in example.segments:
-        text = escape(visible(segment.text))
+        # A space that opens a segment is the prompt/answer boundary's: show it.
+        shown = "·" + segment.text[1:] if segment.text.startswith(" ") else segment.text
+        text = escape(visible(shown))
         if segment.special:
             style = "bold magenta" if segment.trained else "magenta"
         else:
             style = "green" if segment.trained else "dim"
-        if segment.text.startswith(" ") or segment.text.endswith(" "):
-            text = escape(
-                visible(segment.text.replace(" ", "·", 1) if segment.text.startswith(" ") else segment.text)
-            )
         parts.append(f"[{style}]{text}[/]")
     console.print("".join(parts), highlight=False)
     if tokens:
@@ -164,21 +162,21 @@ def show_report(console: Console, report: DataReport, cfg: FtConfig, whole_set: 
             f"packing: {train.rows} rows in {train.sequences} sequences, efficiency {train.packing_efficiency:.3f}",
             highlight=False,
         )
-    unreadable = report.unusable_rows()
+    bad = report.bad_rows
     if report.no_trained_tokens:
         console.print(
             f"[yellow]{report.no_trained_tokens} row(s) with no token left to train on (dropped)[/]"
         )
-    if unreadable:
+    if bad:
         verdict = "skipped (skip_invalid_rows)" if cfg.skip_invalid_rows else "training would stop on them"
-        console.print(f"[red]{len(unreadable)} bad row(s): {verdict}[/]", highlight=False)
-        for row in unreadable[:10]:
+        console.print(f"[red]{len(bad)} bad row(s): {verdict}[/]", highlight=False)
+        for row in bad[:10]:
             console.print(f"  {escape(str(row))}", highlight=False)
 
 
 def preprocess_command(config: Path = CONFIG_ARG, overrides: list[str] = SET_OPTION) -> None:
     """Tokenize, mask and pack once into dataset_prepared_path, keyed by a fingerprint of the inputs."""
-    from ft.data import cache_dir, prepare_data
+    from ft.data import cache_dir, prepare_data, summary_lines
     from ft.quiet import quiet_libraries
 
     quiet_libraries()
@@ -194,22 +192,8 @@ def preprocess_command(config: Path = CONFIG_ARG, overrides: list[str] = SET_OPT
     where = cache_dir(cfg, prepared.fingerprint)
     status = "up to date (cached)" if report.from_cache else "written"
     console.print(f"[green]ok[/] {escape(str(where))}: {status}", highlight=False)
-    eval_rows = report.eval.rows
-    console.print(
-        f"train: {report.train.rows} rows, {report.train.sequences} sequences, {report.train.tokens:,} tokens"
-        f" · eval: {eval_rows} rows",
-        highlight=False,
-    )
-    if report.train.packing_efficiency is not None:
-        console.print(f"packing efficiency {report.train.packing_efficiency:.3f}", highlight=False)
-    for label, value in (
-        ("bad rows skipped", report.skipped_bad),
-        ("rows over sequence_len dropped", report.dropped_too_long),
-        ("rows truncated", report.truncated),
-        ("rows with nothing to train on dropped", report.no_trained_tokens),
-    ):
-        if value:
-            console.print(f"[yellow]{label}: {value}[/]", highlight=False)
+    for line in summary_lines(report):
+        console.print(escape(line), highlight=False)
 
 
 DEFAULT_PREPARED_PATH = "last_run_prepared"

@@ -26,8 +26,6 @@ if TYPE_CHECKING:
     from ft.schema import DatasetSettings, FtConfig
 
 CACHE_LAYOUT = 1
-NOTHING_TO_TRAIN = "no token left to train on"
-"""The reason of a row whose labels are all masked (counted and dropped; never an error)."""
 BAD_ROWS_SHOWN = 5
 REPORT_FILE = "ft_report.json"
 DATA_KEYS = (
@@ -104,10 +102,6 @@ class DataReport:
     eval: SplitReport = field(default_factory=SplitReport)
     from_cache: str | None = None
 
-    def unusable_rows(self) -> list[BadRow]:
-        """Rows that could not be read or rendered (not those merely left with nothing to train)."""
-        return [row for row in self.bad_rows if row.reason != NOTHING_TO_TRAIN]
-
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         for split in ("train", "eval"):
@@ -159,8 +153,7 @@ def encode_source(cfg: FtConfig, source: Source, tokenizer: Any, report: DataRep
         if kept is None:
             continue
         if kept.trained_tokens == 0:
-            report.no_trained_tokens += 1
-            report.bad_rows.append(BadRow(source.key, source.settings.path, row.where, NOTHING_TO_TRAIN))
+            report.no_trained_tokens += 1  # counted and dropped, never an error
             continue
         examples.append(kept)
     return examples
@@ -203,18 +196,18 @@ def encode_sources(cfg: FtConfig, sources: list[Source], tokenizer: Any, report:
 
 
 def check_bad_rows(cfg: FtConfig, report: DataReport) -> None:
-    """Fail on unreadable rows unless skip_invalid_rows; rows without trained tokens are counted."""
-    unreadable = report.unusable_rows()
-    if not unreadable:
+    """Fail on bad rows unless skip_invalid_rows; rows without trained tokens are counted."""
+    bad = report.bad_rows
+    if not bad:
         return
     if cfg.skip_invalid_rows:
-        report.skipped_bad = len(unreadable)
+        report.skipped_bad = len(bad)
         return
-    shown = "\n".join(f"  {row}" for row in unreadable[:BAD_ROWS_SHOWN])
-    more = len(unreadable) - BAD_ROWS_SHOWN
+    shown = "\n".join(f"  {row}" for row in bad[:BAD_ROWS_SHOWN])
+    more = len(bad) - BAD_ROWS_SHOWN
     tail = f"\n  ... and {more} more" if more > 0 else ""
     raise DataError(
-        f"{len(unreadable)} row(s) cannot be used:\n{shown}{tail}",
+        f"{len(bad)} row(s) cannot be used:\n{shown}{tail}",
         hint="fix the rows, or set skip_invalid_rows: true to skip them (the count is reported)",
     )
 
@@ -253,16 +246,22 @@ def to_dataset(cfg: FtConfig, examples: list[Example], report: SplitReport, pack
         return datasets.Dataset.from_dict(
             {"input_ids": [e.input_ids for e in examples], "labels": [e.labels for e in examples]}
         )
-    bins = pack_lengths([len(e.input_ids) for e in examples], cfg.sequence_len)
+    bins = pack_examples(examples, cfg.sequence_len, report)
     random.Random(cfg.seed).shuffle(bins)
     columns: dict[str, list[Any]] = {"input_ids": [], "labels": [], "seq_lengths": []}
     for members in bins:
         columns["input_ids"].append([t for i in members for t in examples[i].input_ids])
         columns["labels"].append([t for i in members for t in examples[i].labels])
         columns["seq_lengths"].append([len(examples[i].input_ids) for i in members])
-    report.sequences = len(bins)
-    report.packing_efficiency = report.tokens / (len(bins) * cfg.sequence_len) if bins else None
     return datasets.Dataset.from_dict(columns)
+
+
+def pack_examples(examples: list[Example], capacity: int, report: SplitReport) -> list[list[int]]:
+    """Example indices grouped into packed sequences; the count and efficiency go to `report`."""
+    bins = pack_lengths([len(e.input_ids) for e in examples], capacity)
+    report.sequences = len(bins)
+    report.packing_efficiency = report.tokens / (len(bins) * capacity) if bins else None
+    return bins
 
 
 def data_fingerprint(cfg: FtConfig, sources: list[Source], tokenizer: Any) -> str:
@@ -369,9 +368,7 @@ def preview_examples(cfg: FtConfig, tokenizer: Any, limit: int | None) -> tuple[
         examples = examples[:limit]
     summarize(examples, report.train)
     if cfg.sample_packing and examples:
-        bins = pack_lengths([len(e.input_ids) for e in examples], cfg.sequence_len)
-        report.train.sequences = len(bins)
-        report.train.packing_efficiency = report.train.tokens / (len(bins) * cfg.sequence_len)
+        pack_examples(examples, cfg.sequence_len, report.train)
     return examples, report
 
 
@@ -382,7 +379,7 @@ def prompt_and_completion(segments: list[Segment]) -> tuple[str, str]:
 
 
 def summary_lines(report: DataReport) -> list[str]:
-    """What the data preparation did, for the log of `ft train`: nothing dropped without a word."""
+    """What the data preparation did (`ft train`, `ft preprocess`): nothing dropped without a word."""
     train, held = report.train, report.eval
     origin = f" (cached in {report.from_cache})" if report.from_cache else ""
     lines = [
@@ -392,7 +389,7 @@ def summary_lines(report: DataReport) -> list[str]:
     if train.packing_efficiency is not None:
         lines.append(f"packing efficiency {train.packing_efficiency:.3f}")
     for label, count in (
-        ("bad rows skipped (skip_invalid_rows)", report.skipped_bad),
+        ("bad rows skipped", report.skipped_bad),
         ("rows over sequence_len dropped", report.dropped_too_long),
         ("rows truncated to sequence_len", report.truncated),
         ("rows with no token left to train on dropped", report.no_trained_tokens),

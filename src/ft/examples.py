@@ -17,6 +17,7 @@ from ft.prompts import (
     RenderError,
     Segment,
     SpecialTokens,
+    answer_segments,
     format_for_dataset,
 )
 
@@ -78,10 +79,9 @@ def render_completion(text: str, tokens: SpecialTokens) -> list[Segment]:
     segments: list[Segment] = []
     if tokens.adds_bos and tokens.bos and not text.startswith(tokens.bos):
         segments.append(Segment(tokens.bos, special="bos"))
-    segments.append(Segment(text, trained=True))
-    if not text.rstrip().endswith(tokens.eos):
-        segments.append(Segment(tokens.eos, trained=True, special="eos"))
-    return segments
+    if text.rstrip().endswith(tokens.eos):
+        return [*segments, Segment(text, trained=True)]
+    return [*segments, *answer_segments(text, tokens)]
 
 
 def system_of(row: dict[str, Any], dataset: DatasetSettings) -> str | None:
@@ -97,18 +97,31 @@ def render_instruction_row(
     instruction = _text(row, dataset.field_instruction)
     input_text = _text(row, dataset.field_input, required=False)
     output = _text(row, dataset.field_output)
-    system = system_of(row, dataset)
-    answer = [Segment(output, trained=True)]
+    return render_instruction(fmt, instruction, input_text, system_of(row, dataset), tokens, output)
+
+
+def render_instruction(
+    fmt: ChatFormat,
+    instruction: str,
+    input_text: str,
+    system: str | None,
+    tokens: SpecialTokens,
+    answer: str | None = None,
+) -> list[Segment]:
+    """An instruction row as trained (with `answer`) or as the prompt to generate from (without).
+
+    Alpaca (with a non-empty input) and custom formats have their own input form; the other
+    formats get the input after the instruction, in the user turn.
+    """
     if isinstance(fmt, CustomFormat) or (isinstance(fmt, Alpaca) and input_text.strip()):
-        return [*fmt.render_instruction(instruction, input_text, system, tokens), *answer, _eos(tokens)]
+        prompt = fmt.render_instruction(instruction, input_text, system, tokens)
+        return prompt if answer is None else [*prompt, *answer_segments(answer, tokens)]
     user = f"{instruction}\n\n{input_text}" if input_text.strip() else instruction
     messages = [Message("system", system)] if system is not None else []
-    messages += [Message("user", user), Message("assistant", output)]
-    return fmt.render(messages, tokens)
-
-
-def _eos(tokens: SpecialTokens) -> Segment:
-    return Segment(tokens.eos, trained=True, special="eos")
+    messages.append(Message("user", user))
+    if answer is not None:
+        messages.append(Message("assistant", answer))
+    return fmt.render(messages, tokens, add_generation_prompt=answer is None)
 
 
 def role_lookup(dataset: DatasetSettings) -> dict[str, str]:

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ft.errors import FtError, ModelLoadError
+from ft.examples import render_instruction
 from ft.prompts import (
     PHI3_END,
-    Alpaca,
     ChatFormat,
-    CustomFormat,
     Message,
     RenderError,
     Segment,
@@ -272,41 +271,44 @@ def render_prompt(loaded: LoadedModel, messages: Sequence[Message]) -> list[Segm
 
 
 def row_messages(row: dict[str, Any], system: str | None = None) -> list[Message]:
-    """The conversation of an input row: {"prompt"}, {"messages"} or {"instruction", "input"}.
+    """The conversation of a {"prompt"} or {"messages"} input row.
 
     A trailing assistant turn in `messages` is the reference answer, not part of the prompt.
     """
-    messages: list[Message] = []
     if "messages" in row:
         messages = [_message(turn) for turn in _list(row["messages"])]
         if messages and messages[-1].role == "assistant":
             messages = messages[:-1]
     elif "prompt" in row:
         messages = [Message("user", _str(row, "prompt"))]
-    elif "instruction" in row:
-        text = _str(row, "instruction")
-        extra = row.get("input") or ""
-        messages = [Message("user", f"{text}\n\n{extra}" if str(extra).strip() else text)]
     else:
         raise FtError(f"an input row needs prompt, messages or instruction (got: {', '.join(row) or 'none'})")
-    row_system = row.get("system") if isinstance(row.get("system"), str) else None
-    system = row_system or system
+    system = row_system(row) or system
     if system and not (messages and messages[0].role == "system"):
         messages.insert(0, Message("system", system))
     return messages
 
 
+def row_system(row: dict[str, Any]) -> str | None:
+    value = row.get("system")
+    return value if isinstance(value, str) and value else None
+
+
 def render_row(loaded: LoadedModel, row: dict[str, Any], system: str | None = None) -> list[Segment]:
-    """An input row's prompt; instruction + input goes through the format's input form as in training."""
+    """An input row's prompt, rendered as in training (instruction rows through ft.examples)."""
+    if "instruction" not in row or "messages" in row or "prompt" in row:
+        return render_prompt(loaded, row_messages(row, system))
     input_text = row.get("input")
-    fmt = loaded.chat_format
-    # Alpaca and custom formats have a separate form for a non-empty input (as ft.examples renders it).
-    has_input = "instruction" in row and isinstance(input_text, str) and bool(input_text.strip())
-    if has_input and isinstance(fmt, CustomFormat | Alpaca):
-        return fmt.render_instruction(
-            _str(row, "instruction"), str(input_text), row.get("system") or system, loaded.tokens
+    try:
+        return render_instruction(
+            loaded.chat_format,
+            _str(row, "instruction"),
+            input_text if isinstance(input_text, str) else "",
+            row_system(row) or system,
+            loaded.tokens,
         )
-    return render_prompt(loaded, row_messages(row, system))
+    except RenderError as err:
+        raise FtError(f"cannot render the conversation: {err}") from err
 
 
 def _message(turn: Any) -> Message:

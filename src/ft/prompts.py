@@ -91,6 +91,11 @@ def _special(name: Special, tokens: SpecialTokens, trained: bool = False) -> Seg
     return Segment(tokens.text(name), trained=trained, special=name)
 
 
+def answer_segments(text: str, tokens: SpecialTokens) -> list[Segment]:
+    """A trained answer and the trained EOS after it."""
+    return [Segment(text, trained=True), _special("eos", tokens, trained=True)]
+
+
 def _leading_bos(tokens: SpecialTokens) -> list[Segment]:
     return [_special("bos", tokens)] if tokens.adds_bos and tokens.bos else []
 
@@ -112,14 +117,18 @@ def split_system(messages: Sequence[Message]) -> tuple[str | None, list[Message]
     return system, turns
 
 
-def _pairs(turns: list[Message]) -> list[tuple[str, str | None]]:
-    return [
+def turn_pairs(
+    messages: Sequence[Message], add_generation_prompt: bool
+) -> tuple[str | None, list[tuple[str, str | None]]]:
+    """The system prompt and (user, answer) pairs; the last answer is None when generating.
+
+    Raises RenderError when the roles do not alternate or the ending does not fit the purpose.
+    """
+    system, turns = split_system(messages)
+    pairs = [
         (turns[i].content, turns[i + 1].content if i + 1 < len(turns) else None)
         for i in range(0, len(turns), 2)
     ]
-
-
-def _check_ending(pairs: list[tuple[str, str | None]], add_generation_prompt: bool) -> None:
     if not pairs:
         raise RenderError("no user turn")
     last_answer = pairs[-1][1]
@@ -127,10 +136,18 @@ def _check_ending(pairs: list[tuple[str, str | None]], add_generation_prompt: bo
         raise RenderError("the conversation ends with an assistant turn: nothing to generate")
     if not add_generation_prompt and last_answer is None:
         raise RenderError("the conversation ends with a user turn: no answer to train on")
+    return system, pairs
+
+
+class EndsAtEos:
+    """Formats whose turns end with the tokenizer's EOS (all but phi3)."""
+
+    def terminator(self, tokens: SpecialTokens) -> str:
+        return tokens.eos
 
 
 @dataclass(frozen=True)
-class Alpaca:
+class Alpaca(EndsAtEos):
     """Stanford Alpaca, axolotl's form. A system prompt replaces the preamble sentence."""
 
     name: str = "alpaca"
@@ -138,9 +155,7 @@ class Alpaca:
     def render(
         self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
     ) -> list[Segment]:
-        system, turns = split_system(messages)
-        pairs = _pairs(turns)
-        _check_ending(pairs, add_generation_prompt)
+        system, pairs = turn_pairs(messages, add_generation_prompt)
         segments = _leading_bos(tokens)
         for index, (user, answer) in enumerate(pairs):
             preamble = ""
@@ -148,7 +163,7 @@ class Alpaca:
                 preamble = (system if system is not None else ALPACA_PREAMBLE) + "\n\n"
             segments.append(Segment(f"{preamble}### Instruction:\n{user}\n\n### Response:\n"))
             if answer is not None:
-                segments += [Segment(answer, trained=True), _special("eos", tokens, trained=True)]
+                segments += answer_segments(answer, tokens)
         return segments
 
     def render_instruction(
@@ -159,12 +174,9 @@ class Alpaca:
         text = f"{preamble}\n\n### Instruction:\n{instruction}\n\n### Input:\n{input_text}\n\n### Response:\n"
         return [*_leading_bos(tokens), Segment(text)]
 
-    def terminator(self, tokens: SpecialTokens) -> str:
-        return tokens.eos
-
 
 @dataclass(frozen=True)
-class Llama2Chat:
+class Llama2Chat(EndsAtEos):
     """Meta's reference (llama `chat_completion`): each turn `<s>[INST] ... [/INST] answer </s>`."""
 
     name: str = "llama2_chat"
@@ -172,9 +184,7 @@ class Llama2Chat:
     def render(
         self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
     ) -> list[Segment]:
-        system, turns = split_system(messages)
-        pairs = _pairs(turns)
-        _check_ending(pairs, add_generation_prompt)
+        system, pairs = turn_pairs(messages, add_generation_prompt)
         segments: list[Segment] = []
         for index, (user, answer) in enumerate(pairs):
             user = user.strip()
@@ -184,18 +194,12 @@ class Llama2Chat:
                 segments.append(_special("bos", tokens))
             segments.append(Segment(f"[INST] {user} [/INST]"))
             if answer is not None:
-                segments += [
-                    Segment(f" {answer.strip()} ", trained=True),
-                    _special("eos", tokens, trained=True),
-                ]
+                segments += answer_segments(f" {answer.strip()} ", tokens)
         return segments
-
-    def terminator(self, tokens: SpecialTokens) -> str:
-        return tokens.eos
 
 
 @dataclass(frozen=True)
-class Phi2:
+class Phi2(EndsAtEos):
     """Microsoft's phi-2 card: `Instruct: {prompt}\\nOutput: {answer}` + EOS (`<|endoftext|>`)."""
 
     name: str = "phi2"
@@ -203,19 +207,14 @@ class Phi2:
     def render(
         self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
     ) -> list[Segment]:
-        system, turns = split_system(messages)
-        pairs = _pairs(turns)
-        _check_ending(pairs, add_generation_prompt)
+        system, pairs = turn_pairs(messages, add_generation_prompt)
         segments = _leading_bos(tokens)
         for index, (user, answer) in enumerate(pairs):
             prefix = f"{system}\n" if index == 0 and system else ""
             segments.append(Segment(f"{prefix}Instruct: {user}\nOutput:"))
             if answer is not None:
-                segments += [Segment(f" {answer}", trained=True), _special("eos", tokens, trained=True)]
+                segments += answer_segments(f" {answer}", tokens)
         return segments
-
-    def terminator(self, tokens: SpecialTokens) -> str:
-        return tokens.eos
 
 
 @dataclass(frozen=True)
@@ -227,9 +226,7 @@ class Phi3:
     def render(
         self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
     ) -> list[Segment]:
-        system, turns = split_system(messages)
-        pairs = _pairs(turns)
-        _check_ending(pairs, add_generation_prompt)
+        system, pairs = turn_pairs(messages, add_generation_prompt)
         segments = _leading_bos(tokens)
         if system:
             segments += [Segment(f"<|system|>\n{system}"), _special("end", tokens), Segment("\n")]
@@ -248,7 +245,7 @@ class Phi3:
 
 
 @dataclass(frozen=True)
-class CustomFormat:
+class CustomFormat(EndsAtEos):
     """A user's `format` / `no_input_format` strings with {instruction}, {input}, {system} fields."""
 
     format: str
@@ -258,14 +255,12 @@ class CustomFormat:
     def render(
         self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
     ) -> list[Segment]:
-        system, turns = split_system(messages)
-        pairs = _pairs(turns)
-        _check_ending(pairs, add_generation_prompt)
+        system, pairs = turn_pairs(messages, add_generation_prompt)
         segments = _leading_bos(tokens)
         for user, answer in pairs:
             segments.append(Segment(self.prompt(user, "", system)))
             if answer is not None:
-                segments += [Segment(answer, trained=True), _special("eos", tokens, trained=True)]
+                segments += answer_segments(answer, tokens)
         return segments
 
     def render_instruction(
@@ -276,9 +271,6 @@ class CustomFormat:
     def prompt(self, instruction: str, input_text: str, system: str | None) -> str:
         template = self.format if input_text or self.no_input_format is None else self.no_input_format
         return template.format_map({"instruction": instruction, "input": input_text, "system": system or ""})
-
-    def terminator(self, tokens: SpecialTokens) -> str:
-        return tokens.eos
 
 
 FORMATS: dict[str, ChatFormat] = {
@@ -318,7 +310,7 @@ def custom_format_problems(text: str) -> list[str]:
 
 
 @dataclass(frozen=True)
-class TokenizerTemplate:
+class TokenizerTemplate(EndsAtEos):
     """The tokenizer's Jinja chat template. Assistant spans are found by rendering each prefix of
     the conversation: the text an assistant turn adds after the generation prompt is trained, up
     to and including the terminator (EOS), and whatever the template writes after it is not."""
@@ -339,8 +331,7 @@ class TokenizerTemplate:
     def render(
         self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
     ) -> list[Segment]:
-        _, turns = split_system(messages)
-        _check_ending(_pairs(turns), add_generation_prompt)
+        turn_pairs(messages, add_generation_prompt)  # the same checks as the named formats
         if add_generation_prompt:
             return [Segment(self._text(messages, True))]
         segments: list[Segment] = []
@@ -364,9 +355,6 @@ class TokenizerTemplate:
         if rest:
             segments.append(Segment(rest))
         return [s for s in segments if s.text]
-
-    def terminator(self, tokens: SpecialTokens) -> str:
-        return tokens.eos
 
 
 # ---------------------------------------------------------------------------------------------
@@ -408,7 +396,7 @@ def format_by_name(name: str, tokenizer: Any) -> ChatFormat:
 
 
 @dataclass(frozen=True)
-class _CompletionChat:
+class _CompletionChat(EndsAtEos):
     name: str = "completion"
 
     def render(
@@ -416,9 +404,6 @@ class _CompletionChat:
     ) -> list[Segment]:
         text = "".join(m.content for m in messages if m.role == "user")
         return [*_leading_bos(tokens), Segment(text)]
-
-    def terminator(self, tokens: SpecialTokens) -> str:
-        return tokens.eos
 
 
 def renderer_for_config(cfg: FtConfig, tokenizer: Any) -> ChatFormat:

@@ -392,17 +392,8 @@ class FtConfig(
         return self
 
 
-SECTIONS: tuple[type[Section], ...] = (
-    ModelSettings,
-    QuantizationSettings,
-    AdapterSettings,
-    DataSettings,
-    TrainingSettings,
-    OutputSettings,
-    LoggingSettings,
-    DistributedSettings,
-)
-"""The sections of FtConfig in the order of the config reference."""
+SECTIONS: tuple[type[Section], ...] = tuple(base for base in FtConfig.__bases__ if issubclass(base, Section))
+"""The sections of FtConfig, in the order of its bases (the order of the config reference)."""
 
 
 def rule_problems(data: Mapping[str, Any], complete: bool = True) -> list[str]:

@@ -95,19 +95,18 @@ def apply_special_tokens(cfg: FtConfig, tokenizer: Any) -> list[str]:
     return added
 
 
-def choose_pad_token(tokenizer: Any) -> str | None:
-    """Give the tokenizer a pad token without adding one; returns a note when it had none.
+def choose_pad_token(tokenizer: Any) -> None:
+    """Give a tokenizer without a pad token one it already has: UNK, else EOS.
 
     EOS as padding is safe here: labels are built by ft, never derived from pad positions, so
     the EOS at the end of each answer is still trained (trl would mask it otherwise).
     """
     if tokenizer.pad_token is not None:
-        return None
+        return
     if tokenizer.unk_token is not None and tokenizer.unk_token != tokenizer.eos_token:
         tokenizer.pad_token = tokenizer.unk_token
     else:
         tokenizer.pad_token = tokenizer.eos_token
-    return f"pad token: {tokenizer.pad_token} (the tokenizer had none; padding is masked from the loss)"
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:

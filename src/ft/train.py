@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ft.errors import FtError, OutputExistsError, TrainingInterrupted
 from ft.model import Precision
-from ft.packing import varlen_attention
+from ft.packing import PackedRowsCollator, varlen_attention
 from ft.run import FINAL_TMP, METRICS_JSONL, newest_checkpoint
 from ft.schema import FtConfig
 from ft.sources import resolve_model_source
@@ -401,8 +401,6 @@ class RunContext:
 
 def packed_rows_collator(cfg: FtConfig, tokenizer: Any) -> Any:
     """ft's collator for packed rows when the attention kernel has no varlen path, else None (trl's)."""
-    from ft.packing import PackedRowsCollator
-
     if cfg.sample_packing and not varlen_attention(cfg.attn_implementation):
         return PackedRowsCollator(tokenizer.pad_token_id)
     return None
