@@ -101,7 +101,7 @@ BAD_ROWS = [
     {"instruction": "ok", "output": "fine"},
     {"instruction": "no answer"},
     {"instruction": "empty", "output": "  "},
-    {"instruction": 3, "output": "x"},
+    {"instruction": ["a", "list"], "output": "x"},
     {"conversation": []},
 ]
 
@@ -122,7 +122,7 @@ def test_bad_rows_fail_with_dataset_row_and_reason(tmp_path, tiny_model_dir, tin
     assert message.startswith("6 row(s) cannot be used:")
     assert "datasets[0]" in message and "line 2: missing field 'output'" in message
     assert "line 3: field 'output' is empty" in message
-    assert "line 4: field 'instruction' is a number, not text" in message
+    assert "line 4: field 'instruction' is a list, not text" in message
     assert "line 6: invalid JSON" in message
     assert "line 7" not in message  # only the first five are listed
     assert "... and 1 more" in message

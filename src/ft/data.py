@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ft.errors import DataError
-from ft.examples import row_renderer
+from ft.examples import required_columns, row_renderer
 from ft.packing import pack_lengths
 from ft.prompts import RenderError, Segment, special_tokens_of
 from ft.rows import Row, Source, read_source
@@ -65,6 +65,8 @@ class Example:
     input_ids: list[int]
     labels: list[int]
     truncated: bool = False
+    chars_before_cut: int = 0
+    """The rendered row's length in characters when it was cut before tokenizing (0: not cut)."""
 
     @property
     def trained_tokens(self) -> int:
@@ -128,6 +130,7 @@ def render_source(
     cfg: FtConfig, source: Source, tokenizer: Any, bad: list[BadRow]
 ) -> list[tuple[Row, list[Segment]]]:
     """Rows rendered to segments; rows that cannot be rendered go to `bad`."""
+    check_columns(source)
     tokens = special_tokens_of(tokenizer)
     render = row_renderer(cfg, source.settings, tokenizer, tokens)
     rendered = []
@@ -142,13 +145,30 @@ def render_source(
     return rendered
 
 
+def check_columns(source: Source) -> None:
+    """A file whose schema lacks a mapped column: every row would fail, so it is one error, even
+    with skip_invalid_rows (skipping the whole file is not what anyone asked for)."""
+    if source.columns is None:
+        return
+    for key, names in required_columns(source.settings):
+        if not any(name in source.columns for name in names):
+            wanted = " or ".join(repr(name) for name in names)
+            raise DataError(
+                f"{source.key}.{key}: {source.settings.path} has no column {wanted}; "
+                f"its columns: {', '.join(source.columns) or 'none'}",
+                hint=f"set {source.key}.{key} to the column that holds it",
+            )
+
+
 def encode_source(cfg: FtConfig, source: Source, tokenizer: Any, report: DataReport) -> list[Example]:
     """Rendered, encoded rows of one source with the length rule applied."""
     rendered = render_source(cfg, source, tokenizer, report.bad_rows)
-    encoded = encode_many(tokenizer, [segments for _, segments in rendered], cfg.train_on_inputs)
+    budget = char_budget(cfg, tokenizer)
+    cut = [cut_to_budget(segments, budget) for _, segments in rendered]
+    encoded = encode_many(tokenizer, [segments for segments, _ in cut], cfg.train_on_inputs)
     examples = []
-    for (row, segments), enc in zip(rendered, encoded, strict=True):
-        example = Example(source.key, row.where, segments, enc.input_ids, enc.labels)
+    for (row, _), (segments, chars), enc in zip(rendered, cut, encoded, strict=True):
+        example = Example(source.key, row.where, segments, enc.input_ids, enc.labels, chars_before_cut=chars)
         kept = apply_length_rule(cfg, example, source.settings.path, report)
         if kept is None:
             continue
@@ -159,14 +179,50 @@ def encode_source(cfg: FtConfig, source: Source, tokenizer: Any, report: DataRep
     return examples
 
 
+def char_budget(cfg: FtConfig, tokenizer: Any) -> int:
+    """Characters that surely make more than sequence_len tokens: no token covers more characters
+    than the vocabulary's longest token string, so twice that per token leaves a wide margin."""
+    try:
+        longest = max(map(len, tokenizer.get_vocab()), default=1)
+    except (AttributeError, NotImplementedError):
+        longest = 64
+    return 2 * max(longest, 1) * cfg.sequence_len
+
+
+def cut_to_budget(segments: list[Segment], budget: int) -> tuple[list[Segment], int]:
+    """Segments cut to `budget` characters, and the row's length when it was cut (else 0).
+
+    A row far longer than sequence_len (a 10 MB row) is cut before tokenizing: tokenizing it
+    whole takes seconds and gigabytes, and the length rule drops or truncates it anyway. The cut
+    text still has more than sequence_len tokens, so the rule applies as to the whole row.
+    """
+    total = sum(len(segment.text) for segment in segments)
+    if total <= budget:
+        return segments, 0
+    kept: list[Segment] = []
+    left = budget
+    for segment in segments:
+        if len(segment.text) <= left:
+            kept.append(segment)
+            left -= len(segment.text)
+            continue
+        if not segment.special and left:
+            kept.append(Segment(segment.text[:left], segment.trained, None))
+        break
+    return kept, total
+
+
 def apply_length_rule(cfg: FtConfig, example: Example, path: str, report: DataReport) -> Example | None:
     limit = cfg.sequence_len
     if len(example.input_ids) <= limit:
         return example
     report.too_long += 1
     if cfg.excess_length_strategy == "error":
+        size = f"{len(example.input_ids)} tokens"
+        if example.chars_before_cut:
+            size = f"{example.chars_before_cut:,} characters (more than {len(example.input_ids)} tokens)"
         raise DataError(
-            f"{example.key} ({path}) {example.where}: {len(example.input_ids)} tokens, over sequence_len {limit}",
+            f"{example.key} ({path}) {example.where}: {size}, over sequence_len {limit}",
             hint="raise sequence_len, or set excess_length_strategy: drop | truncate",
         )
     if cfg.excess_length_strategy == "drop":
@@ -203,12 +259,17 @@ def check_bad_rows(cfg: FtConfig, report: DataReport) -> None:
     if cfg.skip_invalid_rows:
         report.skipped_bad = len(bad)
         return
-    shown = "\n".join(f"  {row}" for row in bad[:BAD_ROWS_SHOWN])
-    more = len(bad) - BAD_ROWS_SHOWN
-    tail = f"\n  ... and {more} more" if more > 0 else ""
+    shown = "\n".join(bad_row_lines(bad))
     raise DataError(
-        f"{len(bad)} row(s) cannot be used:\n{shown}{tail}",
+        f"{len(bad)} row(s) cannot be used:\n{shown}",
         hint="fix the rows, or set skip_invalid_rows: true to skip them (the count is reported)",
+    )
+
+
+def dropped_counts(report: DataReport) -> str:
+    return (
+        f"{report.rows_read} read, {len(report.bad_rows)} bad, {report.dropped_too_long} over sequence_len, "
+        f"{report.no_trained_tokens} with nothing to train on"
     )
 
 
@@ -295,7 +356,7 @@ def prepare_data(cfg: FtConfig, tokenizer: Any, use_cache: bool = True) -> Prepa
         train_examples, eval_examples = split_eval(cfg, train_examples)
     if not train_examples:
         raise DataError(
-            "datasets: no training rows left after preparation",
+            f"datasets: no training rows left after preparation ({dropped_counts(report)})",
             hint="see the bad and too-long rows with: ft format CONFIG --stats",
         )
     summarize(train_examples, report.train)
@@ -396,4 +457,14 @@ def summary_lines(report: DataReport) -> list[str]:
     ):
         if count:
             lines.append(f"{label}: {count}")
+    if report.skipped_bad:
+        lines += bad_row_lines(report.bad_rows)
+    return lines
+
+
+def bad_row_lines(bad: list[BadRow]) -> list[str]:
+    """The first few bad rows, one indented line each, and how many more."""
+    lines = [f"  {row}" for row in bad[:BAD_ROWS_SHOWN]]
+    if len(bad) > BAD_ROWS_SHOWN:
+        lines.append(f"  ... and {len(bad) - BAD_ROWS_SHOWN} more")
     return lines

@@ -48,28 +48,59 @@ def row_renderer(
     return lambda row: render_instruction_row(fmt, row, dataset, tokens)
 
 
+def required_columns(dataset: DatasetSettings) -> list[tuple[str, tuple[str, ...]]]:
+    """The columns every row needs: (config key that names it, the column names that satisfy it)."""
+    if dataset.type == "completion" and not dataset.format:
+        return [("field", (dataset.field or "text",))]
+    if dataset.type == "chat_template" and not dataset.format:
+        return [("field_messages", (dataset.field_messages,) if dataset.field_messages else MESSAGE_COLUMNS)]
+    return [("field_instruction", (dataset.field_instruction,)), ("field_output", (dataset.field_output,))]
+
+
 def _text(row: dict[str, Any], column: str, required: bool = True) -> str:
-    if column not in row or row[column] is None:
+    if column not in row:
         if required:
             raise RenderError(f"missing field {column!r} (columns: {', '.join(row) or 'none'})")
         return ""
     value = row[column]
-    if not isinstance(value, str):
-        raise RenderError(f"field {column!r} is {describe(value)}, not text")
-    if required and not value.strip():
+    if value is None:
+        if required:
+            raise RenderError(f"field {column!r} is null")
+        return ""
+    text = as_text(value, f"field {column!r}")
+    if required and not text.strip():
         raise RenderError(f"field {column!r} is empty")
-    return value
+    return text
+
+
+def as_text(value: Any, what: str) -> str:
+    """A text value; a whole number becomes its digits (42 -> "42": one spelling, nothing lost).
+
+    Other numbers are refused: 0.10, 1e-5 or 4.0 from a padded integer column would come back
+    as different text than the file holds, so the row is bad rather than silently changed.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        raise RenderError(f"{what} is a number ({value!r}), not text: quote it to keep its exact spelling")
+    raise RenderError(f"{what} is {describe(value)}, not text")
 
 
 def describe(value: Any) -> str:
-    """A JSON-ish name for a value's type, for messages about rows."""
+    """A JSON name for a value's type, for messages about rows."""
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, (int, float)):
         return "a number"
+    if isinstance(value, str):
+        return "a string"
     if isinstance(value, dict):
         return "an object"
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "a list"
     return f"a {type(value).__name__}"
 
@@ -169,8 +200,10 @@ def _message(turn: Any, number: int, role_key: str, content_key: str, roles: dic
         raise RenderError(
             f"turn {number} has role {raw_role!r}; known: {', '.join(sorted(roles))} (map others with `roles`)"
         )
-    if not isinstance(content, str):
-        raise RenderError(f"turn {number} has no text {content_key!r}")
+    if content is None:
+        state = "is null" if content_key in turn else "is missing"
+        raise RenderError(f"turn {number}: {content_key!r} {state}")
+    content = as_text(content, f"turn {number}: {content_key!r}")
     if role == "assistant" and not content.strip():
         raise RenderError(f"turn {number} is an empty assistant answer")
     return Message(role, content)  # type: ignore[arg-type]
