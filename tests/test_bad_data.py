@@ -343,3 +343,51 @@ def test_cutting_a_long_row_keeps_the_same_truncated_tokens(tmp_path, tiny_model
     assert len(whole.input_ids) > 128
     assert example.input_ids == whole.input_ids[:128]
     assert example.labels == whole.labels[:128]
+
+
+@pytest.mark.integration
+def test_the_rest_trains_with_skipping(tmp_path, tiny_model_dir, capsys):
+    """One real tiny run on a file with one of each skippable kind of bad row."""
+    good = [{"instruction": f"What is {i} + {i}?", "output": str(2 * i)} for i in range(8)]
+    data = write_rows(tmp_path / "mixed.jsonl", good)
+    with data.open("ab") as handle:
+        handle.write(
+            b'["a list"]\n{"instruction": "x", "output": null}\n{"instruction": "x", "output": 0.5}\n'
+        )
+        handle.write(b'{"instruction": "Cr\xe8me?", "output": "oui"}\n{"instruction": "cut", "outp')
+    config = write_config(
+        tmp_path,
+        tiny_model_dir,
+        data,
+        {},
+        skip_invalid_rows=True,
+        adapter="lora",
+        lora_r=4,
+        lora_alpha=8,
+        lora_target_linear=True,
+        micro_batch_size=4,
+        max_steps=2,
+        save_steps=2,
+        output_dir=str(tmp_path / "run"),
+    )
+    try:
+        main(["train", str(config)])
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    output = capsys.readouterr()
+    assert code == 0, output.out + output.err
+    assert "bad rows skipped: 5\n" in output.out and "data: 8 training rows" in output.out
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["global_step"] == 2
+
+
+def test_a_pretty_printed_object_is_one_error_not_a_bad_row_per_line(tmp_path, tiny_model_dir, capsys):
+    data = tmp_path / "wrapped.json"
+    data.write_text('{\n  "data": [\n    {"instruction": "q", "output": "a"}\n  ]\n}\n')
+    code, output = preprocess(
+        write_config(tmp_path, tiny_model_dir, data, {}, skip_invalid_rows=True), capsys
+    )
+    assert_fails_naming(
+        code, output, data, ("is one JSON object over several lines (the rows may be the list under 'data')",)
+    )
+    assert "one JSON object per line" in output

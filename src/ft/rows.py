@@ -121,6 +121,7 @@ def _read_json_file(path: Path, key: str, limit: int | None) -> Iterator[Row]:
         yield from _read_json_array(_decode_whole(raw, path, key), path, key, limit)
         return
     lines = raw.split(b"\n")
+    _refuse_one_object(raw, lines, path, key)
     count = 0
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -129,6 +130,25 @@ def _read_json_file(path: Path, key: str, limit: int | None) -> Iterator[Row]:
             return
         count += 1
         yield _json_line(line, f"line {number}", last=number == len(lines))
+
+
+def _refuse_one_object(raw: bytes, lines: list[bytes], path: Path, key: str) -> None:
+    """A pretty-printed JSON object is not JSON lines: said once, rather than as a bad row per
+    line (with skipping on, the lines that happen to parse would train)."""
+    first = next((line for line in lines if line.strip()), b"")
+    if not first.strip().startswith(b"{") or _json_line(first, "").data is not None:
+        return
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return
+    if isinstance(value, dict):
+        lists = [name for name, item in value.items() if isinstance(item, list)]
+        under = f" (the rows may be the list under {lists[0]!r})" if len(lists) == 1 else ""
+        raise DataError(
+            f"{key}.path: {path} is one JSON object over several lines{under}, not rows",
+            hint="write one JSON object per line (JSON lines), or a top-level JSON array of row objects",
+        )
 
 
 def _json_line(line: bytes, where: str, last: bool = False) -> Row:
