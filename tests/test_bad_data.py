@@ -391,3 +391,23 @@ def test_a_pretty_printed_object_is_one_error_not_a_bad_row_per_line(tmp_path, t
         code, output, data, ("is one JSON object over several lines (the rows may be the list under 'data')",)
     )
     assert "one JSON object per line" in output
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        (
+            "arrays.jsonl",
+            '["q1", "a1"]\n["q2", "a2"]\n',
+            "line 2: invalid JSON: more text after the array's closing ']'",
+        ),
+        ("twice.csv", "instruction,output,output\nq,a,b\n", "line 1: the header names 'output' twice"),
+    ],
+)
+def test_more_whole_file_errors(name, text, expected, tmp_path, tiny_model_dir, capsys):
+    data = tmp_path / name
+    data.write_text(text)
+    code, output = preprocess(
+        write_config(tmp_path, tiny_model_dir, data, {}, skip_invalid_rows=True), capsys
+    )
+    assert_fails_naming(code, output, data, (expected,))

@@ -184,7 +184,7 @@ def _read_json_array(text: str, path: Path, key: str, limit: int | None) -> Iter
     """
     decoder = json.JSONDecoder()
     pos = _skip_space(text, text.index("[") + 1)
-    number = 0
+    number, line, counted = 0, 1, 0  # newlines counted up to `counted`: linear, not per row
     while pos < len(text) and text[pos] != "]":
         if limit is not None and number >= limit:
             return
@@ -197,10 +197,14 @@ def _read_json_array(text: str, path: Path, key: str, limit: int | None) -> Iter
         except json.JSONDecodeError as err:
             _array_error(text, err.pos, path, key, _json_reason(err))
         number += 1
-        yield _object_row(value, f"row {number} (line {text.count(chr(10), 0, pos) + 1})")
+        line, counted = line + text.count("\n", counted, pos), pos
+        yield _object_row(value, f"row {number} (line {line})")
         pos = _skip_space(text, end)
     if pos >= len(text):
         _array_error(text, pos, path, key, "the array is not closed")
+    rest = _skip_space(text, pos + 1)
+    if rest < len(text):
+        _array_error(text, rest, path, key, "more text after the array's closing ']'")
 
 
 def _json_reason(err: json.JSONDecodeError) -> str:
@@ -244,7 +248,7 @@ def _read_csv_file(path: Path, key: str, limit: int | None) -> tuple[list[str], 
             if not record:
                 continue
             if header is None:
-                header = record
+                header = _csv_header(record, path, key, reader.line_num)
                 continue
             if limit is not None and len(rows) >= limit:
                 break
@@ -254,6 +258,15 @@ def _read_csv_file(path: Path, key: str, limit: int | None) -> tuple[list[str], 
     finally:
         csv.field_size_limit(old_limit)
     return header or [], rows
+
+
+def _csv_header(record: list[str], path: Path, key: str, line: int) -> list[str]:
+    twice = sorted({name for name in record if record.count(name) > 1})
+    if twice:  # a row as a dict would keep only the last of them
+        raise DataError(
+            f"{key}.path: {path} line {line}: the header names {', '.join(map(repr, twice))} twice"
+        )
+    return record
 
 
 def _csv_row(header: list[str], record: list[str], where: str) -> Row:
