@@ -411,3 +411,12 @@ def test_more_whole_file_errors(name, text, expected, tmp_path, tiny_model_dir, 
         write_config(tmp_path, tiny_model_dir, data, {}, skip_invalid_rows=True), capsys
     )
     assert_fails_naming(code, output, data, (expected,))
+
+
+def test_report_counts_for_run_json(tmp_path, tiny_model_dir, tiny_tokenizer):
+    from ft.config import load_config
+    from ft.data import prepare_data
+
+    config = write_config(tmp_path, tiny_model_dir, CORPUS / "not_objects.jsonl", {}, skip_invalid_rows=True)
+    counts = prepare_data(load_config(config), tiny_tokenizer, use_cache=False).report.counts()
+    assert counts["rows_read"] == 6 and counts["bad_rows_skipped"] == 4 and counts["train_rows"] == 2

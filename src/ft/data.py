@@ -112,6 +112,18 @@ class DataReport:
         data["bad_rows"] = [str(row) for row in self.bad_rows]
         return data
 
+    def counts(self) -> dict[str, int]:
+        """What went in and what was left out, for run.json: nothing dropped without a number."""
+        return {
+            "rows_read": self.rows_read,
+            "bad_rows_skipped": self.skipped_bad,
+            "dropped_over_sequence_len": self.dropped_too_long,
+            "truncated_to_sequence_len": self.truncated,
+            "dropped_nothing_to_train": self.no_trained_tokens,
+            "train_rows": self.train.rows,
+            "eval_rows": self.eval.rows,
+        }
+
 
 @dataclass
 class PreparedData:
