@@ -28,7 +28,7 @@ def test_every_problem_at_once_with_key_paths_and_did_you_mean(tmp_path: Path) -
     text = BASE + "    feild_output: z\nlora_rr: 3\nlora_r: zero\n"
     assert problems(write(tmp_path, text)) == [
         "datasets[0].feild_output: unknown key (did you mean 'field_output'?)",
-        "lora_r: Input should be a valid integer, unable to parse string as an integer",
+        "lora_r: expected a whole number, got 'zero'",
         "lora_rr: unknown key (did you mean 'lora_r'?)",
     ]
 
@@ -65,7 +65,7 @@ def test_cross_field_rules_are_listed_with_field_errors(tmp_path: Path) -> None:
         "evals_per_epoch: eval_steps and evals_per_epoch are exclusive: set one",
         "fp16: fp16 and bf16 are exclusive: set one (bf16: auto picks bf16 where the GPU has it)",
         "load_in_8bit: load_in_4bit and load_in_8bit are exclusive: keep one",
-        "lora_r: Input should be a valid integer, unable to parse string as an integer",
+        "lora_r: expected a whole number, got 'zero'",
         "lora_target_modules: adapter: lora needs target layers: set lora_target_linear: true "
         "(every linear layer but the output head) or lora_target_modules: [q_proj, v_proj]",
         "lr_scheduler: unknown lr_scheduler 'cosin' (did you mean cosine?)",
@@ -102,9 +102,9 @@ def test_rules_hold_for_configs_built_in_code() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("", "the file is empty"),
+        ("", "the file holds no keys (it is empty or only comments)"),
         ("- a\n- b\n", "the top level is a list, expected a mapping of keys"),
-        ("a: [1,\n", "YAML syntax error at line 2, column 1"),
+        ("a: [1,\n", "line 2, column 1: YAML syntax error"),
     ],
 )
 def test_unreadable_files(tmp_path: Path, text: str, expected: str) -> None:
@@ -475,6 +475,7 @@ def test_local_paths_must_exist_and_be_of_the_right_kind(tmp_path: Path) -> None
 def test_good_local_paths_and_package_references(tmp_path: Path) -> None:
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")
+    (tmp_path / "model" / "model.safetensors").write_bytes(b"")
     (tmp_path / "rows.jsonl").write_text("{}\n")
     text = f"base_model: {tmp_path / 'model'}\ndatasets:\n  - path: {tmp_path / 'rows.jsonl'}\n"
     read(tmp_path, text)

@@ -174,26 +174,3 @@ def test_unreachable_hub_id_fails_fast_offline(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
         resolve_base_model_path(make_cfg(base_model="no-such-org/no-such-model"))
-
-
-@pytest.mark.integration
-def test_pickle_only_weights_refused_without_opt_in(tiny_model_dir: Path, tmp_path: Path) -> None:
-    import shutil
-
-    from transformers import AutoModelForCausalLM
-
-    from ft.errors import ModelLoadError
-    from ft.model import load_base_model
-
-    folder = tmp_path / "pickled"
-    shutil.copytree(tiny_model_dir, folder)
-    model = AutoModelForCausalLM.from_pretrained(folder)
-    for weights in folder.glob("*.safetensors"):
-        weights.unlink()
-    import torch
-
-    torch.save(model.state_dict(), folder / "pytorch_model.bin")
-    with pytest.raises(ModelLoadError, match="no safetensors weights"):
-        load_base_model(make_cfg(base_model=str(folder)), None, CPU)
-    loaded = load_base_model(make_cfg(base_model=str(folder), allow_pickle_weights=True), None, CPU)
-    assert loaded.get_input_embeddings().weight.shape == model.get_input_embeddings().weight.shape

@@ -253,6 +253,7 @@ def load_model_from_path(
 ) -> PreTrainedModel:
     from transformers import AutoModelForCausalLM
 
+    check_local_model(cfg, path)
     bnb = build_bnb_config(cfg, precision) if quantize else None
     kwargs: dict[str, Any] = {
         "revision": cfg.revision,
@@ -274,6 +275,20 @@ def load_model_from_path(
     return model
 
 
+def check_local_model(cfg: FtConfig, path: str) -> None:
+    """Refuse a local folder's pickle weights or custom code before transformers sees it: `ft validate`
+    checks the same, but a saved config (ft merge RUN_DIR) is reloaded without the file checks."""
+    from pathlib import Path
+
+    from ft.config_checks import local_model_problem
+
+    folder = Path(path)
+    if (folder / "config.json").is_file():
+        problem = local_model_problem(folder, cfg.allow_pickle_weights, cfg.trust_remote_code)
+        if problem:
+            raise ModelLoadError(f"base_model: {problem}")
+
+
 def _load_error(cfg: FtConfig, path: str, err: Exception) -> ModelLoadError:
     text = str(err)
     if "safetensors" in text and not cfg.allow_pickle_weights:
@@ -283,8 +298,9 @@ def _load_error(cfg: FtConfig, path: str, err: Exception) -> ModelLoadError:
         )
     if "trust_remote_code" in text:
         return ModelLoadError(
-            f"base_model: {path} needs custom code",
-            hint="set trust_remote_code: true if you trust the repository",
+            f"base_model: {path} needs its own Python code and trust_remote_code is false: "
+            "ft runs no code from a model unless told",
+            hint="set trust_remote_code: true if you trust the repository's code",
         )
     return ModelLoadError(
         f"base_model: cannot load {path}: {text.splitlines()[0] if text else type(err).__name__}"

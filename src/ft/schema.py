@@ -9,10 +9,11 @@ while each cross-field rule lives on the smallest section that owns its fields.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ft.prompts import custom_format_problems
 
@@ -47,7 +48,7 @@ Problem = tuple[str, str]
 # (its field error is reported anyway).
 
 
-def _flag(value: Any) -> bool:
+def is_true(value: Any) -> bool:
     """True when pydantic would read `value` as the bool True (so the string "false" is false)."""
     if isinstance(value, str):
         return value.strip().lower() in {"1", "on", "t", "true", "y", "yes"}
@@ -92,8 +93,34 @@ def _exclusive(data: Mapping[str, Any], first: str, second: str, advice: str) ->
         yield second, f"{first} and {second} are exclusive: {advice}"
 
 
+LARGEST_NUMBER = 2**31 - 1
+"""Upper bound of numeric keys that set none of their own: a count beyond 32 bits is a typo, and
+a number like 99999999999999999999 would only fail later, deep inside a library."""
+
+
+def _takes_number_not_bool(annotation: Any) -> bool:
+    kinds = set(get_args(annotation)) or {annotation}
+    return bool(kinds & {int, float}) and bool not in kinds
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan: `learning_rate: 1e999` would read as inf (and `.nan` as nan) and pass `gt=0`.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic reads true as 1 for a number; and numbers get an upper bound (LARGEST_NUMBER)."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is None or not _takes_number_not_bool(field.annotation):
+            return value
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        has_own_bound = any(hasattr(meta, "le") or hasattr(meta, "lt") for meta in field.metadata)
+        number = _number(value)
+        if not has_own_bound and number is not None and LARGEST_NUMBER < abs(number) < math.inf:
+            raise ValueError(f"must be at most {LARGEST_NUMBER}, got {value}")
+        return value
 
     @classmethod
     def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
@@ -211,7 +238,7 @@ class QuantizationSettings(Section):
 
     @classmethod
     def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
-        if _flag(data.get("load_in_4bit")) and _flag(data.get("load_in_8bit")):
+        if is_true(data.get("load_in_4bit")) and is_true(data.get("load_in_8bit")):
             yield "load_in_8bit", "load_in_4bit and load_in_8bit are exclusive: keep one"
 
 
@@ -219,7 +246,9 @@ class AdapterSettings(Section):
     adapter: Literal["lora", "qlora"] | None = Field(
         None, description="lora, qlora (4-bit base), or empty for a full fine-tune."
     )
-    lora_r: int = Field(8, gt=0, description="LoRA rank.")
+    lora_r: int = Field(
+        8, gt=0, le=65536, description="LoRA rank (at most 65536: no model has layers wider than that)."
+    )
     lora_alpha: float = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
     lora_target_modules: list[str] | None = Field(
@@ -244,7 +273,7 @@ class AdapterSettings(Section):
     def check_complete(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
         """What a config file must say that a config built in code may leave to the adapter builder."""
         adapter = data.get("adapter")
-        has_targets = data.get("lora_target_modules") or _flag(data.get("lora_target_linear"))
+        has_targets = data.get("lora_target_modules") or is_true(data.get("lora_target_linear"))
         if adapter in ("lora", "qlora") and not has_targets:
             yield (
                 "lora_target_modules",
@@ -321,7 +350,9 @@ class TrainingSettings(Section):
         None, gt=0, description="Checkpoints per epoch (instead of save_steps)."
     )
     save_total_limit: int | None = Field(None, gt=0, description="Keep at most N checkpoints.")
-    seed: int = Field(42, description="Seed for data order, splits and initialisation.")
+    seed: int = Field(
+        42, ge=0, le=2**32 - 1, description="Seed for data order, splits and initialisation (0 to 2**32 - 1)."
+    )
     resume_from_checkpoint: str | None = Field(None, description="Checkpoint folder to resume from.")
     early_stopping_patience: int | None = Field(
         None, gt=0, description="Stop after N evals without improvement."
@@ -333,7 +364,7 @@ class TrainingSettings(Section):
         yield from _exclusive(data, "warmup_ratio", "warmup_steps", "set one")
         yield from _exclusive(data, "eval_steps", "evals_per_epoch", "set one")
         yield from _exclusive(data, "save_steps", "saves_per_epoch", "set one")
-        if _flag(data.get("fp16")) and _flag(data.get("bf16")):
+        if is_true(data.get("fp16")) and is_true(data.get("bf16")):
             yield "fp16", "fp16 and bf16 are exclusive: set one (bf16: auto picks bf16 where the GPU has it)"
         yield from _check_choice(data, "optimizer", "optimizer", OPTIMIZERS)
         yield from _check_choice(data, "lr_scheduler", "lr_scheduler", LR_SCHEDULERS)
@@ -376,10 +407,10 @@ class FtConfig(
     @classmethod
     def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
         adapter = data.get("adapter")
-        if adapter == "qlora" and not _flag(data.get("load_in_4bit")):
+        if adapter == "qlora" and not is_true(data.get("load_in_4bit")):
             yield "adapter", "qlora needs load_in_4bit: true (or adapter: lora for a 16-bit or 8-bit base)"
         for bits in ("load_in_4bit", "load_in_8bit"):
-            if _flag(data.get(bits)) and adapter is None:
+            if is_true(data.get(bits)) and adapter is None:
                 yield bits, "a quantized base cannot be fully fine-tuned: set adapter: qlora or lora"
 
     @model_validator(mode="after")

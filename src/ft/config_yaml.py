@@ -1,0 +1,142 @@
+"""Read a config file as plain YAML: UTF-8 text, one mapping, no duplicate keys, no Python tags.
+
+PyYAML's `safe_load` already refuses `!!python/...` tags (nothing is ever constructed from
+them); this module turns its messages into ones that say what to fix, and adds what PyYAML lets
+through silently: a key given twice (PyYAML keeps the last value without a word).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ft.errors import ConfigError
+
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+STR_TAG = "tag:yaml.org,2002:str"
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file; raises ConfigError naming the file and the spot."""
+    if not path.exists():
+        raise ConfigError([f"{path}: no such file"], hint="check the path of the config file")
+    if path.is_dir():
+        raise ConfigError([f"{path}: is a folder, not a YAML config file"])
+    source = str(path)
+    data = parse_yaml(decode_utf8(path.read_bytes(), source), source)
+    if data is None:
+        raise ConfigError(
+            ["the file holds no keys (it is empty or only comments)"],
+            source=source,
+            hint="start from a file in configs/",
+        )
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [f"the top level is {_kind(data)}, expected a mapping of keys (key: value lines)"],
+            source=source,
+        )
+    return data
+
+
+def decode_utf8(raw: bytes, source: str) -> str:
+    if raw.startswith(UTF16_BOMS):
+        raise ConfigError(["the file is UTF-16 text, not UTF-8"], source=source, hint="save it as UTF-8")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ConfigError(
+            [
+                f"line {line}, column {column}: byte 0x{raw[err.start]:02x} (offset {err.start}) "
+                "is not UTF-8 text"
+            ],
+            source=source,
+            hint="save the file as UTF-8",
+        ) from None
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """The one document in `text` (None when empty), refusing duplicate keys and unknown tags."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        problems = list(_key_problems(node, ""))
+        if problems:
+            raise ConfigError(problems, source=source)
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as err:
+        raise ConfigError([_yaml_problem(err)], source=source) from None
+    finally:
+        loader.dispose()
+
+
+def _key_problems(node: yaml.Node, path: str) -> Iterator[str]:
+    """A problem line for every key given twice in one mapping (`lora_r: given twice (lines 3 and 7)`)
+    and every key that YAML reads as something other than text (`1:`, `true:`)."""
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _key_problems(item, f"{path}[{index}]")
+    elif isinstance(node, yaml.MappingNode):
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if key_node.tag == MERGE_TAG:
+                continue
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != STR_TAG:
+                where = f"{path}: " if path else ""
+                yield f"{where}line {line}: a key must be a name, not {_node_kind(key_node)}"
+                continue
+            key_path = f"{path}.{key_node.value}" if path else key_node.value
+            seen = first_line.setdefault(key_node.value, line)
+            if seen != line:
+                yield f"{key_path}: given twice (lines {seen} and {line}); YAML would keep only the last"
+            yield from _key_problems(value_node, key_path)
+
+
+def _node_kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.ScalarNode):
+        kinds = {"int": "a number", "float": "a number", "bool": "a boolean", "null": "null"}
+        kind = kinds.get(node.tag.rsplit(":", 1)[-1], node.tag)
+        return f"{node.value!r} (YAML reads it as {kind}; quote it if it is meant as a name)"
+    return "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
+
+
+def _yaml_problem(err: yaml.MarkedYAMLError) -> str:
+    mark = err.problem_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+    problem = err.problem or "not valid YAML"
+    if "'\\t'" in problem:
+        return f"{where}: a tab character; YAML does not allow tabs for indentation (use spaces)"
+    if isinstance(err, yaml.constructor.ConstructorError) and "constructor for the tag" in problem:
+        tag = problem.rsplit(" ", 1)[-1].strip("'").replace("tag:yaml.org,2002:", "!!")
+        if tag.startswith("!!python/"):
+            return f"{where}: the tag {tag!r} is not allowed: ft reads plain YAML and never builds Python objects"
+        return f"{where}: unknown YAML tag {tag!r}: ft reads plain YAML (no tags)"
+    if isinstance(err, yaml.composer.ComposerError) and "another document" in problem:
+        return f"{where}: a second YAML document (---): a config is one document"
+    if "expected <block end>" in problem:
+        return f"{where}: the indentation does not line up with the lines above (YAML syntax error)"
+    return f"{where}: YAML syntax error: {problem}{_context(err)}"
+
+
+def _context(err: yaml.MarkedYAMLError) -> str:
+    """`(while scanning a quoted scalar at line 3, column 12)`: where the broken construct began."""
+    if not err.context:
+        return ""
+    mark = err.context_mark
+    began = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f" ({err.context}{began})"
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, str):
+        return f"text ({value[:30]!r})"
+    names = {list: "a list", bool: "a boolean", int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)
