@@ -248,7 +248,7 @@ def test_csv_values_stay_text(tmp_path, tiny_model_dir, tiny_tokenizer):
 
 def test_json_array_rows_carry_their_line(tmp_path, tiny_model_dir, tiny_tokenizer):
     from ft.config import load_config
-    from ft.data import preview_examples
+    from ft.data import prepare_data, preview_examples
 
     data = tmp_path / "a.json"
     data.write_text(
@@ -260,6 +260,9 @@ def test_json_array_rows_carry_their_line(tmp_path, tiny_model_dir, tiny_tokeniz
     assert [str(b).split(") ", 1)[1] for b in report.bad_rows] == [
         "row 2 (line 3): a JSON string, not an object with fields"
     ]
+    skipping = load_config(write_config(tmp_path, tiny_model_dir, data, {}, skip_invalid_rows=True))
+    prepared = prepare_data(skipping, tiny_tokenizer, use_cache=False)
+    assert prepared.report.skipped_bad == 1 and len(prepared.train) == 2
 
 
 def test_utf16_file_is_one_error_and_a_bom_is_fine(tmp_path, tiny_model_dir, capsys):
