@@ -19,6 +19,7 @@ from ft import __version__
 from ft.commands_data import register as register_data_commands
 from ft.commands_infer import register as register_infer_commands
 from ft.commands_model import register as register_model_commands
+from ft.commands_plan import register as register_plan_commands
 from ft.commands_train import register as register_train_commands
 from ft.errors import FtError
 
@@ -51,6 +52,7 @@ register_data_commands(app)
 register_train_commands(app)
 register_model_commands(app)
 register_infer_commands(app)
+register_plan_commands(app)
 
 
 def debug_enabled() -> bool:

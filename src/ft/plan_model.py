@@ -1,0 +1,282 @@
+"""What `ft plan` knows about a model without its weights: the architecture config, and a model
+built on the meta device (no memory, no download) to count parameters by kind, find the layers
+bitsandbytes would quantize and the layers LoRA would wrap, with the same rules as `ft train`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ft.adapter import target_modules
+from ft.errors import FtError
+from ft.schema import FtConfig
+from ft.sources import resolve_model_source
+
+KINDS = ("embeddings", "attention", "mlp", "norms", "head", "other")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A linear layer's weight as (out_features, in_features)."""
+
+    out: int
+    inp: int
+
+    @property
+    def numel(self) -> int:
+        return self.out * self.inp
+
+
+@dataclass
+class Architecture:
+    """Counts and shapes read from a meta-device model."""
+
+    source: str
+    """Where the architecture config came from (a folder, a .gguf file, the Hub cache)."""
+    model_type: str
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    kv_dim: int
+    vocab_size: int
+    tied_embeddings: bool
+    counts: dict[str, int]
+    """Parameters per kind (KINDS); tied weights counted once."""
+    quantizable: list[Shape]
+    """Weights bitsandbytes replaces when loading in 4 or 8 bit (linear layers but the head)."""
+    buffer_bytes: int
+    matmul_params: int
+    """Parameters used in a matrix multiply per token (all but embedding look-ups and norms)."""
+    gated_mlp: bool
+    """Llama-style gate/up/down MLP (three intermediate-size activations kept) or fc1/fc2 (two)."""
+    all_tensors: list[Shape] = field(default_factory=list)
+    """Every parameter (tied ones once), for a full fine-tune's gradients and optimizer states."""
+    lora_targets: list[str] = field(default_factory=list)
+    lora_tensors: list[Shape] = field(default_factory=list)
+    """The trainable tensors the adapter adds (lora_A, lora_B, DoRA magnitudes, modules_to_save)."""
+    lora_inputs: list[int] = field(default_factory=list)
+    """in_features of each wrapped layer (for the activations the adapter keeps)."""
+
+    @property
+    def total_params(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def quantizable_params(self) -> int:
+        return sum(s.numel for s in self.quantizable)
+
+    @property
+    def lora_params(self) -> int:
+        return sum(t.numel for t in self.lora_tensors)
+
+
+def load_model_config(cfg: FtConfig) -> tuple[Any, str]:
+    """(transformers config, where it came from), reading only config.json (or GGUF metadata)."""
+    from transformers import AutoConfig
+
+    source = resolve_model_source(cfg.base_model)
+    kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
+    if source.kind == "local_dir":
+        if not (Path(source.location) / "config.json").is_file():
+            raise FtError(
+                f"base_model: {source.location} has no config.json",
+                hint="point base_model at a model folder (config.json, weights, tokenizer)",
+            )
+        return AutoConfig.from_pretrained(source.location, **kwargs), source.location
+    if source.kind == "gguf":
+        return _gguf_config(Path(source.location), kwargs)
+    return _hub_config(source.location, cfg.revision, kwargs)
+
+
+def _gguf_config(path: Path, kwargs: dict[str, Any]) -> tuple[Any, str]:
+    from transformers import AutoConfig
+
+    from ft.gguf import is_materialized, materialized_path
+
+    folder = materialized_path(path)
+    if is_materialized(folder):  # ft train has converted it already: a plain folder
+        return AutoConfig.from_pretrained(folder, **kwargs), str(folder)
+    return AutoConfig.from_pretrained(path.parent, gguf_file=path.name, **kwargs), str(path)
+
+
+def _hub_config(repo_id: str, revision: str | None, kwargs: dict[str, Any]) -> tuple[Any, str]:
+    """The Hub config from the local cache, else (when online) from the Hub; never the weights."""
+    from transformers import AutoConfig
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    try:
+        config = AutoConfig.from_pretrained(repo_id, revision=revision, local_files_only=True, **kwargs)
+        return config, f"{repo_id} (Hugging Face cache)"
+    except OSError:
+        if offline:
+            why = "it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
+            raise _no_config_error(repo_id, why) from None
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(repo_id, "config.json", revision=revision, etag_timeout=10)
+    except Exception as err:
+        raise _no_config_error(repo_id, f"the Hub cannot be reached ({type(err).__name__})") from err
+    return AutoConfig.from_pretrained(Path(path).parent, **kwargs), f"{repo_id} (Hugging Face Hub)"
+
+
+def _no_config_error(repo_id: str, why: str) -> FtError:
+    return FtError(
+        f"base_model: cannot read the architecture of {repo_id!r}: {why}",
+        hint=f"download its config once (hf download {repo_id} config.json), "
+        "or point base_model at a local model folder",
+    )
+
+
+def build_meta_model(config: Any, trust_remote_code: bool) -> Any:
+    """The model with every parameter on the meta device: shapes without memory."""
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    model.tie_weights()  # from_config leaves a tied head as its own parameter on the meta device
+    return model
+
+
+def _kind(name: str, module: Any, embedding_ids: set[int], head: Any) -> str:
+    if module is head:
+        return "head"
+    if id(module) in embedding_ids:
+        return "embeddings"
+    if "norm" in type(module).__name__.lower() or "norm" in name.rsplit(".", 1)[-1].lower():
+        return "norms"
+    parts = name.lower().split(".")
+    if any("attn" in p or "attention" in p for p in parts):
+        return "attention"
+    if any(p in ("mlp", "feed_forward", "ffn") or "mlp" in p for p in parts):
+        return "mlp"
+    return "other"
+
+
+def count_by_kind(model: Any) -> dict[str, int]:
+    """Parameters per kind; a tied head is counted once, under embeddings."""
+    import torch
+
+    head = model.get_output_embeddings()
+    embedding_ids = {id(m) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    counts = dict.fromkeys(KINDS, 0)
+    seen: set[int] = set()
+    for name, module in model.named_modules():
+        for param in module.parameters(recurse=False):
+            if id(param) in seen:
+                continue
+            seen.add(id(param))
+            counts[_kind(name, module, embedding_ids, head)] += param.numel()
+    return counts
+
+
+def _weight_shape(module: Any) -> Shape | None:
+    """(out, in) of a layer bitsandbytes or LoRA handles: nn.Linear, GPT-2's Conv1D, nn.Embedding."""
+    import torch
+
+    if isinstance(module, torch.nn.Linear):
+        return Shape(module.out_features, module.in_features)
+    if type(module).__name__ == "Conv1D":  # transformers' Conv1D stores the weight as (in, out)
+        inp, out = module.weight.shape
+        return Shape(int(out), int(inp))
+    if isinstance(module, torch.nn.Embedding):  # lora_A: r x num_embeddings, lora_B: dim x r
+        return Shape(module.embedding_dim, module.num_embeddings)
+    return None
+
+
+def quantizable_layers(model: Any, skip_modules: list[str] | None) -> list[Shape]:
+    """The layers transformers' bitsandbytes integration replaces: nn.Linear (exactly) and Conv1D,
+    except the output head, tied weights, the last module and `llm_int8_skip_modules`
+    (the same helpers transformers calls, run on the meta model)."""
+    import torch
+    from transformers.quantizers.base import HfQuantizer
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    keep = HfQuantizer.get_modules_to_not_convert(model, skip_modules, model._keep_in_fp32_modules)
+    shapes = []
+    for name, module in model.named_modules():
+        linear = type(module) is torch.nn.Linear or type(module).__name__ == "Conv1D"
+        if linear and should_convert_module(name, keep):
+            shape = _weight_shape(module)
+            assert shape is not None
+            shapes.append(shape)
+    return shapes
+
+
+def matmul_params(model: Any, counts: dict[str, int]) -> int:
+    """Parameters that take part in a matmul per token: everything but embedding look-ups and norms;
+    a tied head multiplies with the embedding matrix, so it counts once more."""
+    tied = counts["head"] == 0 and model.get_output_embeddings() is not None
+    head = model.get_output_embeddings().weight.numel() if tied else 0
+    return counts["attention"] + counts["mlp"] + counts["head"] + counts["other"] + head
+
+
+def _peft_matches(name: str, targets: list[str]) -> bool:
+    # peft's rule for a list of names: the full module name, or its ending after a dot.
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def lora_tensors(cfg: FtConfig, model: Any, targets: list[str]) -> tuple[list[Shape], list[int]]:
+    """(trainable tensors, in_features per wrapped layer) of the adapter peft would build."""
+    import torch
+
+    tensors: list[Shape] = []
+    inputs: list[int] = []
+    for name, module in model.named_modules():
+        if not _peft_matches(name, targets):
+            continue
+        shape = _weight_shape(module)
+        if shape is None:
+            continue
+        tensors += [Shape(cfg.lora_r, shape.inp), Shape(shape.out, cfg.lora_r)]
+        if cfg.peft_use_dora:
+            tensors.append(Shape(shape.out, 1))  # the magnitude vector
+        inputs.append(0 if isinstance(module, torch.nn.Embedding) else shape.inp)
+    for name, module in model.named_modules():
+        # peft wraps a module to save when its name ends with one of modules_to_save.
+        if any(name.endswith(m) for m in cfg.lora_modules_to_save or []):
+            tensors += [Shape(p.shape[0], p.numel() // p.shape[0]) for p in module.parameters()]
+    return tensors, inputs
+
+
+def inspect_model(cfg: FtConfig, skip_modules: list[str] | None) -> Architecture:
+    """Everything `ft plan` needs from the model, read on the meta device."""
+    config, source = load_model_config(cfg)
+    model = build_meta_model(config, cfg.trust_remote_code)
+    counts = count_by_kind(model)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    hidden = int(text.hidden_size)
+    heads = int(text.num_attention_heads)
+    head_dim = int(getattr(text, "head_dim", None) or hidden // heads)
+    kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+    arch = Architecture(
+        source=source,
+        model_type=str(getattr(config, "model_type", "?")),
+        hidden_size=hidden,
+        intermediate_size=int(getattr(text, "intermediate_size", None) or 4 * hidden),
+        num_layers=int(text.num_hidden_layers),
+        num_heads=heads,
+        kv_dim=kv_heads * head_dim,
+        vocab_size=int(text.vocab_size),
+        tied_embeddings=counts["head"] == 0,
+        counts=counts,
+        quantizable=quantizable_layers(model, skip_modules),
+        buffer_bytes=sum(b.numel() * b.element_size() for b in model.buffers()),
+        matmul_params=matmul_params(model, counts),
+        gated_mlp=any("gate" in name.rsplit(".", 1)[-1] for name, _ in model.named_modules()),
+        all_tensors=[Shape(p.shape[0], p.numel() // p.shape[0]) for p in model.parameters()],
+    )
+    if cfg.adapter is not None:
+        arch.lora_targets = target_modules(cfg, model)
+        arch.lora_tensors, arch.lora_inputs = lora_tensors(cfg, model, arch.lora_targets)
+        if not arch.lora_inputs:
+            raise FtError(
+                f"lora_target_modules: none of {arch.lora_targets} is a layer of {arch.model_type}",
+                hint="use the names of its linear layers, or lora_target_linear: true",
+            )
+    return arch

@@ -1,0 +1,347 @@
+"""`ft plan`: exact counts against published figures and peft, weight memory against loaded models,
+the CLI, and start-up imports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ft.config import read_config
+from ft.errors import FtError
+from ft.plan import Plan, build_plan
+from ft.plan_memory import quantized_weight_bytes
+from ft.plan_model import Shape
+from ft.schema import FtConfig
+
+REPO = Path(__file__).resolve().parent.parent
+LLAMA2_CONFIG = REPO / "tests" / "data" / "plan" / "llama-2-7b" / "config.json"
+"""Llama-2-7b-hf's config.json with the published values (meta-llama/Llama-2-7b-hf on the Hub)."""
+LLAMA2_QLORA = REPO / "configs" / "llama2-qlora.yml"
+LLAMA2_PARAMS = 6_738_415_616  # Llama-2 model card / paper (Touvron et al. 2023), the 7B checkpoint
+LORA_R64_ALL_LINEAR = 159_907_840  # r=64 on q, k, v, o, gate, up, down of all 32 layers
+
+
+def llama2_plan(*overrides: str) -> Plan:
+    local = f"base_model={LLAMA2_CONFIG.parent}"
+    cfg, _ = read_config(LLAMA2_QLORA, [local, *overrides], check_files=False)
+    return build_plan(cfg)  # its dataset is on the Hub: tokens are estimated, nothing is loaded
+
+
+def line_bytes(plan: Plan, *keys: str) -> int:
+    return sum(line.bytes for line in plan.memory if line.key in keys)
+
+
+# ---------------------------------------------------------------------------------------------
+# Published figures (Llama-2-7B from its config.json alone, on the meta device)
+
+
+def test_llama2_7b_parameter_count_is_exact() -> None:
+    plan = llama2_plan()
+    assert plan.parameters["total"] == LLAMA2_PARAMS
+    assert plan.parameters["embeddings"] == plan.parameters["head"] == 32000 * 4096
+    assert plan.parameters["norms"] == (2 * 32 + 1) * 4096
+    assert plan.parameters["attention"] == 32 * 4 * 4096 * 4096
+    assert plan.parameters["mlp"] == 32 * 3 * 4096 * 11008
+    assert plan.parameters["other"] == 0
+
+
+def test_lora_counts_on_llama2_7b() -> None:
+    shipped = llama2_plan()  # q_proj, v_proj as in the shipped config
+    assert shipped.adapter is not None
+    assert shipped.trainable_parameters == 32 * 2 * 64 * (4096 + 4096) == 33_554_432
+    every = llama2_plan("lora_target_modules=", "lora_target_linear=true")
+    assert every.adapter is not None
+    assert every.trainable_parameters == LORA_R64_ALL_LINEAR
+    assert every.adapter["targets"] == [
+        "down_proj",
+        "gate_proj",
+        "k_proj",
+        "o_proj",
+        "q_proj",
+        "up_proj",
+        "v_proj",
+    ]
+    assert every.adapter["wrapped_layers"] == 7 * 32
+
+
+def test_nf4_double_quant_stores_llama2_7b_in_about_3_9_gb() -> None:
+    """QLoRA paper: NF4 with double quantization; the head and embeddings stay 16-bit."""
+    double = llama2_plan("bnb_4bit_use_double_quant=true")
+    stored = line_bytes(double, "weights_quantized", "weights_kept")
+    assert 3.85e9 < stored < 3.90e9  # 3.87 GB (decimal), 3.60 GiB
+    single = llama2_plan()  # the shipped config: no double quant, 0.5 bit per weight of scales
+    assert line_bytes(single, "weights_quantized") - line_bytes(double, "weights_quantized") == pytest.approx(
+        6_476_005_376 * (0.5 - 0.127) / 8, rel=0.01
+    )
+
+
+def test_scale_bits_per_weight() -> None:
+    layer = [Shape(4096, 4096)]
+    data, scales = quantized_weight_bytes(layer, 4, double_quant=False)
+    assert data * 2 == layer[0].numel
+    assert scales * 8 / layer[0].numel == pytest.approx(0.5, abs=1e-3)
+    _, scales = quantized_weight_bytes(layer, 4, double_quant=True)
+    assert scales * 8 / layer[0].numel == pytest.approx(0.127, abs=1e-3)
+    data, scales = quantized_weight_bytes(layer, 8, double_quant=False)
+    assert (data, scales) == (4096 * 4096, 4 * 4096)
+
+
+def test_memory_follows_the_settings() -> None:
+    base = llama2_plan()
+    no_ckpt = llama2_plan("gradient_checkpointing=false")
+    assert line_bytes(no_ckpt, "activations") > 5 * line_bytes(base, "activations")
+    adam8 = llama2_plan("optimizer=adamw_bnb_8bit")
+    sgd = llama2_plan("optimizer=sgd")
+    assert line_bytes(base, "optimizer") == 8 * base.trainable_parameters
+    assert line_bytes(adam8, "optimizer") == pytest.approx(2 * base.trainable_parameters, rel=0.02)
+    assert line_bytes(sgd, "optimizer") == 0
+    bf16 = llama2_plan("load_in_4bit=false", "adapter=lora", "fp16=false", "bf16=true")
+    assert line_bytes(bf16, "weights") == 2 * LLAMA2_PARAMS + 2 * 64 * 4  # + rotary buffers (float32)
+    full_bf16 = llama2_plan("load_in_4bit=false", "adapter=", "fp16=false", "bf16=true")
+    assert full_bf16.trainable_parameters == LLAMA2_PARAMS
+    assert line_bytes(full_bf16, "optimizer") == 4 * LLAMA2_PARAMS  # torch AdamW: 2 bf16 states
+    assert next(g for g in full_bf16.gpus if g.name == "A100 80GB").fits  # 8 bytes per parameter
+    full_fp16 = llama2_plan("load_in_4bit=false", "adapter=")  # fp16 mixed precision: float32 master weights
+    assert line_bytes(full_fp16, "weights", "gradients", "optimizer") >= 16 * LLAMA2_PARAMS
+    assert not any(g.fits for g in full_fp16.gpus)
+    assert next(g for g in base.gpus if g.name == "RTX 4090").fits
+
+
+def test_time_from_tokens() -> None:
+    plan = llama2_plan("max_steps=100")
+    assert plan.tokens.total == 100 * 4 * 512
+    assert plan.tokens.how.startswith("estimated")
+    assert plan.flops == pytest.approx(6 * 6_607_077_376 * 100 * 4 * 512)  # 4 + 2 (checkpointing) x N x T
+    h100 = next(g for g in plan.gpus if g.name == "H100 SXM")
+    assert h100.hours == pytest.approx(plan.flops / (989e12 * 0.4) / 3600)
+    assert llama2_plan().tokens.total is None  # a Hub dataset and no max_steps: unknown, said so
+
+
+def test_unknown_gpu_is_a_clear_error() -> None:
+    cfg, _ = read_config(LLAMA2_QLORA, [f"base_model={LLAMA2_CONFIG.parent}"], check_files=False)
+    with pytest.raises(FtError, match="unknown GPU 'V100'"):
+        build_plan(cfg, gpu="V100", count_tokens=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Against peft and loaded models
+
+
+def tiny_cfg(model_dir: Path, data: Path, **kw: object) -> FtConfig:
+    settings = {"base_model": str(model_dir), "datasets": [{"path": str(data), "type": "alpaca"}]}
+    return FtConfig.model_validate({**settings, "adapter": "lora", "sequence_len": 512, **kw})
+
+
+@pytest.fixture
+def alpaca_file(tmp_path: Path) -> Path:
+    path = tmp_path / "d.jsonl"
+    rows = [{"instruction": f"Say {i}", "output": f"{i} is a number."} for i in range(10)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"lora_target_linear": True},
+        {"lora_target_modules": ["q_proj", "v_proj"], "lora_r": 4},
+        {
+            "lora_target_modules": ["o_proj", "down_proj"],
+            "peft_use_dora": True,
+            "lora_modules_to_save": ["lm_head"],
+        },
+    ],
+)
+def test_lora_count_equals_peft_trainable_count(
+    tiny_model_dir: Path, alpaca_file: Path, settings: dict
+) -> None:
+    from ft.adapter import attach_adapter
+    from ft.model import Precision, load_base_model
+
+    cfg = tiny_cfg(tiny_model_dir, alpaca_file, **settings)
+    plan = build_plan(cfg, count_tokens=False)
+    model = load_base_model(cfg, None, Precision("float32", bf16=False, fp16=False, use_cpu=True))
+    base_total = sum(p.numel() for p in model.parameters())
+    adapted = attach_adapter(cfg, model)
+    assert plan.trainable_parameters == adapted.trainable_params
+    assert plan.parameters["total"] == base_total
+
+
+def test_tokens_counted_for_a_local_dataset(tiny_model_dir: Path, alpaca_file: Path) -> None:
+    plan = build_plan(tiny_cfg(tiny_model_dir, alpaca_file, num_epochs=2, lora_target_linear=True))
+    assert plan.tokens.how.startswith("counted: 10 training rows")
+    assert plan.tokens.total is not None and plan.tokens.total > 2 * 10 * 5
+
+
+LOADS = {
+    "fp32": {"bf16": False},
+    "bf16": {"bf16": True},
+    "8bit": {"bf16": True, "load_in_8bit": True},
+    "4bit": {"bf16": True, "load_in_4bit": True, "adapter": "qlora", "bnb_4bit_use_double_quant": False},
+    "4bit-dq": {"bf16": True, "load_in_4bit": True, "adapter": "qlora", "bnb_4bit_use_double_quant": True},
+}
+
+
+def quant_state_bytes(model: object) -> int:
+    """The scales bitsandbytes keeps beside the packed weights, which get_memory_footprint leaves out."""
+    total = 0
+    for module in model.modules():  # type: ignore[attr-defined]
+        weight = getattr(module, "weight", None)
+        state = getattr(weight, "quant_state", None)
+        if state is not None:
+            total += state.absmax.numel() * state.absmax.element_size() + state.code.numel() * 4
+            if state.nested:
+                total += state.state2.absmax.numel() * 4 + 4
+        scb = getattr(weight, "SCB", None)
+        if scb is not None:
+            total += scb.numel() * scb.element_size()
+    return total
+
+
+def check_weight_memory(model_dir: Path, data: Path, loads: list[str]) -> list[str]:
+    """Planned weight bytes against the model ft's loader returns: exact (0.1%) against
+    get_memory_footprint plus the bitsandbytes scales it leaves out, and within 5% of
+    get_memory_footprint alone, except for NF4 without double quantization, whose float32 scales
+    (0.5 bit per weight, 6% of SmolLM2's 4-bit weights) get_memory_footprint does not see."""
+    from ft.model import load_model_from_path, resolve_precision
+
+    problems = []
+    for name in loads:
+        settings = LOADS[name]
+        cfg = tiny_cfg(model_dir, data, lora_target_linear=True, **settings)
+        plan = build_plan(cfg, count_tokens=False)
+        planned = line_bytes(plan, "weights", "weights_quantized", "weights_kept")
+        model = load_model_from_path(cfg, str(model_dir), None, resolve_precision(cfg, has_cuda=False))
+        footprint = model.get_memory_footprint()
+        stored = footprint + quant_state_bytes(model)
+        off_footprint = abs(planned / footprint - 1) > 0.05 and name != "4bit"
+        if off_footprint or abs(planned / stored - 1) > 0.001:
+            problems.append(f"{name}: planned {planned:,}, footprint {footprint:,}, with scales {stored:,}")
+        del model
+    return problems
+
+
+@pytest.mark.integration
+def test_weight_memory_matches_the_loaded_tiny_model(tiny_model_dir: Path, alpaca_file: Path) -> None:
+    assert check_weight_memory(tiny_model_dir, alpaca_file, list(LOADS)) == []
+
+
+SMOLLM2_135M = {  # HuggingFaceTB/SmolLM2-135M config.json
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "vocab_size": 49152,
+    "max_position_embeddings": 8192,
+    "rms_norm_eps": 1e-05,
+    "rope_theta": 100000,
+    "tie_word_embeddings": True,
+    "hidden_act": "silu",
+}
+
+
+@pytest.mark.integration
+def test_weight_memory_matches_a_loaded_smollm2_size_model(tmp_path: Path, alpaca_file: Path) -> None:
+    """SmolLM2-135M's architecture with random weights: memory does not depend on the values."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**SMOLLM2_135M)).to(torch.bfloat16)
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008  # SmolLM2-135M
+    model.save_pretrained(tmp_path / "smollm2")
+    del model
+    # 4-bit quantization on this CPU takes about 12 s per load: one 4-bit load, ft's default.
+    assert check_weight_memory(tmp_path / "smollm2", alpaca_file, ["fp32", "bf16", "8bit", "4bit-dq"]) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def fake_hub_cache(root: Path, repo_id: str) -> Path:
+    """The Hub cache layout transformers reads offline: models--org--name/snapshots/<hash>/, refs/main."""
+    commit = "0" * 40
+    repo = root / "hub" / ("models--" + repo_id.replace("/", "--"))
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    shutil.copy(LLAMA2_CONFIG, repo / "snapshots" / commit / "config.json")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return root
+
+
+def run_ft(args: list[str], hf_home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    code = "from ft.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_plan_json_from_the_hub_cache(tmp_path: Path) -> None:
+    home = fake_hub_cache(tmp_path, "NousResearch/Llama-2-7b-chat-hf")
+    out = run_ft(["plan", str(LLAMA2_QLORA), "--json", "--gpu", "T4"], home)
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert set(plan) >= {
+        "parameters",
+        "trainable_parameters",
+        "memory",
+        "total_bytes",
+        "gpus",
+        "budget",
+        "tokens",
+    }
+    assert plan["parameters"]["total"] == LLAMA2_PARAMS
+    assert "Hugging Face cache" in plan["architecture_source"]
+    assert plan["budget"]["name"] == "T4" and plan["budget"]["fits"] is True
+    assert plan["precision"]["compute_dtype"] == "float16"
+
+
+def test_plan_without_a_cached_config_exits_2(tmp_path: Path) -> None:
+    out = run_ft(["plan", str(LLAMA2_QLORA)], tmp_path)
+    assert out.returncode == 2
+    assert "base_model: cannot read the architecture of 'NousResearch/Llama-2-7b-chat-hf'" in out.stderr
+    assert "hf download NousResearch/Llama-2-7b-chat-hf config.json" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_plan_table_and_memory_budget() -> None:
+    from typer.testing import CliRunner
+
+    from ft.cli import app
+
+    base = f"base_model={LLAMA2_CONFIG.parent}"
+    result = CliRunner().invoke(app, ["plan", str(LLAMA2_QLORA), "--set", base, "--memory", "6GB"])
+    assert result.exit_code == 0, result.output  # a report: 0 whether or not it fits
+    assert "parameters 6,738,415,616" in result.output
+    assert "--memory (6.00 GiB): does not fit" in result.output
+
+
+def test_memory_sizes() -> None:
+    from ft.commands_plan import parse_memory
+
+    assert parse_memory("24GB") == parse_memory("24 GiB") == parse_memory("24") == 24 * 2**30
+    assert parse_memory("512MB") == 512 * 2**20
+    with pytest.raises(FtError, match="--memory"):
+        parse_memory("lots")
+
+
+def test_plan_start_up_imports_no_heavy_library() -> None:
+    code = (
+        "import sys; import ft.cli, ft.commands_plan, ft.plan\n"
+        "print([m for m in ('torch', 'transformers', 'peft', 'trl', 'datasets') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
