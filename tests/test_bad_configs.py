@@ -113,6 +113,11 @@ EXPECTED = {
     "90-adapter-pickle-weights.yml": "lora_model_dir: 'models/adapter-pickle' holds only pickle weights (adapter_model.bin) and pickle files can run code when loaded: convert them to safetensors, or set allow_pickle_weights: true if you trust their source",
     "91-tokenizer-folder-empty.yml": "tokenizer_config: 'models/empty' holds no tokenizer (no tokenizer_config.json or tokenizer.json)",
     "92-deepspeed-missing.yml": "deepspeed: 'ds_zero2.json' is not a file: give a DeepSpeed JSON config file",
+    "93-empty-dataset-path.yml": "datasets[0].path: must not be empty",
+    "94-number-with-5000-digits.yml": "sequence_len: a number with 5,000 digits",
+    "95-alias-bomb.yml": "anchors and aliases (&name, *name) expand to more than 100,000 values or refer to themselves",
+    "96-recursive-alias.yml": "anchors and aliases (&name, *name) expand to more than 100,000 values or refer to themselves",
+    "97-nested-too-deep.yml": "the YAML is nested too deeply to read",
 }
 
 
@@ -171,3 +176,4 @@ def test_train_stops_on_every_bad_config_before_torch_is_imported(corpus: Path) 
     assert "Traceback" not in proc.stderr
     assert [name for name in names if f"  {EXPECTED[name]}\n" not in proc.stderr] == []
     assert not (corpus / "outputs").exists()
+    assert not (corpus / "HACKED").exists()  # 15-python-object-tag.yml would `touch HACKED` if run

@@ -129,6 +129,22 @@ def test_overrides_are_typed(tmp_path: Path) -> None:
     ]
 
 
+def test_broken_yaml_in_an_override_is_a_problem_line(tmp_path: Path) -> None:
+    assert problems(write(tmp_path, BASE), ("lora_r=[1,", "lora_target_modules=[q_proj, q_proj]")) == [
+        "--set lora_r=[1,: line 1, column 4: YAML syntax error: expected the node content, but found "
+        "'<stream end>' (while parsing a flow node at line 1, column 4)"
+    ]
+
+
+def test_a_union_error_is_one_line_in_words(tmp_path: Path) -> None:
+    text = BASE + "    data_files: 5\nbf16: maybe\neval_steps: often\n"
+    assert problems(write(tmp_path, text)) == [
+        "bf16: expected true or false or 'auto', got 'maybe'",
+        "datasets[0].data_files: expected text or a list, got 5",
+        "eval_steps: expected a number, got 'often'",
+    ]
+
+
 def test_dump_round_trips_and_redacts(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, BASE + "wandb_project: p\n"))
     again = write(tmp_path, dump_config(cfg))

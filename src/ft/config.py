@@ -121,6 +121,8 @@ def _message(error: Any, loc: Sequence[int | str], union: bool) -> str:
         return f"must be a finite number, got {got}"
     if kind == "missing":
         return "required, but not given"
+    if kind == "string_too_short":
+        return "must not be empty"
     if kind == "too_short":
         return f"needs at least {ctx.get('min_length', 1)} item(s), got none"
     if kind == "literal_error":

@@ -1,12 +1,15 @@
 """Read a config file as plain YAML: UTF-8 text, one mapping, no duplicate keys, no Python tags.
 
 PyYAML's `safe_load` already refuses `!!python/...` tags (nothing is ever constructed from
-them); this module turns its messages into ones that say what to fix, and adds what PyYAML lets
-through silently: a key given twice (PyYAML keeps the last value without a word).
+them); this module turns its messages into ones that say what to fix, and refuses what PyYAML
+lets through or fails on without saying where: a key given twice (PyYAML keeps the last value
+without a word), a key that is not a name (`1:`, `on:`), a whole number too long for Python, an
+alias bomb, nesting deeper than Python's recursion limit. Every problem names a line or a key path.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,11 @@ from ft.errors import ConfigError
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 STR_TAG = "tag:yaml.org,2002:str"
 MERGE_TAG = "tag:yaml.org,2002:merge"
+INT_TAG = "tag:yaml.org,2002:int"
+MAX_DIGITS = 4300
+"""Python refuses to read longer whole numbers (sys.get_int_max_str_digits)."""
+MAX_VALUES = 100_000
+"""A config holds a few hundred values; more, once aliases are expanded, is an alias bomb."""
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -67,22 +75,49 @@ def parse_yaml(text: str, source: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        problems = list(_key_problems(node, ""))
+        if _expanded_size(node, {}) > MAX_VALUES:
+            expands = f"anchors and aliases (&name, *name) expand to more than {MAX_VALUES:,} values"
+            raise ConfigError([expands + " or refer to themselves"], source=source)
+        problems = list(_key_problems(node, "", set()))
         if problems:
             raise ConfigError(problems, source=source)
         return loader.construct_document(node)
     except yaml.MarkedYAMLError as err:
         raise ConfigError([_yaml_problem(err)], source=source) from None
+    except RecursionError:
+        raise ConfigError(["the YAML is nested too deeply to read"], source=source) from None
     finally:
         loader.dispose()
 
 
-def _key_problems(node: yaml.Node, path: str) -> Iterator[str]:
-    """A problem line for every key given twice in one mapping (`lora_r: given twice (lines 3 and 7)`)
-    and every key that YAML reads as something other than text (`1:`, `true:`)."""
+def _expanded_size(node: yaml.Node, sizes: dict[int, float]) -> float:
+    """How many values the document holds once every alias is expanded: an alias bomb (the YAML
+    "billion laughs") holds billions, an alias inside its own anchor infinitely many."""
+    key = id(node)
+    if key not in sizes:
+        sizes[key] = math.inf  # while counting its children: met again, the alias is recursive
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = []
+        sizes[key] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return sizes[key]
+
+
+def _key_problems(node: yaml.Node, path: str, seen: set[int]) -> Iterator[str]:
+    """A problem line for every key given twice in one mapping (`lora_r: given twice (lines 3 and 7)`),
+    every key that YAML reads as something other than text (`1:`, `true:`), and every whole number
+    too long for Python to read (which PyYAML would fail on without saying where)."""
+    if id(node) in seen:  # an alias of a node already checked
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.ScalarNode) and node.tag == INT_TAG and len(node.value) > MAX_DIGITS:
+        yield f"{path or '(top level)'}: a number with {len(node.value):,} digits"
     if isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            yield from _key_problems(item, f"{path}[{index}]")
+            yield from _key_problems(item, f"{path}[{index}]", seen)
     elif isinstance(node, yaml.MappingNode):
         first_line: dict[str, int] = {}
         for key_node, value_node in node.value:
@@ -94,10 +129,10 @@ def _key_problems(node: yaml.Node, path: str) -> Iterator[str]:
                 yield f"{where}line {line}: a key must be a name, not {_node_kind(key_node)}"
                 continue
             key_path = f"{path}.{key_node.value}" if path else key_node.value
-            seen = first_line.setdefault(key_node.value, line)
-            if seen != line:
-                yield f"{key_path}: given twice (lines {seen} and {line}); YAML would keep only the last"
-            yield from _key_problems(value_node, key_path)
+            first = first_line.setdefault(key_node.value, line)
+            if first != line:
+                yield f"{key_path}: given twice (lines {first} and {line}); YAML would keep only the last"
+            yield from _key_problems(value_node, key_path, seen)
 
 
 def _node_kind(node: yaml.Node) -> str:

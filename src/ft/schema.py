@@ -56,16 +56,14 @@ def is_true(value: Any) -> bool:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
+    """`value` as the finite number pydantic would read, else None (inf and nan are the schema's to report)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _is_set(data: Mapping[str, Any], key: str) -> bool:
@@ -103,6 +101,18 @@ def _takes_number_not_bool(annotation: Any) -> bool:
     return bool(kinds & {int, float}) and bool not in kinds
 
 
+def _too_large(value: Any) -> bool:
+    """Beyond LARGEST_NUMBER, as an int (of any size) or a finite number; numbers written as text too."""
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            value = _number(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) > LARGEST_NUMBER
+    return isinstance(value, float) and math.isfinite(value) and abs(value) > LARGEST_NUMBER
+
+
 class Section(BaseModel):
     # allow_inf_nan: `learning_rate: 1e999` would read as inf (and `.nan` as nan) and pass `gt=0`.
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
@@ -117,9 +127,9 @@ class Section(BaseModel):
         if isinstance(value, bool):
             raise ValueError(f"expected a number, got {str(value).lower()}")
         has_own_bound = any(hasattr(meta, "le") or hasattr(meta, "lt") for meta in field.metadata)
-        number = _number(value)
-        if not has_own_bound and number is not None and LARGEST_NUMBER < abs(number) < math.inf:
-            raise ValueError(f"must be at most {LARGEST_NUMBER}, got {value}")
+        if not has_own_bound and _too_large(value):
+            shown = str(value) if len(str(value)) <= 20 else f"a number with {len(str(value))} digits"
+            raise ValueError(f"must be at most {LARGEST_NUMBER}, got {shown}")
         return value
 
     @classmethod
@@ -131,7 +141,9 @@ class Section(BaseModel):
 class DatasetSettings(Section):
     """One dataset: where it is, how its rows map to a prompt format."""
 
-    path: str = Field(description="Local file (.json/.jsonl/.csv/.parquet), folder, or Hub dataset id.")
+    path: str = Field(
+        min_length=1, description="Local file (.json/.jsonl/.csv/.parquet), folder, or Hub dataset id."
+    )
     type: str = Field(
         "alpaca",
         description="Prompt format: " + ", ".join(PROMPT_FORMATS) + ". Ignored when `format` is given.",
@@ -190,7 +202,9 @@ class DatasetSettings(Section):
 
 
 class ModelSettings(Section):
-    base_model: str = Field(description="Hub id, local folder, or local .gguf file of the base model.")
+    base_model: str = Field(
+        min_length=1, description="Hub id, local folder, or local .gguf file of the base model."
+    )
     base_model_config: str | None = Field(
         None, description="Where to read the model config, if not base_model."
     )
