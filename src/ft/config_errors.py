@@ -1,0 +1,162 @@
+"""pydantic's validation errors in ft's words: one `key.path: message` line per key.
+
+`lora_r: must be greater than 0, got -8` rather than `Input should be greater than 0`; the errors
+of a union's members (`bf16: true | false | auto`) become one line; an unknown key gets a
+did-you-mean when a schema key is close, and then the key it was meant for is not also reported
+missing. A secret-looking key's value is never shown.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from ft.schema import DatasetSettings, FtConfig
+
+SECRET_KEY = re.compile(r"(token|secret|password|api_key)", re.IGNORECASE)
+
+
+def _format_loc(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _model_for(loc: Sequence[int | str]) -> type[BaseModel]:
+    return DatasetSettings if loc and loc[0] in ("datasets", "test_datasets") else FtConfig
+
+
+def _is_member_tag(part: int | str) -> bool:
+    """pydantic adds the member type of a union to an error's location (`bf16.bool`); not a key."""
+    return isinstance(part, str) and (part in ("bool", "int", "float", "str") or "[" in part)
+
+
+def _field_for(loc: Sequence[int | str]) -> FieldInfo | None:
+    """The schema field at `loc` (`lora_r`, `datasets[0].type`), if it names one."""
+    keys = [part for part in loc if isinstance(part, str)]
+    model = _model_for(loc)
+    depth = 2 if model is DatasetSettings else 1
+    return model.model_fields.get(keys[-1]) if len(keys) == depth else None
+
+
+def _show(value: Any, loc: Sequence[int | str]) -> str:
+    """The offending value, short; a secret-looking key's text is never shown."""
+    if isinstance(value, str) and SECRET_KEY.search(_format_loc(loc)):
+        return "a value (not shown)"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _describe(annotation: Any) -> str:
+    """What a field takes, in words: `true or false or 'auto'`, `a whole number`, ..."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in args)
+    if origin in (Union, UnionType):
+        parts = [_describe(a) for a in args]
+        if parts[:2] == ["a whole number", "a number"]:
+            parts = parts[1:]
+        return " or ".join(parts)
+    if origin in (list, tuple):
+        return "a list"
+    if origin is dict or annotation is dict:
+        return "a mapping (key: value)"
+    plain = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+    return plain.get(annotation, "a mapping of keys")
+
+
+BOUNDS = {
+    "greater_than": "greater than {gt}",
+    "greater_than_equal": "at least {ge}",
+    "less_than": "less than {lt}",
+    "less_than_equal": "at most {le}",
+}
+EXPECTED = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "string": "text",
+    "list": "a list",
+    "dict": "a mapping (key: value)",
+    "model": "a mapping of keys",
+}
+
+
+def _message(error: Any, loc: Sequence[int | str], union: bool) -> str:
+    """pydantic's error in ft's words: what the key takes and the value it got."""
+    kind = str(error.get("type", ""))
+    ctx = error.get("ctx") or {}
+    got = _show(error.get("input"), loc)
+    field = _field_for(loc)
+    if union and field is not None:
+        return f"expected {_describe(field.annotation)}, got {got}"
+    if kind in BOUNDS:
+        bounds = {name: _show(bound, ()) for name, bound in ctx.items()}
+        return f"must be {BOUNDS[kind].format(**bounds)}, got {got}"
+    if kind == "finite_number":
+        return f"must be a finite number, got {got}"
+    if kind == "missing":
+        return "required, but not given"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length', 1)} item(s), got none"
+    if kind == "literal_error":
+        return f"expected {ctx.get('expected', 'one of the listed values')}, got {got}"
+    prefix = kind.split("_")[0]
+    if prefix in EXPECTED and kind.endswith(("_type", "_parsing", "_from_float")):
+        return f"expected {EXPECTED[prefix]}, got {got}"
+    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
+
+
+def validation_problems(errors: Sequence[Any]) -> list[str]:
+    """One `key.path: message` line per key: the errors of a union's members become one line, and
+    a required key is not reported missing when an unknown key beside it is its typo."""
+    grouped: dict[tuple[int | str, ...], list[Any]] = {}
+    for error in errors:
+        loc = tuple(part for part in error.get("loc", ()) if not _is_member_tag(part))
+        grouped.setdefault(loc, []).append(error)
+    meant = {
+        (*loc[:-1], close)
+        for loc, found in grouped.items()
+        if found[0].get("type") == "extra_forbidden" and (close := _close_key(loc))
+    }
+    return [
+        _problem(loc, found)
+        for loc, found in grouped.items()
+        if not (found[0].get("type") == "missing" and loc in meant)
+    ]
+
+
+def _close_key(loc: tuple[int | str, ...]) -> str | None:
+    known = list(_model_for(loc).model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def _problem(loc: tuple[int | str, ...], errors: list[Any]) -> str:
+    error = errors[0]
+    if error.get("type") == "extra_forbidden":
+        close = _close_key(loc)
+        suggestion = f" (did you mean {close!r}?)" if close else ""
+        return f"{_format_loc(loc)}: unknown key{suggestion}"
+    return f"{_format_loc(loc)}: {_message(error, loc, union=len(errors) > 1)}"
