@@ -5,7 +5,10 @@ checks run at `ft validate` time and again right before the weights load."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,6 +130,39 @@ def test_custom_code_of_a_model_type_transformers_knows_is_not_needed(tmp_path: 
     folder = model_folder(tmp_path, model_type="phi3", auto_map=CUSTOM_CODE)
     cfg, _ = read_config(write_config(tmp_path, folder))
     assert cfg.trust_remote_code is False
+
+
+def test_validate_reads_a_cached_hub_models_config_for_custom_code(tmp_path: Path) -> None:
+    """Nothing is downloaded: a Hub model already in the cache (HF_HUB_CACHE) has its config.json read."""
+    snapshot = tmp_path / "hub" / "models--org--custom" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "tiny_custom", "auto_map": CUSTOM_CODE}))
+    (tmp_path / "hub" / "models--org--custom" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--custom" / "refs" / "main").write_text("0123abcd")
+    (tmp_path / "refused").mkdir()
+    (tmp_path / "allowed").mkdir()
+    refused = write_config(tmp_path / "refused", "org/custom")
+    allowed = write_config(tmp_path / "allowed", "org/custom", trust_remote_code=True)
+    code = (
+        "import sys\nfrom ft.cli import main\n"
+        "for config in sys.argv[1:]:\n"
+        "    try:\n        main(['validate', config])\n    except SystemExit as exit_:\n"
+        "        print('exit', exit_.code, file=sys.stderr)\n"
+        "    else:\n        print('exit 0', file=sys.stderr)\n"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(refused), str(allowed)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        "  base_model: 'org/custom' (in the local Hugging Face cache) needs its own Python code"
+        in proc.stderr
+    )
+    assert proc.stderr.count("exit 2") == 1 and "exit 0" in proc.stderr, proc.stderr
 
 
 @pytest.mark.integration

@@ -46,7 +46,10 @@ def check_paths(data: Mapping[str, Any]) -> list[str]:
 def _path_problems(data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     allow_pickle = is_true(data.get("allow_pickle_weights"))
     trust_code = is_true(data.get("trust_remote_code"))
-    base_model = partial(_base_model_problem, allow_pickle=allow_pickle, trust_remote_code=trust_code)
+    revision = data.get("revision") if isinstance(data.get("revision"), str) else None
+    base_model = partial(
+        _base_model_problem, allow_pickle=allow_pickle, trust_remote_code=trust_code, revision=revision
+    )
     yield from _named("base_model", data.get("base_model"), base_model)
     yield from _named("base_model_config", data.get("base_model_config"), _model_problem)
     yield from _named("tokenizer_config", data.get("tokenizer_config"), _tokenizer_problem)
@@ -109,13 +112,41 @@ def _model_problem(ref: str) -> str | None:
     return None
 
 
-def _base_model_problem(ref: str, allow_pickle: bool, trust_remote_code: bool) -> str | None:
-    """base_model: as `_model_problem`, and a local folder must hold weights ft may load."""
+def _base_model_problem(
+    ref: str, allow_pickle: bool, trust_remote_code: bool, revision: str | None
+) -> str | None:
+    """base_model: as `_model_problem`, and a local folder must hold weights ft may load; a Hub
+    model already in the local cache must not need custom code that is not allowed."""
     problem = _model_problem(ref)
     path = Path(ref).expanduser()
-    if problem or ref.startswith(PACKAGE_SCHEME) or not path.is_dir():
+    if problem or ref.startswith(PACKAGE_SCHEME):
         return problem
-    return local_model_problem(path, allow_pickle, trust_remote_code)
+    if path.is_dir():
+        return local_model_problem(path, allow_pickle, trust_remote_code)
+    if not _looks_local(ref, MODEL_SUFFIXES) and not trust_remote_code:
+        code = custom_code_needed(_cached_hub_config(ref, revision))
+        if code:
+            return f"{ref!r} (in the local Hugging Face cache) {_needs_code(code)}"
+    return None
+
+
+def _cached_hub_config(repo_id: str, revision: str | None) -> dict[str, Any]:
+    """A Hub model's config.json when the local cache holds it (never downloaded), else {}."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+        config = json.loads(Path(cached).read_text(encoding="utf-8")) if isinstance(cached, str) else {}
+    except (OSError, ValueError):  # an id the cache cannot hold, an unreadable file: not this check's to say
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _needs_code(code: str) -> str:
+    return (
+        f"needs its own Python code ({code}, from config.json auto_map) and trust_remote_code is false: "
+        "ft runs no code from a model unless told (set trust_remote_code: true if you trust it)"
+    )
 
 
 def local_model_problem(folder: Path, allow_pickle: bool, trust_remote_code: bool) -> str | None:
@@ -141,12 +172,7 @@ def local_model_problem(folder: Path, allow_pickle: bool, trust_remote_code: boo
                 "to safetensors, or set allow_pickle_weights: true if you trust their source"
             )
     code = None if trust_remote_code else custom_code_needed(config)
-    if code:
-        return (
-            f"{ref!r} needs its own Python code ({code}, from config.json auto_map) and trust_remote_code "
-            "is false: ft runs no code from a model unless told (set trust_remote_code: true if you trust it)"
-        )
-    return None
+    return f"{ref!r} {_needs_code(code)}" if code else None
 
 
 def custom_code_needed(config: Mapping[str, Any]) -> str | None:
