@@ -345,3 +345,78 @@ def test_plan_start_up_imports_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations against what autograd keeps
+
+SMALL_LLAMA = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 256,
+    "intermediate_size": 688,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 1000,
+    "tie_word_embeddings": False,
+}
+
+
+def saved_activation_bytes(cfg: FtConfig, tokens: int) -> int:
+    """Bytes of the tensors autograd saves for the backward (parameters excluded) in one training
+    forward under bf16 autocast, the way the Trainer runs it."""
+    import torch
+
+    from ft.adapter import attach_adapter
+    from ft.model import Precision, load_base_model
+
+    model = load_base_model(cfg, None, Precision("bfloat16", bf16=True, fp16=False, use_cpu=True))
+    model = attach_adapter(cfg, model).model
+    model.train()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    ids = torch.randint(0, SMALL_LLAMA["vocab_size"], (1, tokens))
+    with (
+        torch.autocast("cpu", dtype=torch.bfloat16),
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+    ):
+        model(input_ids=ids, labels=ids)
+    return sum(saved.values())
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"lora_target_linear": True, "lora_dropout": 0.05},
+        {"lora_target_modules": ["q_proj", "v_proj"], "lora_dropout": 0.0},
+        {"adapter": None},
+    ],
+)
+def test_activation_formula_matches_autograd(tmp_path: Path, alpaca_file: Path, settings: dict) -> None:
+    """Per layer and token, the planned activations are within 5% of the bytes autograd saves
+    (measured as the difference between a 4-layer and a 2-layer model, so the logits drop out)."""
+    import torch
+
+    tokens = 128
+    measured, planned = {}, {}
+    for layers in (2, 4):
+        folder = tmp_path / f"l{layers}"
+        folder.mkdir()
+        torch.manual_seed(0)
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        LlamaForCausalLM(LlamaConfig(**SMALL_LLAMA, num_hidden_layers=layers)).save_pretrained(folder)
+        cfg = tiny_cfg(folder, alpaca_file, bf16=True, micro_batch_size=1, sequence_len=tokens, **settings)
+        plan = build_plan(cfg, count_tokens=False)
+        planned[layers] = line_bytes(plan, "activations")
+        measured[layers] = saved_activation_bytes(cfg, tokens)
+    per_layer = (measured[4] - measured[2]) / 2
+    assert planned[4] / 4 == pytest.approx(per_layer, rel=0.05)

@@ -37,6 +37,10 @@ def _gib(value: int | float) -> str:
 def _hours(value: float | None) -> str:
     if value is None:
         return "-"
+    if value < 1 / 3600:
+        return "<1 s"
+    if value < 1 / 60:
+        return f"{value * 3600:.0f} s"
     return f"{value * 60:.0f} min" if value < 1 else f"{value:.1f} h"
 
 

@@ -55,6 +55,8 @@ class Tokens:
     total: int | None
     how: str
     """'counted', 'estimated' or 'unknown', and from what."""
+    longest: int | None = None
+    """The longest training sequence when counted (capped at sequence_len); activations use it."""
 
 
 @dataclass
@@ -94,9 +96,9 @@ def build_plan(
     bits = quantization_bits(cfg)
     skip = bnb_settings(cfg, precision).get("llm_int8_skip_modules") if bits else None
     arch = inspect_model(cfg, skip)
-    memory = memory_lines(cfg, arch, precision, bits)
-    total = sum(line.bytes for line in memory)
     tokens = count_training_tokens(cfg) if count_tokens else Tokens(None, "unknown: not counted")
+    memory = memory_lines(cfg, arch, precision, bits, tokens.longest)
+    total = sum(line.bytes for line in memory)
     full = cfg.adapter is None
     flops = training_flops(arch, tokens.total, full, cfg.gradient_checkpointing) if tokens.total else None
     per_million = training_flops(arch, 1_000_000, full, cfg.gradient_checkpointing)
@@ -128,7 +130,7 @@ def build_plan(
         flops_formula=f"{flops_multiplier(full, cfg.gradient_checkpointing)} x {arch.matmul_params:,} "
         "matmul parameters x tokens",
         mfu=mfu,
-        assumptions=_assumptions(cfg, mfu),
+        assumptions=_assumptions(cfg, mfu, precision.compute_dtype),
     )
 
 
@@ -180,7 +182,7 @@ def _adapter_info(cfg: FtConfig, arch: Architecture) -> dict[str, Any] | None:
 
 
 def memory_lines(
-    cfg: FtConfig, arch: Architecture, precision: Precision, bits: int | None
+    cfg: FtConfig, arch: Architecture, precision: Precision, bits: int | None, longest: int | None = None
 ) -> list[MemoryLine]:
     """Every block of GPU memory `ft train` holds at its peak, in bytes."""
     full = cfg.adapter is None
@@ -211,7 +213,7 @@ def memory_lines(
             "paged: may spill to CPU memory under pressure" if cfg.optimizer.startswith("paged") else "",
         )
     )
-    lines += _activation_lines(cfg, arch, precision)
+    lines += _activation_lines(cfg, arch, precision, longest)
     tensors = sum(line.bytes for line in lines)
     lines.append(
         MemoryLine(
@@ -265,8 +267,14 @@ def _weight_lines(cfg: FtConfig, arch: Architecture, bits: int | None, dtype: st
     return lines
 
 
-def _activation_lines(cfg: FtConfig, arch: Architecture, precision: Precision) -> list[MemoryLine]:
-    tokens = cfg.micro_batch_size * cfg.sequence_len
+def _activation_lines(
+    cfg: FtConfig, arch: Architecture, precision: Precision, longest: int | None
+) -> list[MemoryLine]:
+    """For a micro-batch of full-length rows: sequence_len, or the longest counted row, since a
+    batch is padded only to its longest row (packed and pad_to_sequence_len batches are full)."""
+    full = cfg.sample_packing or cfg.pad_to_sequence_len or longest is None
+    length = cfg.sequence_len if full else min(longest or 0, cfg.sequence_len)
+    tokens = cfg.micro_batch_size * length
     acts = activation_bytes(
         arch,
         tokens,
@@ -285,7 +293,7 @@ def _activation_lines(cfg: FtConfig, arch: Architecture, precision: Precision) -
             "activations",
             f"activations (gradient checkpointing {state})",
             acts.layers,
-            f"{cfg.micro_batch_size} x {cfg.sequence_len} tokens; {'off' if state == 'on' else 'on'}: "
+            f"{cfg.micro_batch_size} x {length} tokens; {'off' if state == 'on' else 'on'}: "
             f"{other.layers / GIB:.2f} GiB",
         ),
         MemoryLine(
@@ -327,24 +335,33 @@ def _counted_tokens(cfg: FtConfig, rows_per_step: int) -> Tokens:
         raise FtError("no training rows")
     lengths = [cfg.sequence_len if cfg.pad_to_sequence_len else len(e.input_ids) for e in train]
     per_epoch = sum(lengths)
+    longest = min(max(lengths), cfg.sequence_len)
     if cfg.max_steps:
         per_row = cfg.sequence_len if cfg.sample_packing else per_epoch / len(lengths)
         total = int(cfg.max_steps * rows_per_step * per_row)
-        return Tokens(
-            total, f"counted: max_steps {cfg.max_steps} x {rows_per_step} rows x {per_row:.0f} tokens"
-        )
+        how = f"counted: max_steps {cfg.max_steps} x {rows_per_step} rows x {per_row:.0f} tokens"
+        return Tokens(total, how, longest)
     total = int(per_epoch * cfg.num_epochs)
     return Tokens(
         total,
         f"counted: {len(train):,} training rows, {per_epoch:,} tokens per epoch x num_epochs "
-        f"{cfg.num_epochs:g} (padding not counted)",
+        f"{cfg.num_epochs:g} (padding not counted); longest row {longest}",
+        longest,
     )
 
 
-def _assumptions(cfg: FtConfig, mfu: float) -> list[str]:
+def _assumptions(cfg: FtConfig, mfu: float, compute_dtype: str) -> list[str]:
+    slow = (
+        [
+            "compute is float32 (bf16/fp16 off): tensor cores run far below their 16-bit peak, so the times are too short"
+        ]
+        if compute_dtype == "float32"
+        else []
+    )
     return [
-        f"activations for a full micro-batch: micro_batch_size {cfg.micro_batch_size} x sequence_len "
-        f"{cfg.sequence_len}, fused attention (SDPA/flash), one GPU",
+        *slow,
+        f"activations for a micro-batch of micro_batch_size {cfg.micro_batch_size} rows of the longest "
+        "length (sequence_len, or the longest counted row), fused attention (SDPA/flash), one GPU",
         f"CUDA context 1 GiB; fragmentation {FRAGMENTATION:.0%} of the tensors",
         f"time: {mfu:.0%} of each GPU's dense 16-bit tensor peak (MFU); attention's seq x seq work "
         "and 4-bit dequantization not counted",

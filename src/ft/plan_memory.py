@@ -128,12 +128,13 @@ def activation_bytes(
 
     Per layer and token: each norm keeps its float32 input (4h bytes); attention keeps q, k, v and
     its output (2h + 2kv elements); a gated MLP keeps gate, up and act(gate) (3i), an fc1/fc2 MLP
-    fc1's output and its activation (2i); each LoRA-wrapped layer keeps its (dropped-out) input
-    (in elements, plus a 1-byte mask with dropout) and lora_A's output (r float32). A full
-    fine-tune also keeps the input of every linear layer for its weight gradient (about 4h + i).
-    With gradient checkpointing only each layer's input (h) is kept, plus one layer recomputed
-    during the backward. Logits: the head's output, a float32 copy for the loss and float32
-    gradients at the start of the backward: vocab x (compute + 12) bytes per token.
+    fc1's output and its activation (2i); each LoRA-wrapped layer keeps a copy of its input (in
+    elements; with dropout also peft's float32 copy and the mask: 4 bytes more) and lora_A's
+    output (r float32). A full fine-tune also keeps the input of every linear layer for its weight
+    gradient (4h + i). With gradient checkpointing only each layer's input (h) is kept, plus one
+    layer recomputed during the backward. Logits: the head's output, a float32 copy for the loss
+    and float32 gradients at the start of the backward: vocab x (compute + 12) bytes per token.
+    The per-layer bytes are checked against autograd's saved tensors in tests/test_plan.py.
     """
     h, i, a = arch.hidden_size, arch.intermediate_size, compute_bytes
     per_token = 2 * 4 * h + a * (2 * h + 2 * arch.kv_dim) + a * (3 if arch.gated_mlp else 2) * i
@@ -141,7 +142,7 @@ def activation_bytes(
         per_layer_inputs = sum(arch.lora_inputs) / arch.num_layers
         wrapped_per_layer = len(arch.lora_inputs) / arch.num_layers
         per_token += int(
-            per_layer_inputs * (a + (1 if lora_dropout else 0)) + wrapped_per_layer * 4 * lora_rank
+            per_layer_inputs * (a + (4 if lora_dropout else 0)) + wrapped_per_layer * 4 * lora_rank
         )
     else:
         per_token += a * (4 * h + i)
