@@ -58,7 +58,7 @@ EXPECTED = {
     "35-rank-fraction.yml": "lora_r: expected a whole number, got 8.5",
     "36-learning-rate-word.yml": "learning_rate: expected a number, got 'fast'",
     "37-flag-not-boolean.yml": "sample_packing: expected true or false, got 'maybe'",
-    "38-bf16-not-boolean.yml": "bf16: expected true or false or 'auto', got 'sometimes'",
+    "38-bf16-not-boolean.yml": "bf16: expected true, false or 'auto', got 'sometimes'",
     "39-boolean-as-number.yml": "micro_batch_size: expected a number, got true",
     "40-datasets-as-text.yml": "datasets: expected a list, got 'data/rows.jsonl'",
     "41-dataset-as-text.yml": "datasets[0]: expected a mapping of keys, got 'data/rows.jsonl'",

@@ -139,7 +139,7 @@ def test_broken_yaml_in_an_override_is_a_problem_line(tmp_path: Path) -> None:
 def test_a_union_error_is_one_line_in_words(tmp_path: Path) -> None:
     text = BASE + "    data_files: 5\nbf16: maybe\neval_steps: often\n"
     assert problems(write(tmp_path, text)) == [
-        "bf16: expected true or false or 'auto', got 'maybe'",
+        "bf16: expected true, false or 'auto', got 'maybe'",
         "datasets[0].data_files: expected text or a list, got 5",
         "eval_steps: expected a number, got 'often'",
     ]

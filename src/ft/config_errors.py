@@ -66,22 +66,25 @@ def _show(value: Any, loc: Sequence[int | str]) -> str:
 
 
 def _describe(annotation: Any) -> str:
-    """What a field takes, in words: `true or false or 'auto'`, `a whole number`, ..."""
+    """What a field takes, in words: `true, false or 'auto'`, `a whole number`, `text or a list`."""
+    choices = _choices(annotation)
+    return ", ".join(choices[:-1]) + " or " + choices[-1] if len(choices) > 1 else choices[0]
+
+
+def _choices(annotation: Any) -> list[str]:
     args = [a for a in get_args(annotation) if a is not type(None)]
     origin = get_origin(annotation)
     if origin is Literal:
-        return " or ".join(repr(a) for a in args)
+        return [repr(a) for a in args]
     if origin in (Union, UnionType):
-        parts = [_describe(a) for a in args]
-        if parts[:2] == ["a whole number", "a number"]:
-            parts = parts[1:]
-        return " or ".join(parts)
+        choices = [choice for arg in args for choice in _choices(arg)]
+        return [c for c in choices if not (c == "a whole number" and "a number" in choices)]
     if origin in (list, tuple):
-        return "a list"
+        return ["a list"]
     if origin is dict or annotation is dict:
-        return "a mapping (key: value)"
-    plain = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
-    return plain.get(annotation, "a mapping of keys")
+        return ["a mapping (key: value)"]
+    plain = {bool: ["true", "false"], int: ["a whole number"], float: ["a number"], str: ["text"]}
+    return plain.get(annotation, ["a mapping of keys"])
 
 
 BOUNDS = {
