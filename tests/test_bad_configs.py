@@ -118,6 +118,7 @@ EXPECTED = {
     "95-alias-bomb.yml": "anchors and aliases (&name, *name) expand to more than 100,000 values or refer to themselves",
     "96-recursive-alias.yml": "anchors and aliases (&name, *name) expand to more than 100,000 values or refer to themselves",
     "97-nested-too-deep.yml": "the YAML is nested too deeply to read",
+    "98-data-file-utf16.yml": "datasets[0].path: 'data/rows-utf16.jsonl' is UTF-16 text: save it as UTF-8",
 }
 
 

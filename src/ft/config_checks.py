@@ -158,6 +158,8 @@ def local_model_problem(folder: Path, allow_pickle: bool, trust_remote_code: boo
     ref = str(folder)
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except OSError as err:
+        return f"{ref!r}: cannot read config.json ({err.strerror or err})"
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         return f"{ref!r}: config.json is not valid JSON ({err})"
     if not isinstance(config, dict):
@@ -258,9 +260,14 @@ def _dataset_problem(ref: str, has_ds_type: bool) -> str | None:
 def _data_kind_problem(ref: str, path: Path) -> str | None:
     """A data file whose first bytes contradict its extension (a .json that is a PNG, a .parquet
     that is text): said here rather than as a parser's error deep in the data step."""
-    with path.open("rb") as stream:
-        head = stream.read(4096)
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(4096)
+    except OSError as err:
+        return f"{ref!r} cannot be read ({err.strerror or err})"
     suffix = path.suffix.lower()
+    if suffix in TEXT_KINDS and head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return f"{ref!r} is UTF-16 text: save it as UTF-8"
     seen = next((what for magic, what in BINARY_MAGIC.items() if head.startswith(magic)), None)
     if suffix == ".parquet" and head and not head.startswith(b"PAR1"):
         found = seen or ("binary data" if b"\x00" in head else "text")
