@@ -5,6 +5,10 @@ interrupted merge leaving nothing behind."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +186,11 @@ def test_qlora_run_merges_into_an_unquantized_base(tiny_model_dir: Path, tmp_pat
     assert float(diff) <= 1e-4
 
 
-def test_existing_output_needs_force(
+def hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_existing_output_needs_force_and_force_replaces_only_fts_merges(
     lora_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
@@ -190,10 +198,66 @@ def test_existing_output_needs_force(
     (out / "keep.txt").write_text("mine")
     assert run_cli("merge", str(lora_run), "--out", str(out), "--no-verify") == 2
     assert "already exists" in capsys.readouterr().err and (out / "keep.txt").is_file()
-    assert run_cli("merge", str(lora_run), "--out", str(out), "--no-verify", "--force") == 0
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    # Not a merge of ft's (no ft_merge.json): --force does not touch it.
+    assert run_cli("merge", str(lora_run), "--out", str(out), "--no-verify", "--force") == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "ft did not create (no ft_merge.json): ft will not delete it" in err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
+
+    ours = tmp_path / "merged"
+    assert run_cli("merge", str(lora_run), "--out", str(ours), "--no-verify") == 0
+    assert run_cli("merge", str(lora_run), "--out", str(ours), "--no-verify") == 2
+    assert "replace it with --force" in capsys.readouterr().err
+    assert run_cli("merge", str(lora_run), "--out", str(ours), "--no-verify", "--force") == 0
+    assert (ours / "model.safetensors").is_file() and (ours / "ft_merge.json").is_file()
+    assert hidden(tmp_path) == []  # the replaced merge is gone, no temporary folder left
     assert run_cli("merge", str(lora_run), "--out", str(lora_run), "--force") == 2
     assert "would replace the run folder" in capsys.readouterr().err
+
+
+def test_killed_merge_leaves_the_previous_merge_whole_and_the_next_one_completes(
+    lora_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGKILL while the new model is being written (its weights are in the temporary folder, the
+    logit check is under way): the output keeps the previous merge, and the next ft merge removes
+    the killed one's temporary folder and completes."""
+    out = tmp_path / "merged"
+    assert run_cli("merge", str(lora_run), "--out", str(out), "--no-verify") == 0
+    previous = (out / "ft_merge.json").read_text()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ft", "merge", str(lora_run), "--out", str(out), "--force", "--streaming"],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".merged.ft-merge-*.tmp/model.safetensors")):
+        assert proc.poll() is None and time.monotonic() < deadline, "ft merge ended first"
+        time.sleep(0.002)
+    proc.kill()
+    proc.wait(timeout=60)
+    assert (out / "ft_merge.json").read_text() == previous
+    assert len(hidden(tmp_path)) == 1  # the killed merge's temporary folder
+
+    assert run_cli("merge", str(lora_run), "--out", str(out), "--force") == 0
+    assert "left by an earlier ft merge that was killed" in " ".join(capsys.readouterr().out.split())
+    assert hidden(tmp_path) == [] and (out / "ft_merge.json").read_text() != previous
+
+
+@pytest.mark.parametrize("streaming", [True, False], ids=["streaming", "in-memory"])
+def test_full_disk_while_writing_the_merged_model(
+    lora_run: Path, tmp_path: Path, streaming: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The merged weights (about 500 kB) may not grow past 200 kB: a clear error, nothing at --out."""
+    from test_interrupt import file_size_limit
+
+    out = tmp_path / "merged"
+    mode = "--streaming" if streaming else "--in-memory"
+    with file_size_limit(200_000):
+        code = run_cli("merge", str(lora_run), "--out", str(out), "--no-verify", mode)
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "cannot write" in err and "disk full" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_interrupted_merge_leaves_no_output(lora_run: Path, tmp_path: Path) -> None:

@@ -9,7 +9,15 @@ import pytest
 import yaml
 
 from ft.errors import FtError
-from ft.run import list_checkpoints, newest_checkpoint, plot_loss, read_run, write_json_atomic
+from ft.run import (
+    checkpoint_complete,
+    incomplete_checkpoints,
+    list_checkpoints,
+    newest_checkpoint,
+    plot_loss,
+    read_run,
+    write_json_atomic,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,12 +30,33 @@ def test_write_json_atomic_leaves_no_temporary_file(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
 
 
+def complete_checkpoint(folder: Path, step: int) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    return folder
+
+
 def test_checkpoints_sorted_by_step_not_name(tmp_path: Path) -> None:
     for name in ("checkpoint-10", "checkpoint-9", "checkpoint-100", "checkpoint-x", "other"):
-        (tmp_path / name).mkdir()
+        complete_checkpoint(tmp_path / name, 1)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-9", "checkpoint-10", "checkpoint-100"]
     assert newest_checkpoint(tmp_path) == tmp_path / "checkpoint-100"
     assert newest_checkpoint(tmp_path / "missing") is None
+
+
+def test_newest_checkpoint_skips_a_save_that_was_cut_short(tmp_path: Path) -> None:
+    """transformers writes trainer_state.json last: without it (kill -9 or a full disk during the
+    save), or half written, the checkpoint is never resumed from."""
+    complete_checkpoint(tmp_path / "checkpoint-4", 4)
+    no_state = tmp_path / "checkpoint-8"
+    no_state.mkdir()
+    (no_state / "adapter_model.safetensors").write_bytes(b"partial")
+    assert newest_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+    half = complete_checkpoint(tmp_path / "checkpoint-12", 12)
+    (half / "trainer_state.json").write_text('{"global_step": 1')
+    assert not checkpoint_complete(half) and checkpoint_complete(tmp_path / "checkpoint-4")
+    assert newest_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+    assert incomplete_checkpoints(tmp_path) == [no_state, half]
 
 
 def test_read_run_refuses_unfinished_and_broken_folders(tmp_path: Path) -> None:

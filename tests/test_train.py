@@ -1,14 +1,9 @@
 """`ft train` end to end on the tiny model: lora, qlora and full fine-tune through the CLI, the run
-folder, refusing to overwrite, Ctrl-C and --resume."""
+folder, refusing to overwrite, --force. Signals, kills and --resume: test_interrupt.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -120,6 +115,7 @@ def test_lora_run_folder_loss_and_weights(tiny_model_dir: Path, tmp_path: Path, 
     assert run_cli("train", str(config), "--force", "--set", "max_steps=2") == 0
     assert json.loads((run / "run.json").read_text())["global_step"] == 2
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # old run deleted
 
 
 def test_qlora_4bit_on_cpu(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -154,45 +150,6 @@ def test_full_finetune_writes_full_weights(tiny_model_dir: Path, tmp_path: Path)
     assert not torch.equal(base.model.layers[0].mlp.up_proj.weight, tuned.model.layers[0].mlp.up_proj.weight)
     train_losses = losses(run)
     assert train_losses[-1] < train_losses[0]
-
-
-def _ft(config: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "ft", "train", str(config), *extra],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def test_sigint_saves_a_checkpoint_and_resume_finishes(tiny_model_dir: Path, tmp_path: Path) -> None:
-    planned = 150
-    config = write_config(tmp_path, tiny_model_dir, max_steps=planned, save_steps=1000, learning_rate=0.001)
-    run = tmp_path / "run"
-    proc = _ft(config)
-    deadline = time.monotonic() + 120
-    while not (run / "metrics.jsonl").exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, output
-    checkpoints = sorted(run.glob("checkpoint-*"))
-    assert len(checkpoints) == 1, output
-    stopped_at = int(checkpoints[0].name.split("-")[1])
-    assert 0 < stopped_at < planned
-    assert f"checkpoint saved in {checkpoints[0]}" in " ".join(output.split())
-    assert not (run / "run.json").exists()  # an interrupted run does not look finished
-
-    resumed = _ft(config, "--resume")
-    output, _ = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, output
-    info = json.loads((run / "run.json").read_text())
-    assert info["global_step"] == planned
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    train_steps = [s for s in steps if s]
-    assert train_steps[0] == 1 and max(train_steps) == planned
 
 
 def test_packed_lora_run_trains(tiny_model_dir: Path, tmp_path: Path) -> None:

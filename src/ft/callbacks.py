@@ -1,4 +1,5 @@
-"""Trainer pieces: metrics.jsonl, progress events for the CLI, a clean stop on Ctrl-C/SIGTERM.
+"""Trainer pieces: metrics.jsonl, progress events for the CLI, a clean stop on Ctrl-C/SIGTERM,
+checkpoint writes that fail cleanly.
 
 They subclass transformers' TrainerCallback, so this module imports transformers at import time:
 import it only from code that trains.
@@ -7,6 +8,7 @@ import it only from code that trains.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import threading
 import time
@@ -18,6 +20,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 from trl import SFTTrainer
+
+from ft.outdir import write_failed
+from ft.run import newest_checkpoint
 
 
 @dataclass(frozen=True)
@@ -172,16 +177,63 @@ def stop_on_signals(request: StopRequest, on_event: EventSink) -> Iterator[StopR
             )
         )
 
+    with _signal_handler(handle):
+        yield request
+
+
+@contextmanager
+def raise_on_signals(error: Callable[[str], BaseException]) -> Iterator[None]:
+    """While inside: SIGINT/SIGTERM raise `error(signal name)`, so that cleanup code runs (SIGTERM's
+    default would end the process on the spot)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        raise error(signal.Signals(signum).name)
+
+    with _signal_handler(handle):
+        yield
+
+
+@contextmanager
+def _signal_handler(handle: Callable[[int, Any], None]) -> Iterator[None]:
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield request
+        yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
 
 
+CHECKPOINT_WRITE_HINT = (
+    "free some disk space (or lower save_total_limit), then continue with ft train CONFIG --resume"
+)
+
+
+def checkpoint_write_hint(run_dir: Path) -> str:
+    if newest_checkpoint(run_dir) is None:
+        return (
+            "free some disk space, then run the same command again (no checkpoint was saved: it starts over)"
+        )
+    return CHECKPOINT_WRITE_HINT
+
+
 class QuietSFTTrainer(SFTTrainer):
-    """SFTTrainer that leaves no Hub model card (README.md) in the run folder at each checkpoint."""
+    """SFTTrainer that leaves no Hub model card (README.md) in the run folder at each checkpoint,
+    and whose failed checkpoint writes leave no partial checkpoint folder."""
 
     def create_model_card(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        try:
+            super()._save_checkpoint(model, trial)
+        except Exception as err:
+            # A full disk shows up as OSError, or as torch.save's RuntimeError without an errno.
+            # The folder is this save's own: removing it frees the space and leaves nothing that
+            # looks resumable (ft.run.checkpoint_complete would skip it anyway).
+            if self.args.should_save:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise write_failed(folder, err, checkpoint_write_hint(folder.parent)) from err

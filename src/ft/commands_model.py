@@ -21,7 +21,12 @@ def merge_command(
     max_shard_size: str = typer.Option(
         "5GB", "--max-shard-size", help="Largest safetensors shard, e.g. 5GB."
     ),
-    force: bool = typer.Option(False, "--force", help="Replace an existing --out folder."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Replace an existing --out folder that ft merge wrote (swapped in by renames once the new "
+        "model is complete); never a folder ft did not create.",
+    ),
     streaming: bool | None = typer.Option(
         None,
         "--streaming/--in-memory",

@@ -114,7 +114,12 @@ def _is_main_process() -> bool:
 def train_command(
     config: Path = typer.Argument(..., help="The run's YAML config."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in output_dir."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing output_dir."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Replace an existing output_dir that ft train wrote (the old run is deleted only once the "
+        "new one has a checkpoint); never a folder ft did not create.",
+    ),
     overrides: list[str] = typer.Option(
         [], "--set", help="Override a config key: --set key=value (repeatable; dotted paths for nested keys)."
     ),

@@ -8,7 +8,10 @@ merged model is checked: its logits on a probe batch against base+adapter's, wit
 of the dtype, and the number is printed and kept in `ft_merge.json`.
 
 The model is written into a temporary folder beside the output and renamed at the end, so an
-interrupted merge never leaves a half-written model where the output should be.
+interrupted or killed merge never leaves a half-written model where the output should be; a folder
+left by a killed merge is removed by the next one (ft.outdir). `--force` replaces only a folder
+that holds `ft_merge.json` (a merge of ft's), and the old one is renamed aside until the new one
+is in place.
 """
 
 from __future__ import annotations
@@ -16,16 +19,24 @@ from __future__ import annotations
 import gc
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ft.errors import FtError, OutputExistsError
 from ft.model import Precision, torch_dtype
+from ft.outdir import (
+    is_empty,
+    new_sibling,
+    owned_by_ft,
+    refuse_foreign,
+    remove_stale_siblings,
+    set_aside,
+    writing,
+)
 from ft.run import ADAPTER_CONFIG, ADAPTER_WEIGHTS, RunInfo, library_versions, read_run, write_json_atomic
 
 if TYPE_CHECKING:
@@ -170,24 +181,32 @@ def check_output(out: Path, run: RunInfo, force: bool) -> None:
     for path, what in protected.items():
         if out == path or out in path.parents:
             raise FtError(f"--out: {out} would replace {what}", hint="choose another --out folder")
-    if out.exists() and not force:
+    if is_empty(out):
+        return
+    if not force:
+        ours = owned_by_ft(out, MERGE_MARKERS)
         raise OutputExistsError(
-            f"--out: {out} already exists", hint="overwrite it with --force, or choose another --out folder"
+            f"--out: {out} already exists",
+            hint="replace it with --force, or choose another --out folder"
+            if ours
+            else "choose another --out folder (ft did not create this one, so --force will not replace it)",
         )
+    refuse_foreign(out, MERGE_MARKERS, "--out folder")
+
+
+MERGE_MARKERS = (MERGE_JSON,)
+SIBLING_TAG = "merge"
+MERGE_WRITE_HINT = "free some disk space (or choose --out on another disk), then run ft merge again"
 
 
 def new_temp_dir(out: Path) -> Path:
     """A hidden folder beside the output (same filesystem, so the final rename is atomic)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    return new_sibling(out, SIBLING_TAG, ".tmp")
 
 
 def publish(tmp: Path, out: Path) -> None:
     """Move the finished folder into place; a replaced one is set aside first and removed last."""
-    old: Path | None = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, old / out.name)
+    old = set_aside(out, SIBLING_TAG) if out.exists() else None
     try:
         os.replace(tmp, out)
     except BaseException:
@@ -288,7 +307,9 @@ def merge_in_memory(model: Any, tmp: Path, shard_bytes: int) -> None:
     # A broken (NaN) adapter still fails the logit check.
     with single_thread():
         merged = model.merge_and_unload()
-    merged.save_pretrained(str(tmp), max_shard_size=shard_bytes)
+    # safetensors reports a full disk without an errno: any failure of this save is a write failure.
+    with writing(tmp, MERGE_WRITE_HINT, any_error=True):
+        merged.save_pretrained(str(tmp), max_shard_size=shard_bytes)
 
 
 def write_streamed(run: RunInfo, base_dir: Path, tmp: Path, dtype: str, shard_bytes: int) -> StreamResult:
@@ -404,22 +425,44 @@ def merge_run(
     base_dir = local_base_dir(run)
     use_streaming, why = choose_streaming(streaming, base_dir, dtype_name)
     mode = "streaming" if use_streaming else "in-memory"
+    for stale in remove_stale_siblings(out, SIBLING_TAG):
+        log(f"removed {stale}: left by an earlier ft merge that was killed")
     log(f"merging {run.run_dir} ({run.adapter}) into {run.base_model_path}: {dtype_name}, {mode} ({why})")
     tmp = new_temp_dir(out)
     try:
-        diff, tolerance = _merge_into(run, tmp, dtype_name, shard_bytes, use_streaming, base_dir, verify, log)
-        result = MergeResult(
-            out, dtype_name, mode, diff, tolerance, time.monotonic() - started, _weight_files(tmp)
-        )
-        tokenizer = load_run_tokenizer(run)
-        tokenizer.save_pretrained(str(tmp))
-        eos = write_generation_config(tmp, base_dir, tokenizer, run.data.get("terminator"))
-        write_json_atomic(tmp / MERGE_JSON, merge_record(run, result, eos))
+        with writing(out, MERGE_WRITE_HINT):
+            result = _write_merge(
+                run, out, tmp, dtype_name, shard_bytes, use_streaming, base_dir, verify, log
+            )
+            result = replace(result, seconds=time.monotonic() - started)
         if before_publish is not None:
             before_publish(tmp)
         publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def _write_merge(
+    run: RunInfo,
+    out: Path,
+    tmp: Path,
+    dtype: str,
+    shard_bytes: int,
+    use_streaming: bool,
+    base_dir: Path | None,
+    verify: bool,
+    log: Log,
+) -> MergeResult:
+    """Everything of the merged model into `tmp`: weights, config, tokenizer, generation config,
+    ft_merge.json last (the mark of a finished merge of ft's)."""
+    diff, tolerance = _merge_into(run, tmp, dtype, shard_bytes, use_streaming, base_dir, verify, log)
+    mode = "streaming" if use_streaming else "in-memory"
+    result = MergeResult(out, dtype, mode, diff, tolerance, 0.0, _weight_files(tmp))
+    tokenizer = load_run_tokenizer(run)
+    tokenizer.save_pretrained(str(tmp))
+    eos = write_generation_config(tmp, base_dir, tokenizer, run.data.get("terminator"))
+    write_json_atomic(tmp / MERGE_JSON, merge_record(run, result, eos))
     return result
 
 

@@ -1,7 +1,10 @@
-"""The run folder: file names, run.json, atomic writes, the loss plot.
+"""The run folder: file names, run.json, atomic writes, checkpoints, the loss plot.
 
 A run folder is finished when `run.json` exists: it is written last, through a temporary file and
-a rename, so an interrupted run never looks finished.
+a rename, so an interrupted run never looks finished. Until then `.ft-run.json`, written when the
+run starts, marks the folder as ft's (ft.outdir). A checkpoint is complete when its
+`trainer_state.json` reads: transformers writes it after the weights, optimizer, scheduler and RNG
+states (Trainer._save_checkpoint), so a checkpoint cut short by kill -9 or a full disk lacks it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ LOSS_PNG = "loss.png"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 CHECKPOINT_PREFIX = "checkpoint-"
+RUN_MARKER = ".ft-run.json"
+"""Written when a run starts, removed when run.json is written: an unfinished run is ft's too."""
+RUN_MARKERS = (RUN_JSON, RUN_MARKER)
+TRAINER_STATE = "trainer_state.json"
 FINAL_TMP = ".ft-final.tmp"
 """Where the final model files are written before being moved to the top level."""
 
@@ -121,9 +128,28 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+def checkpoint_complete(checkpoint: Path) -> bool:
+    """trainer_state.json is written last and must parse: a cut-short checkpoint fails this."""
+    try:
+        state = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and "global_step" in state
+
+
 def newest_checkpoint(run_dir: Path) -> Path | None:
-    checkpoints = list_checkpoints(run_dir)
-    return checkpoints[-1] if checkpoints else None
+    """The newest complete checkpoint (incomplete ones are never resumed from)."""
+    complete = [path for path in list_checkpoints(run_dir) if checkpoint_complete(path)]
+    return complete[-1] if complete else None
+
+
+def incomplete_checkpoints(run_dir: Path) -> list[Path]:
+    return [path for path in list_checkpoints(run_dir) if not checkpoint_complete(path)]
+
+
+def has_work_to_keep(run_dir: Path) -> bool:
+    """A finished run or a checkpoint to resume from: what starting over would lose."""
+    return (run_dir / RUN_JSON).is_file() or newest_checkpoint(run_dir) is not None
 
 
 def library_versions() -> dict[str, str | None]:

@@ -1,8 +1,9 @@
 """The training run: the trl SFTConfig built from the config, the trainer, the run folder.
 
-`build_sft_config` is pure. `run_training` is the whole `ft train`: it refuses to overwrite a run,
-loads tokenizer, data, model and adapter, trains with trl's SFTTrainer on the pre-tokenized rows
-(masks and packing as ft.data made them), stops cleanly on Ctrl-C/SIGTERM, and writes the run folder.
+`build_sft_config` is pure. `run_training` is the whole `ft train`: it claims the output folder
+(ft.train_output: refuse, start over, resume or replace), loads tokenizer, data, model and adapter,
+trains with trl's SFTTrainer on the pre-tokenized rows (masks and packing as ft.data made them),
+stops cleanly on Ctrl-C/SIGTERM, and writes the run folder.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ft.errors import FtError, OutputExistsError, TrainingInterrupted
+from ft.errors import FtError, TrainingInterrupted
 from ft.model import Precision
+from ft.outdir import writing
 from ft.packing import PackedRowsCollator, varlen_attention
-from ft.run import FINAL_TMP, METRICS_JSONL, newest_checkpoint
+from ft.run import FINAL_TMP, METRICS_JSONL
 from ft.schema import FtConfig
 from ft.sources import resolve_model_source
 
@@ -226,34 +228,6 @@ def build_sft_config(
 # The output folder
 
 
-def prepare_output_dir(cfg: FtConfig, run_dir: Path, *, resume: bool, force: bool) -> Path | None:
-    """Refuse to overwrite a run; returns the checkpoint to resume from (None: start fresh)."""
-    if cfg.resume_from_checkpoint and not resume:
-        resume = True
-    exists = run_dir.exists() and any(run_dir.iterdir())
-    if resume:
-        if cfg.resume_from_checkpoint:
-            checkpoint = Path(cfg.resume_from_checkpoint)
-            if not checkpoint.is_dir():
-                raise FtError(f"resume_from_checkpoint: {checkpoint} is not a folder")
-            return checkpoint
-        newest = newest_checkpoint(run_dir)
-        if newest is None:
-            raise FtError(
-                f"--resume: {run_dir} has no checkpoint-N folder to resume from",
-                hint="run without --resume to start a new run",
-            )
-        return newest
-    if exists and not force:
-        raise OutputExistsError(
-            f"output_dir: {run_dir} already exists and is not empty",
-            hint="continue it with --resume, overwrite it with --force, or set another output_dir",
-        )
-    if exists and force and is_main_process_from_env():
-        shutil.rmtree(run_dir)
-    return None
-
-
 def all_sources_local(cfg: FtConfig) -> bool:
     try:
         model_local = resolve_model_source(cfg.base_model).kind != "hub"
@@ -304,26 +278,46 @@ def run_training(
     force: bool = False,
     on_event: Callable[[TrainEvent], None] | None = None,
 ) -> TrainResult:
-    """The whole `ft train`; raises OutputExistsError, TrainingInterrupted, FtError."""
+    """The whole `ft train`; raises OutputExistsError, TrainingInterrupted, WriteFailedError, FtError.
+
+    Until the trainer takes over Ctrl-C/SIGTERM (a checkpoint, then a stop), a signal stops the
+    command with TrainingInterrupted, so that a --force replacement is settled on the way out.
+    """
+    from ft.callbacks import raise_on_signals
+    from ft.train_output import claimed_run_dir
+
     emit = on_event or _no_event
     started_at = utc_now()
     run_dir = Path(cfg.output_dir).expanduser()
-    resume_from = prepare_output_dir(cfg, run_dir, resume=resume, force=force)
-    notes = [note for note in (use_offline_mode_if_local(cfg),) if note]
-    set_wandb_env(cfg)
+    main = is_main_process_from_env()
+    with (
+        raise_on_signals(stopped_before_training),
+        claimed_run_dir(
+            cfg, run_dir, resume=resume, force=force, main=main, note=lambda line: emit(_note(line))
+        ) as claim,
+    ):
+        notes = [note for note in (use_offline_mode_if_local(cfg),) if note]
+        set_wandb_env(cfg)
 
-    from ft.chat_templates import chat_template_jinja
-    from ft.data import prepare_data, summary_lines
-    from ft.tokenizer import load_tokenizer
+        from ft.chat_templates import chat_template_jinja
+        from ft.data import prepare_data, summary_lines
+        from ft.tokenizer import load_tokenizer
 
-    tokenizer = load_tokenizer(cfg)
-    data = prepare_data(cfg, tokenizer)
-    # Set before training so checkpoints carry it too: a template that renders the training format.
-    # After prepare_data: the tokenizer's own template (tokenizer_default) renders the data.
-    tokenizer.chat_template = chat_template_jinja(cfg, tokenizer)
-    notes += summary_lines(data.report)
-    return train_on_prepared(
-        cfg, tokenizer, data, resume_from=resume_from, emit=emit, notes=notes, started_at=started_at
+        tokenizer = load_tokenizer(cfg)
+        data = prepare_data(cfg, tokenizer)
+        # Set before training so checkpoints carry it too: a template that renders the training format.
+        # After prepare_data: the tokenizer's own template (tokenizer_default) renders the data.
+        tokenizer.chat_template = chat_template_jinja(cfg, tokenizer)
+        notes += summary_lines(data.report)
+        return train_on_prepared(
+            cfg, tokenizer, data, resume_from=claim.resume_from, emit=emit, notes=notes, started_at=started_at
+        )
+
+
+def stopped_before_training(signal_name: str) -> TrainingInterrupted:
+    return TrainingInterrupted(
+        f"ft train stopped by {signal_name} before training started: nothing new was saved",
+        hint="run the same command again",
     )
 
 
@@ -448,6 +442,7 @@ def _train_and_save(
     from transformers import EarlyStoppingCallback, PrinterCallback
 
     from ft.callbacks import (
+        CHECKPOINT_WRITE_HINT,
         CollatedTokensCallback,
         MetricsFileCallback,
         ProgressCallback,
@@ -481,14 +476,17 @@ def _train_and_save(
         keep_trainable_in_float32(trainer.model)
     if resume_from is not None:
         emit(_note(f"resuming from {resume_from}"))
+    # The first signal during the final evaluation and save is noted and the run completes; a
+    # second one aborts (the last checkpoint stays resumable: run.json is written last).
     with stop_on_signals(stop.request, emit):
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    if stop.stopped_at is not None:
-        raise interrupted(run_dir, stop.stopped_at, stop.request.signal_name)
-    if trainer.eval_dataset is not None and _last_eval_step(trainer) != trainer.state.global_step:
-        trainer.evaluate()
-    result = _result(context, trainer, adapted)
-    save_run_folder(context, trainer, result)
+        with writing(run_dir, CHECKPOINT_WRITE_HINT):
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        if stop.stopped_at is not None:
+            raise interrupted(run_dir, stop.stopped_at, stop.request.signal_name)
+        if trainer.eval_dataset is not None and _last_eval_step(trainer) != trainer.state.global_step:
+            trainer.evaluate()
+        result = _result(context, trainer, adapted)
+        save_run_folder(context, trainer, result)
     emit(_note("run folder written", run_dir=str(run_dir)))
     return result
 
@@ -540,9 +538,19 @@ def save_run_folder(context: RunContext, trainer: Any, result: TrainResult) -> N
     """
     run_dir = context.run_dir
     tmp = final_tmp_dir(run_dir)
-    trainer.save_model(str(tmp))
+    with writing(tmp, FINAL_WRITE_HINT, any_error=True):
+        trainer.save_model(str(tmp))
     if not trainer.is_world_process_zero():
         return
+    with writing(run_dir, FINAL_WRITE_HINT):
+        _publish_run_files(context, tmp, result)
+
+
+FINAL_WRITE_HINT = "free some disk space, then run ft train CONFIG --resume: it writes the run folder from the last checkpoint"
+
+
+def _publish_run_files(context: RunContext, tmp: Path, result: TrainResult) -> None:
+    run_dir = context.run_dir
     for item in sorted(tmp.iterdir()):
         if item.name in SKIPPED_SAVE_FILES:
             continue
@@ -557,6 +565,7 @@ def save_run_folder(context: RunContext, trainer: Any, result: TrainResult) -> N
         CONFIG_YML,
         LOSS_PNG,
         RUN_JSON,
+        RUN_MARKER,
         plot_loss,
         read_metrics,
         write_json_atomic,
@@ -568,6 +577,8 @@ def save_run_folder(context: RunContext, trainer: Any, result: TrainResult) -> N
     if plot_note:
         result.notes.append(plot_note)
     write_json_atomic(run_dir / RUN_JSON, run_record(context, result))
+    # run.json marks the folder as ft's from now on.
+    (run_dir / RUN_MARKER).unlink(missing_ok=True)
 
 
 SKIPPED_SAVE_FILES = frozenset({"training_args.bin", "README.md"})

@@ -1,0 +1,175 @@
+"""Folders ft writes: who owns them, replacing them with --force, hidden siblings, write errors.
+
+ft deletes or replaces only what it wrote itself. It recognises its folders by a file it always
+writes there: a run folder by `run.json` (finished) or `.ft-run.json` (written when a run starts),
+a merged model by `ft_merge.json`. Any other non-empty folder is refused, `--force` or not.
+
+Replacing never destroys the old folder before the new one stands: the old one is renamed to a
+hidden sibling `.NAME.ft-TAG-PID.RANDOM.old` (same parent folder, so a rename, not a copy) and
+deleted once the new one is in place. Temporary siblings carry the writer's process id, so the next
+ft command can tell a leftover of a killed process (kill -9, power loss) from one still being
+written, and remove it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ft.errors import FtError
+
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class WriteFailedError(FtError):
+    """ft could not write its output (disk full, quota, file size limit, I/O error)."""
+
+
+def is_empty(path: Path) -> bool:
+    """True for a missing folder or one with nothing in it."""
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
+def owned_by_ft(path: Path, markers: tuple[str, ...]) -> bool:
+    return path.is_dir() and any((path / marker).is_file() for marker in markers)
+
+
+def refuse_foreign(path: Path, markers: tuple[str, ...], what: str) -> None:
+    """FtError unless `path` is missing, empty, or a folder ft wrote (holds one of `markers`)."""
+    if is_empty(path) or owned_by_ft(path, markers):
+        return
+    kind = "a file" if path.exists() and not path.is_dir() else "a folder"
+    raise FtError(
+        f"{path} is {kind} ft did not create (no {' or '.join(markers)}): ft will not delete it",
+        hint=f"choose another {what}, or move it away yourself if it can go",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Hidden siblings: temporary and set-aside folders beside an output
+
+
+def _sibling_prefix(path: Path, tag: str) -> str:
+    return f".{path.name}.ft-{tag}-"
+
+
+def new_sibling(path: Path, tag: str, suffix: str) -> Path:
+    """A new hidden folder beside `path` (same filesystem, so renames between them are atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f"{_sibling_prefix(path, tag)}{os.getpid()}."
+    return Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=path.parent))
+
+
+def pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def stale_siblings(path: Path, tag: str) -> list[Path]:
+    """Hidden siblings of `path` with `tag` left by a process that no longer runs."""
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(re.escape(_sibling_prefix(path, tag)) + r"(\d+)\.")
+    stale = []
+    for child in sorted(path.parent.iterdir()):
+        match = pattern.match(child.name)
+        if match and child.is_dir() and not pid_alive(int(match.group(1))):
+            stale.append(child)
+    return stale
+
+
+def remove_stale_siblings(path: Path, tag: str) -> list[Path]:
+    removed = stale_siblings(path, tag)
+    for folder in removed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return removed
+
+
+def set_aside(path: Path, tag: str) -> Path:
+    """Rename `path` into a new hidden sibling; returns that holder (restore() puts it back)."""
+    holder = new_sibling(path, tag, ".old")
+    os.replace(path, holder / path.name)
+    return holder
+
+
+def restore(holder: Path, path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(holder / path.name, path)
+    shutil.rmtree(holder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Write errors
+
+
+def _disk_oserror(err: BaseException) -> OSError | None:
+    """The full-disk OSError behind `err`, following the chain of causes."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_ERRNOS:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def is_write_failure(err: BaseException) -> bool:
+    """A full disk, a quota or a file size limit, seen through the layers that wrap it.
+
+    torch.save reports a full disk as a RuntimeError without errno ("file write failed",
+    "unexpected pos ..."), so a save's own RuntimeError counts too (see `writing`).
+    """
+    return _disk_oserror(err) is not None
+
+
+def _reason(err: BaseException) -> str:
+    disk = _disk_oserror(err)
+    if disk is not None:
+        return f"{disk.strerror} ({disk.filename})" if disk.filename else str(disk.strerror)
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def free_space(path: Path) -> str:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return "free space unknown"
+    return f"{free / 2**20:,.1f} MiB free there"
+
+
+def write_failed(what: Path, err: BaseException, hint: str) -> WriteFailedError:
+    return WriteFailedError(
+        f"cannot write {what} (disk full, or a file size limit?): {_reason(err)}; {free_space(what)}",
+        hint=hint,
+    )
+
+
+@contextmanager
+def writing(what: Path, hint: str, *, any_error: bool = False) -> Iterator[None]:
+    """Turn a failed write into WriteFailedError: a disk error always, any other Exception only
+    with `any_error` (for a block that does nothing but write files)."""
+    try:
+        yield
+    except FtError:
+        raise
+    except Exception as err:
+        if any_error or is_write_failure(err):
+            raise write_failed(what, err, hint) from err
+        raise
