@@ -47,7 +47,7 @@ def _hours(value: float | None) -> str:
 def plan_command(
     config: Path = typer.Argument(..., help="The run's YAML config."),
     gpu: str | None = typer.Option(
-        None, "--gpu", help="A GPU of the table, e.g. A100, H100, L4, 'RTX 4090'."
+        None, "--gpu", help="A GPU of the table: T4, L4, 'RTX 4090', 'A100 40GB', L40S, 'A100 80GB', H100."
     ),
     memory: str | None = typer.Option(None, "--memory", help="A custom memory budget, e.g. 24GB."),
     mfu: float = typer.Option(0.4, "--mfu", min=0.01, max=1.0, help="Assumed utilisation of peak FLOPs."),
@@ -58,8 +58,7 @@ def plan_command(
 ) -> None:
     """Parameters, memory line by line and training time of a run, before any weights load.
 
-    The exit status is 0 whether or not the run fits: the plan is a report (scripts read `fits`
-    from --json).
+    The exit status is 0 whether or not the run fits: the plan is a report (--json has `fits`).
     """
     from ft.config import read_config
     from ft.plan import build_plan

@@ -28,6 +28,7 @@ from ft.plan_memory import (
     training_flops,
 )
 from ft.plan_model import Architecture, inspect_model
+from ft.plan_tokens import Tokens, count_training_tokens
 from ft.schema import FtConfig
 
 
@@ -48,15 +49,6 @@ class GpuFit:
     hours: float | None
     """Training time at the stated utilisation; None when the token count is unknown."""
     hours_per_million_tokens: float | None
-
-
-@dataclass(frozen=True)
-class Tokens:
-    total: int | None
-    how: str
-    """'counted', 'estimated' or 'unknown', and from what."""
-    longest: int | None = None
-    """The longest training sequence when counted (capped at sequence_len); activations use it."""
 
 
 @dataclass
@@ -139,7 +131,10 @@ def _pick_gpu(name: str | None) -> Gpu | None:
         return None
     gpu = find_gpu(name)
     if gpu is None:
-        raise FtError(f"--gpu: unknown GPU {name!r}", hint="use one of: " + ", ".join(g.name for g in GPUS))
+        raise FtError(
+            f"--gpu: no single GPU of the table matches {name!r}",
+            hint="use one of: " + ", ".join(g.name for g in GPUS),
+        )
     return gpu
 
 
@@ -300,54 +295,6 @@ def _activation_lines(
             "logits", "logits and loss", acts.logits, f"{tokens:,} tokens x vocab {arch.vocab_size:,}"
         ),
     ]
-
-
-def count_training_tokens(cfg: FtConfig) -> Tokens:
-    """Tokens the run trains on: counted with the tokenizer when every dataset is local, else
-    estimated from max_steps, else unknown."""
-    from ft.rows import is_local
-
-    rows_per_step = cfg.micro_batch_size * cfg.gradient_accumulation_steps
-    if all(is_local(ds.path) for ds in cfg.datasets):
-        try:
-            return _counted_tokens(cfg, rows_per_step)
-        except FtError as err:
-            reason = f"counting failed ({err.message.splitlines()[0]})"
-    else:
-        reason = "not every dataset is local"
-    if cfg.max_steps:
-        total = cfg.max_steps * rows_per_step * cfg.sequence_len
-        return Tokens(
-            total,
-            f"estimated ({reason}): max_steps {cfg.max_steps} x {rows_per_step} rows x sequence_len "
-            f"{cfg.sequence_len}, an upper bound",
-        )
-    return Tokens(None, f"unknown ({reason}, no max_steps): hours are given per million tokens")
-
-
-def _counted_tokens(cfg: FtConfig, rows_per_step: int) -> Tokens:
-    from ft.data import preview_examples, split_eval
-    from ft.tokenizer import load_tokenizer
-
-    examples, _ = preview_examples(cfg, load_tokenizer(cfg), None)
-    train, _ = split_eval(cfg, examples)
-    if not train:
-        raise FtError("no training rows")
-    lengths = [cfg.sequence_len if cfg.pad_to_sequence_len else len(e.input_ids) for e in train]
-    per_epoch = sum(lengths)
-    longest = min(max(lengths), cfg.sequence_len)
-    if cfg.max_steps:
-        per_row = cfg.sequence_len if cfg.sample_packing else per_epoch / len(lengths)
-        total = int(cfg.max_steps * rows_per_step * per_row)
-        how = f"counted: max_steps {cfg.max_steps} x {rows_per_step} rows x {per_row:.0f} tokens"
-        return Tokens(total, how, longest)
-    total = int(per_epoch * cfg.num_epochs)
-    return Tokens(
-        total,
-        f"counted: {len(train):,} training rows, {per_epoch:,} tokens per epoch x num_epochs "
-        f"{cfg.num_epochs:g} (padding not counted); longest row {longest}",
-        longest,
-    )
 
 
 def _assumptions(cfg: FtConfig, mfu: float, compute_dtype: str) -> list[str]:

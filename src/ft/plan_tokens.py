@@ -1,0 +1,66 @@
+"""Training tokens for `ft plan`: counted with the tokenizer when the data is local (no model is
+loaded), estimated from max_steps otherwise, or unknown (and said so)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ft.errors import FtError
+from ft.schema import FtConfig
+
+
+@dataclass(frozen=True)
+class Tokens:
+    total: int | None
+    how: str
+    """'counted', 'estimated' or 'unknown', and from what."""
+    longest: int | None = None
+    """The longest training sequence when counted (capped at sequence_len); activations use it."""
+
+
+def count_training_tokens(cfg: FtConfig) -> Tokens:
+    """Tokens the run trains on: counted with the tokenizer when every dataset is local, else
+    estimated from max_steps, else unknown."""
+    from ft.rows import is_local
+
+    rows_per_step = cfg.micro_batch_size * cfg.gradient_accumulation_steps
+    if all(is_local(ds.path) for ds in cfg.datasets):
+        try:
+            return _counted_tokens(cfg, rows_per_step)
+        except FtError as err:
+            reason = f"counting failed ({err.message.splitlines()[0]})"
+    else:
+        reason = "not every dataset is local"
+    if cfg.max_steps:
+        total = cfg.max_steps * rows_per_step * cfg.sequence_len
+        return Tokens(
+            total,
+            f"estimated ({reason}): max_steps {cfg.max_steps} x {rows_per_step} rows x sequence_len "
+            f"{cfg.sequence_len}, an upper bound",
+        )
+    return Tokens(None, f"unknown ({reason}, no max_steps): hours are given per million tokens")
+
+
+def _counted_tokens(cfg: FtConfig, rows_per_step: int) -> Tokens:
+    from ft.data import preview_examples, split_eval
+    from ft.tokenizer import load_tokenizer
+
+    examples, _ = preview_examples(cfg, load_tokenizer(cfg), None)
+    train, _ = split_eval(cfg, examples)
+    if not train:
+        raise FtError("no training rows")
+    lengths = [cfg.sequence_len if cfg.pad_to_sequence_len else len(e.input_ids) for e in train]
+    per_epoch = sum(lengths)
+    longest = min(max(lengths), cfg.sequence_len)
+    if cfg.max_steps:
+        per_row = cfg.sequence_len if cfg.sample_packing else per_epoch / len(lengths)
+        total = int(cfg.max_steps * rows_per_step * per_row)
+        how = f"counted: max_steps {cfg.max_steps} x {rows_per_step} rows x {per_row:.0f} tokens"
+        return Tokens(total, how, longest)
+    total = int(per_epoch * cfg.num_epochs)
+    return Tokens(
+        total,
+        f"counted: {len(train):,} training rows, {per_epoch:,} tokens per epoch x num_epochs "
+        f"{cfg.num_epochs:g} (padding not counted); longest row {longest}",
+        longest,
+    )
