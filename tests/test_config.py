@@ -145,14 +145,13 @@ def test_a_union_error_is_one_line_in_words(tmp_path: Path) -> None:
     ]
 
 
-def test_dump_round_trips_and_redacts(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, BASE + "wandb_project: p\n"))
+def test_dump_round_trips_with_special_tokens(tmp_path: Path) -> None:
+    """Redaction must leave vocabulary alone: `pad_token: <unk>` is not a secret (see test_secrets)."""
+    text = BASE + "wandb_project: p\nspecial_tokens:\n  pad_token: <unk>\ntokens: ['<tool>']\n"
+    cfg = load_config(write(tmp_path, text))
     again = write(tmp_path, dump_config(cfg))
     assert load_config(again) == cfg
-    fake = {"hub_token": "hf_secret", "nested": {"api_key": "k"}}
-    from ft.config import _redact
-
-    assert _redact(fake) == {"hub_token": "***", "nested": {"api_key": "***"}}
+    assert cfg.special_tokens == {"pad_token": "<unk>"} and cfg.tokens == ["<tool>"]
 
 
 def test_cli_validate_exit_codes(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ft.redact import redact
 from ft.schema import DatasetSettings, FtConfig
 
 # ---------------------------------------------------------------------------------------------
@@ -383,7 +384,7 @@ def translate_axolotl(data: Mapping[str, Any]) -> Translation:
 
 
 def _translate_top_key(out: Translation, key: str, value: Any) -> None:
-    shown = f"{key}: {_show(value)}"
+    shown = f"{key}: {_show(redact(value, key))}"
     if key in RENAMED:
         mapped = RENAMED[key](value)
         for target, new in mapped.items():

@@ -17,9 +17,10 @@ from pydantic import ValidationError
 
 from ft.axolotl_keys import translate_axolotl
 from ft.config_checks import check_paths
-from ft.config_errors import SECRET_KEY, validation_problems
+from ft.config_errors import validation_problems
 from ft.config_yaml import parse_yaml, read_yaml_mapping
 from ft.errors import ConfigError
+from ft.redact import redact
 from ft.schema import FtConfig, rule_problems
 
 OVERRIDE_PATH = re.compile(r"^([A-Za-z_]\w*)(?:\[(\d+)\])?(?:\.([A-Za-z_]\w*))?$")
@@ -89,17 +90,10 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> FtConfig:
     return read_config(path, overrides, check_files=False)[0]
 
 
-def _redact(value: Any, key: str = "") -> Any:
-    if isinstance(value, dict):
-        return {k: _redact(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(v, key) for v in value]
-    if SECRET_KEY.search(key) and isinstance(value, str) and value:
-        return "***"
-    return value
+def dump_config(cfg: FtConfig) -> str:
+    """The resolved config as YAML, every default filled in; loads back to an equal FtConfig.
 
-
-def dump_config(cfg: FtConfig, redact: bool = True) -> str:
-    """The resolved config as YAML, every default filled in; loads back to an equal FtConfig."""
-    data = cfg.model_dump(mode="json")
-    return yaml.safe_dump(_redact(data) if redact else data, sort_keys=False)
+    The schema has no field for a secret (they come from the environment); `redact` is the guard
+    should one ever be added.
+    """
+    return yaml.safe_dump(redact(cfg.model_dump(mode="json")), sort_keys=False)

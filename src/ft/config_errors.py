@@ -9,7 +9,6 @@ missing. A secret-looking key's value is never shown.
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Sequence
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
@@ -17,9 +16,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from ft.redact import is_secret_key, secret_key_hint
 from ft.schema import DatasetSettings, FtConfig
-
-SECRET_KEY = re.compile(r"(token|secret|password|api_key)", re.IGNORECASE)
 
 
 def _format_loc(loc: Sequence[int | str]) -> str:
@@ -51,7 +49,7 @@ def _field_for(loc: Sequence[int | str]) -> FieldInfo | None:
 
 def _show(value: Any, loc: Sequence[int | str]) -> str:
     """The offending value, short; a secret-looking key's text is never shown."""
-    if isinstance(value, str) and SECRET_KEY.search(_format_loc(loc)):
+    if isinstance(value, str) and any(is_secret_key(part) for part in loc if isinstance(part, str)):
         return "a value (not shown)"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -159,6 +157,8 @@ def _close_key(loc: tuple[int | str, ...]) -> str | None:
 def _problem(loc: tuple[int | str, ...], errors: list[Any]) -> str:
     error = errors[0]
     if error.get("type") == "extra_forbidden":
+        if is_secret_key(str(loc[-1])):
+            return f"{_format_loc(loc)}: a secret in the config file: {secret_key_hint(str(loc[-1]))}"
         close = _close_key(loc)
         suggestion = f" (did you mean {close!r}?)" if close else ""
         return f"{_format_loc(loc)}: unknown key{suggestion}"
