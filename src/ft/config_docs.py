@@ -41,6 +41,11 @@ with an adapter; `warmup_steps` / `warmup_ratio`, `eval_steps` / `evals_per_epoc
 `save_steps` / `saves_per_epoch`, `fp16` / `bf16: true` and `val_set_size` / `test_datasets`
 exclude each other. Local paths (`base_model`, `tokenizer_config`, `lora_model_dir`,
 `deepspeed`, dataset paths) must exist; a Hub id is checked for its form (`org/name`) only.
+A local `base_model` folder must hold safetensors weights (pickle `.bin` weights only with
+`allow_pickle_weights: true`) and may name its own model code (`auto_map`) only with
+`trust_remote_code: true`; a Hub model already in the local cache is checked for the latter too.
+Secrets (`HF_TOKEN`, `WANDB_API_KEY`) come from the environment: a secret-looking key in the file
+is an error.
 """
 
 

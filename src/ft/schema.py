@@ -309,7 +309,10 @@ class DataSettings(Section):
         description="Rows longer than sequence_len: drop them (counted), truncate them, or fail.",
     )
     skip_invalid_rows: bool = Field(
-        False, description="Skip rows that cannot be rendered (counted and reported) instead of failing."
+        False,
+        description="Skip rows that cannot be used (counted, reported, the first few listed) instead of "
+        "failing. Whole-file problems still fail: a cut or invalid .json array, a CSV or .json file that "
+        "is not UTF-8, a mapped column missing from a CSV/parquet/arrow file.",
     )
     sample_packing: bool = Field(False, description="Pack several examples per sequence (padding-free).")
     pad_to_sequence_len: bool = Field(False, description="Pad every batch to sequence_len.")
