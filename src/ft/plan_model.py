@@ -117,11 +117,24 @@ def _hub_config(repo_id: str, revision: str | None, kwargs: dict[str, Any]) -> t
             raise _no_config_error(repo_id, why) from None
     from huggingface_hub import hf_hub_download
 
+    _probe_hub(repo_id, revision)
     try:
         path = hf_hub_download(repo_id, "config.json", revision=revision, etag_timeout=10)
     except Exception as err:
         raise _no_config_error(repo_id, f"the Hub cannot be reached ({type(err).__name__})") from err
     return AutoConfig.from_pretrained(Path(path).parent, **kwargs), f"{repo_id} (Hugging Face Hub)"
+
+
+def _probe_hub(repo_id: str, revision: str | None) -> None:
+    """One quick request before the download: unreachable, hf_hub_download retries for ~25 s."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, get_session
+
+    url = hf_hub_url(repo_id, "config.json", revision=revision)
+    try:
+        get_session().head(url, follow_redirects=True, timeout=10, headers=build_hf_headers())
+    except Exception as err:  # the transport's exception types are not public API
+        raise _no_config_error(repo_id, f"the Hub cannot be reached ({type(err).__name__})") from err
 
 
 def _no_config_error(repo_id: str, why: str) -> FtError:
