@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -154,12 +156,15 @@ def test_set_aside_run_of_a_killed_force_is_removed_next_time(tmp_path: Path) ->
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     pid = int(dead.stdout)
-    leftover = tmp_path / f".run.ft-replaced-{pid}.abc123.old"
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+    leftover = tmp_path / f".run.ft-replaced-{pid}-{host}.abc123.old"
     (leftover / "run").mkdir(parents=True)
     live = new_sibling(run, "replaced", ".old")  # this process: still running, kept
+    elsewhere = tmp_path / f".run.ft-replaced-{pid}-another-host.abc123.old"  # cannot tell: kept
+    elsewhere.mkdir()
     assert stale_siblings(run, "replaced") == [leftover]
     claim = claim_run_dir(make_cfg(run), run, resume=True, force=False)
-    assert not leftover.exists() and live.exists() and "killed" in claim.notes[0]
+    assert not leftover.exists() and live.exists() and elsewhere.exists() and "killed" in claim.notes[0]
     foreign = tmp_path / ".run.backup"
     foreign.mkdir()
     assert remove_stale_siblings(run, "replaced") == [] and foreign.exists()

@@ -4,9 +4,10 @@ Kill points, each reached by waiting for a file the run writes (no sleeps, no te
 during data preparation (SIGTERM), during a step (SIGINT), during a checkpoint save (SIGTERM, and
 SIGKILL, which no handler can soften), and a full disk while saving a checkpoint (RLIMIT_FSIZE:
 writes past the limit fail with EFBIG, as they would with ENOSPC on a full disk).
-SIGINT and SIGKILL hit a real `python -m ft train` process; to keep the suite fast, the other
-points run `ft train` in this process, signalled by a watcher thread (the handlers are ft's, the
-same in both cases). Every continuation runs in this process.
+Signals during steps and saves hit a real `python -m ft train` process (a save is caught half-way
+by freezing the process with SIGSTOP the moment its adapter file appears). To keep the suite fast,
+the data-preparation point runs `ft train` in this process, signalled by a watcher thread (the
+window there lasts seconds), and the full disk too. Every continuation runs in this process.
 """
 
 from __future__ import annotations
@@ -120,6 +121,14 @@ def train_steps(run: Path) -> list[int]:
 def test_sigterm_during_data_preparation_then_a_plain_rerun(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Imported first, so that the signal lands in ft's work rather than half-way through an import
+    # of this test process (a CLI process ends anyway; this one goes on to the next tests).
+    import datasets  # noqa: F401
+
+    import ft.chat_templates
+    import ft.data
+    import ft.tokenizer  # noqa: F401
+
     config = write_config(tmp_path, tiny_model_dir, max_steps=4, save_steps=2)
     run = tmp_path / "run"
     # .ft-run.json is written once the signal handling is in place, before the tokenizer and data load.
@@ -162,23 +171,22 @@ def test_sigint_during_a_step_then_resume_reaches_the_planned_step(
 
 
 def test_sigterm_during_a_checkpoint_save_finishes_it_then_stops(
-    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     planned = 8
     config = write_config(tmp_path, tiny_model_dir, max_steps=planned, save_steps=2)
-    run = tmp_path / "run"
-    saving = run / "checkpoint-2"
-
-    def mid_save() -> bool:
-        return (saving / "adapter_model.safetensors").is_file() and not checkpoint_complete(saving)
-
-    with signal_self_when(mid_save, signal.SIGTERM) as sent:
-        code = run_cli("train", str(config))
-    assert sent.is_set() and code == 130
+    run, log = tmp_path / "run", tmp_path / "ft.log"
+    proc = start_train(config, log)
+    saving = pause_mid_save(proc, run, log, range(2, planned - 2, 2))
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)  # the handler runs in the middle of the save
+    code, output = finish(proc, log)
+    assert code == 130, output
     assert checkpoint_complete(saving)  # the save in progress was finished ...
-    stopped = run / "checkpoint-3"  # ... and the step under way got its own
-    assert checkpoint_complete(stopped)
-    assert f"checkpoint saved in {stopped}" in " ".join(capsys.readouterr().err.split())
+    stopped = (
+        run / f"checkpoint-{int(saving.name.split('-')[1]) + 1}"
+    )  # ... and the step under way got its own
+    assert checkpoint_complete(stopped) and f"checkpoint saved in {stopped}" in output
 
     assert run_cli("train", str(config), "--resume") == 0
     assert run_json(run)["global_step"] == planned
@@ -222,3 +230,22 @@ def test_full_disk_while_saving_a_checkpoint(
 
     assert run_cli("train", str(config)) == 0  # space again: the run starts over, no --force needed
     assert run_json(run)["global_step"] == 4
+
+
+def test_sigkill_while_writing_the_final_files_then_resume_writes_them(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    planned = 4
+    config = write_config(tmp_path, tiny_model_dir, max_steps=planned, save_steps=2)
+    run, log = tmp_path / "run", tmp_path / "ft.log"
+    proc = start_train(config, log)
+    # After the last step: the adapter goes to .ft-final.tmp, then to the top level, run.json last.
+    wait_for(lambda: (run / ".ft-final.tmp").is_dir(), proc, log)
+    proc.kill()
+    proc.wait(timeout=60)
+    assert not (run / "run.json").exists()  # a killed run never looks finished
+
+    assert run_cli("train", str(config), "--resume") == 0
+    assert run_json(run)["global_step"] == planned
+    assert not (run / ".ft-final.tmp").exists() and not (run / ".ft-run.json").exists()
+    assert (run / "adapter_model.safetensors").is_file()

@@ -117,8 +117,8 @@ def train_command(
     force: bool = typer.Option(
         False,
         "--force",
-        help="Replace an existing output_dir that ft train wrote (the old run is deleted only once the "
-        "new one has a checkpoint); never a folder ft did not create.",
+        help="Replace an existing output_dir that ft train wrote (the old run is kept aside until the "
+        "new one ends with a checkpoint); never a folder ft did not create.",
     ),
     overrides: list[str] = typer.Option(
         [], "--set", help="Override a config key: --set key=value (repeatable; dotted paths for nested keys)."

@@ -5,7 +5,7 @@ writes there: a run folder by `run.json` (finished) or `.ft-run.json` (written w
 a merged model by `ft_merge.json`. Any other non-empty folder is refused, `--force` or not.
 
 Replacing never destroys the old folder before the new one stands: the old one is renamed to a
-hidden sibling `.NAME.ft-TAG-PID.RANDOM.old` (same parent folder, so a rename, not a copy) and
+hidden sibling `.NAME.ft-TAG-PID-HOST.RANDOM.old` (same parent folder, so a rename, not a copy) and
 deleted once the new one is in place. Temporary siblings carry the writer's process id, so the next
 ft command can tell a leftover of a killed process (kill -9, power loss) from one still being
 written, and remove it.
@@ -17,6 +17,7 @@ import errno
 import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,15 +60,20 @@ def _sibling_prefix(path: Path, tag: str) -> str:
     return f".{path.name}.ft-{tag}-"
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
 def new_sibling(path: Path, tag: str, suffix: str) -> Path:
-    """A new hidden folder beside `path` (same filesystem, so renames between them are atomic)."""
+    """A new hidden folder beside `path` (same filesystem, so renames between them are atomic),
+    named with this process's id and host."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f"{_sibling_prefix(path, tag)}{os.getpid()}."
+    prefix = f"{_sibling_prefix(path, tag)}{os.getpid()}-{_host()}."
     return Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=path.parent))
 
 
 def pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name != "posix":  # Windows' os.kill(pid, 0) would send Ctrl-C
         return True
     try:
         os.kill(pid, 0)
@@ -79,14 +85,15 @@ def pid_alive(pid: int) -> bool:
 
 
 def stale_siblings(path: Path, tag: str) -> list[Path]:
-    """Hidden siblings of `path` with `tag` left by a process that no longer runs."""
+    """Hidden siblings of `path` with `tag` left by a process of this host that no longer runs
+    (on a shared filesystem, another host's process cannot be checked: its folders stay)."""
     if not path.parent.is_dir():
         return []
-    pattern = re.compile(re.escape(_sibling_prefix(path, tag)) + r"(\d+)\.")
+    pattern = re.compile(re.escape(_sibling_prefix(path, tag)) + r"(\d+)-([A-Za-z0-9-]+)\.")
     stale = []
     for child in sorted(path.parent.iterdir()):
         match = pattern.match(child.name)
-        if match and child.is_dir() and not pid_alive(int(match.group(1))):
+        if match and match.group(2) == _host() and child.is_dir() and not pid_alive(int(match.group(1))):
             stale.append(child)
     return stale
 

@@ -7,9 +7,10 @@
 - `--resume`: the newest complete checkpoint; incomplete ones (killed or disk full while saving)
   are removed with a note, never resumed from.
 - `--force`: only over a folder ft created (ft.outdir). The old folder is renamed aside, not
-  deleted; it is deleted once the new run has finished or saved a checkpoint, and put back if the
-  new run fails before that. A set-aside folder left by a killed `--force` run is removed by the
-  next `ft train` into the same output_dir.
+  deleted. When the new run ends, the old one is deleted if the new one finished or has a
+  checkpoint to resume from, and put back otherwise (stopped or failed before its first save). A
+  set-aside folder left by a killed `--force` run is removed by the next `ft train` into the same
+  output_dir.
 Only the main process (rank 0) touches the filesystem.
 """
 
@@ -114,9 +115,7 @@ def _claim_into(claim: RunDirClaim, cfg: FtConfig, *, resume: bool, force: bool,
     refuse_foreign(run_dir, RUN_MARKERS, "output_dir")
     if main:
         claim.replaced = set_aside(run_dir, REPLACED_TAG)
-        claim.notes.append(
-            f"--force: the previous run is set aside in {claim.replaced} until this one has a checkpoint"
-        )
+        claim.notes.append(f"--force: the previous run is set aside in {claim.replaced} until this one ends")
     _start(run_dir, main)
 
 
