@@ -85,11 +85,19 @@ def test_resume_takes_newest_complete_checkpoint_and_removes_partial_ones(tmp_pa
     for step in (2, 10, 4):
         checkpoint(run, step)
     partial = checkpoint(run, 12, complete=False)
+    (run / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 13))
+    )
     claim = claim_run_dir(make_cfg(run), run, resume=True, force=False)
     assert claim.resume_from == run / "checkpoint-10"
-    assert not partial.exists() and claim.notes == [
-        "removed checkpoint-12: incomplete (its save was cut short)"
+    assert not partial.exists()
+    assert claim.notes == [
+        "removed checkpoint-12: incomplete (its save was cut short)",
+        "metrics.jsonl: 2 rows after step 10 left out (trained again)",
     ]
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == list(
+        range(1, 11)
+    )
     explicit = make_cfg(run, resume_from_checkpoint=str(checkpoint(run, 14, complete=False)))
     with pytest.raises(FtError, match="incomplete"):
         claim_run_dir(explicit, run, resume=False, force=False)

@@ -15,7 +15,9 @@ from ft.run import (
     list_checkpoints,
     newest_checkpoint,
     plot_loss,
+    read_metrics,
     read_run,
+    trim_metrics,
     write_json_atomic,
 )
 
@@ -87,3 +89,18 @@ def test_accelerate_configs_load(name: str) -> None:
     config = ClusterConfig.from_yaml_file(str(path))
     assert config.num_machines == 1 and config.mixed_precision in ("no", "bf16")
     assert yaml.safe_load(path.read_text())["distributed_type"] in ("MULTI_GPU", "FSDP", "DEEPSPEED")
+
+
+def test_metrics_trimmed_to_the_resumed_step_and_a_cut_line_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    rows = [
+        {"step": 1, "loss": 3.0},
+        {"step": 2, "loss": 2.5},
+        {"step": 2, "eval_loss": 2.7},
+        {"step": 3, "loss": 2.0},
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows) + '{"step": 4, "lo')  # killed mid-line
+    assert read_metrics(path) == rows
+    assert trim_metrics(path, 2) == 2
+    assert read_metrics(path) == rows[:3] and path.read_text().endswith("}\n")
+    assert trim_metrics(path, 2) == 0 and trim_metrics(tmp_path / "missing.jsonl", 2) == 0

@@ -137,6 +137,11 @@ def checkpoint_complete(checkpoint: Path) -> bool:
     return isinstance(state, dict) and "global_step" in state
 
 
+def checkpoint_step(checkpoint: Path) -> int:
+    """The global step a complete checkpoint was saved at."""
+    return int(json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))["global_step"])
+
+
 def newest_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete checkpoint (incomplete ones are never resumed from)."""
     complete = [path for path in list_checkpoints(run_dir) if checkpoint_complete(path)]
@@ -165,13 +170,31 @@ def library_versions() -> dict[str, str | None]:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of metrics.jsonl; a line cut short by a kill is left out."""
     if not path.is_file():
         return []
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            rows.append(json.loads(line))
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
+
+
+def trim_metrics(path: Path, last_step: int) -> int:
+    """Leave out the rows logged after `last_step` (a resumed run trains those steps again);
+    returns how many rows went."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [json.dumps(row) for row in read_metrics(path) if int(row.get("step") or 0) <= last_step]
+    if len(kept) == len(lines):
+        return 0
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
 
 
 def plot_loss(metrics: list[dict[str, Any]], path: Path) -> str | None:

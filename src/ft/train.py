@@ -485,7 +485,7 @@ def _train_and_save(
             raise interrupted(run_dir, stop.stopped_at, stop.request.signal_name)
         if trainer.eval_dataset is not None and _last_eval_step(trainer) != trainer.state.global_step:
             trainer.evaluate()
-        result = _result(context, trainer, adapted)
+        result = _result(context, trainer, adapted, progress.start_step)
         save_run_folder(context, trainer, result)
     emit(_note("run folder written", run_dir=str(run_dir)))
     return result
@@ -513,10 +513,16 @@ def _last(history: list[dict[str, Any]], key: str) -> Any:
     return None
 
 
-def _result(context: RunContext, trainer: Any, adapted: Any) -> TrainResult:
+def _session_tokens(history: list[dict[str, Any]], start_step: int) -> float | None:
+    """Tokens trained by this process: trl counts num_tokens from the process's start (not restored
+    on resume), while a resumed run's history also holds the rows restored from its checkpoint."""
+    return _last([row for row in history if row.get("step", 0) > start_step], "num_tokens")
+
+
+def _result(context: RunContext, trainer: Any, adapted: Any, start_step: int = 0) -> TrainResult:
     history = trainer.state.log_history
     runtime = _last(history, "train_runtime")
-    tokens = _last(history, "num_tokens")
+    tokens = _session_tokens(history, start_step)
     return TrainResult(
         run_dir=context.run_dir,
         global_step=trainer.state.global_step,

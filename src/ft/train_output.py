@@ -26,12 +26,15 @@ from pathlib import Path
 from ft.errors import FtError, OutputExistsError
 from ft.outdir import is_empty, owned_by_ft, refuse_foreign, remove_stale_siblings, restore, set_aside
 from ft.run import (
+    METRICS_JSONL,
     RUN_MARKER,
     RUN_MARKERS,
     checkpoint_complete,
+    checkpoint_step,
     has_work_to_keep,
     incomplete_checkpoints,
     newest_checkpoint,
+    trim_metrics,
     write_json_atomic,
 )
 from ft.schema import FtConfig
@@ -91,9 +94,7 @@ def _claim_into(claim: RunDirClaim, cfg: FtConfig, *, resume: bool, force: bool,
     if resume or cfg.resume_from_checkpoint:
         claim.resume_from = resume_checkpoint(cfg, run_dir)
         if main:
-            for partial in incomplete_checkpoints(run_dir):
-                shutil.rmtree(partial, ignore_errors=True)
-                claim.notes.append(f"removed {partial.name}: incomplete (its save was cut short)")
+            _tidy_for_resume(claim, claim.resume_from)
         return
     if is_empty(run_dir):
         _start(run_dir, main)
@@ -117,6 +118,17 @@ def _claim_into(claim: RunDirClaim, cfg: FtConfig, *, resume: bool, force: bool,
         claim.replaced = set_aside(run_dir, REPLACED_TAG)
         claim.notes.append(f"--force: the previous run is set aside in {claim.replaced} until this one ends")
     _start(run_dir, main)
+
+
+def _tidy_for_resume(claim: RunDirClaim, checkpoint: Path) -> None:
+    """Incomplete checkpoints go; metrics logged after the checkpoint go (trained again)."""
+    for partial in incomplete_checkpoints(claim.run_dir):
+        shutil.rmtree(partial, ignore_errors=True)
+        claim.notes.append(f"removed {partial.name}: incomplete (its save was cut short)")
+    step = checkpoint_step(checkpoint)
+    dropped = trim_metrics(claim.run_dir / METRICS_JSONL, step)
+    if dropped:
+        claim.notes.append(f"{METRICS_JSONL}: {dropped} rows after step {step} left out (trained again)")
 
 
 def _start(run_dir: Path, main: bool) -> None:
