@@ -199,3 +199,15 @@ def test_merge_force_only_over_a_merge_of_fts(tmp_path: Path) -> None:
         check_output(out, run, force=False)
     check_output(out, run, force=True)
     assert hidden(tmp_path) == []
+
+
+def test_force_never_moves_the_current_folder(tmp_path: Path) -> None:
+    run = finished_run(tmp_path / "run")
+    before = Path.cwd()
+    os.chdir(run / "checkpoint-8")
+    try:
+        with pytest.raises(FtError, match="holds the current folder"):
+            claim_run_dir(make_cfg(run), run, resume=False, force=True)
+    finally:
+        os.chdir(before)
+    assert (run / "run.json").is_file() and hidden(tmp_path) == []

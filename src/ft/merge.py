@@ -33,6 +33,7 @@ from ft.outdir import (
     new_sibling,
     owned_by_ft,
     refuse_foreign,
+    refuse_holding_cwd,
     remove_stale_siblings,
     set_aside,
     writing,
@@ -192,6 +193,7 @@ def check_output(out: Path, run: RunInfo, force: bool) -> None:
             else "choose another --out folder (ft did not create this one, so --force will not replace it)",
         )
     refuse_foreign(out, MERGE_MARKERS, "--out folder")
+    refuse_holding_cwd(out)
 
 
 MERGE_MARKERS = (MERGE_JSON,)

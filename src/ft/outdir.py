@@ -52,6 +52,18 @@ def refuse_foreign(path: Path, markers: tuple[str, ...], what: str) -> None:
     )
 
 
+def refuse_holding_cwd(path: Path) -> None:
+    """FtError when `path` is the current folder or holds it: it cannot be moved or deleted
+    from under the running command (relative paths would then point into the moved folder)."""
+    cwd = Path.cwd().resolve()
+    target = path.expanduser().resolve()
+    if cwd == target or target in cwd.parents:
+        raise FtError(
+            f"{path} holds the current folder ({cwd}): ft will not move or delete it",
+            hint="run ft from another folder, or set another output folder",
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # Hidden siblings: temporary and set-aside folders beside an output
 

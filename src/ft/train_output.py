@@ -24,7 +24,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ft.errors import FtError, OutputExistsError
-from ft.outdir import is_empty, owned_by_ft, refuse_foreign, remove_stale_siblings, restore, set_aside
+from ft.outdir import (
+    is_empty,
+    owned_by_ft,
+    refuse_foreign,
+    refuse_holding_cwd,
+    remove_stale_siblings,
+    restore,
+    set_aside,
+)
 from ft.run import (
     METRICS_JSONL,
     RUN_MARKER,
@@ -101,6 +109,7 @@ def _claim_into(claim: RunDirClaim, cfg: FtConfig, *, resume: bool, force: bool,
         return
     ours = owned_by_ft(run_dir, RUN_MARKERS)
     if ours and not has_work_to_keep(run_dir):
+        refuse_holding_cwd(run_dir)
         claim.notes.append(f"{run_dir} held an unfinished run with no checkpoint: starting it over")
         if main:
             shutil.rmtree(run_dir)
@@ -114,6 +123,7 @@ def _claim_into(claim: RunDirClaim, cfg: FtConfig, *, resume: bool, force: bool,
             else "set another output_dir (ft did not create this folder, so --force will not replace it)",
         )
     refuse_foreign(run_dir, RUN_MARKERS, "output_dir")
+    refuse_holding_cwd(run_dir)
     if main:
         claim.replaced = set_aside(run_dir, REPLACED_TAG)
         claim.notes.append(f"--force: the previous run is set aside in {claim.replaced} until this one ends")
