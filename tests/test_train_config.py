@@ -1,4 +1,4 @@
-"""The SFTConfig builder (pure) and the output-folder rules."""
+"""The SFTConfig builder (pure); the output-folder rules are in test_force.py."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from ft.errors import FtError, OutputExistsError
+from ft.errors import FtError
 from ft.model import Precision
 from ft.schema import FtConfig
-from ft.train import build_sft_config, planned_steps, prepare_output_dir, report_to, sft_config_kwargs
+from ft.train import build_sft_config, planned_steps, report_to, sft_config_kwargs
 
 CPU = Precision("float32", bf16=False, fp16=False, use_cpu=True)
 GPU_BF16 = Precision("bfloat16", bf16=True, fp16=False, use_cpu=False)
@@ -115,22 +115,3 @@ def test_real_sft_config_accepts_the_arguments(tmp_path: Path) -> None:
 def test_gpu_bf16_flags() -> None:
     kw = kwargs_for(make_cfg(), precision=GPU_BF16)
     assert kw["bf16"] is True and kw["use_cpu"] is False
-
-
-def test_existing_output_refused_resume_and_force(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    cfg = make_cfg(output_dir=str(run))
-    assert prepare_output_dir(cfg, run, resume=False, force=False) is None  # missing: fine
-    run.mkdir()
-    assert prepare_output_dir(cfg, run, resume=False, force=False) is None  # empty: fine
-    (run / "metrics.jsonl").write_text("{}\n")
-    with pytest.raises(OutputExistsError, match="already exists") as err:
-        prepare_output_dir(cfg, run, resume=False, force=False)
-    assert err.value.hint is not None and "--resume" in err.value.hint and "--force" in err.value.hint
-    with pytest.raises(FtError, match="no checkpoint-N folder"):
-        prepare_output_dir(cfg, run, resume=True, force=False)
-    for step in (2, 10, 4):
-        (run / f"checkpoint-{step}").mkdir()
-    assert prepare_output_dir(cfg, run, resume=True, force=False) == run / "checkpoint-10"
-    assert prepare_output_dir(cfg, run, resume=False, force=True) is None
-    assert not run.exists()
