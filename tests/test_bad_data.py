@@ -378,7 +378,9 @@ def test_the_rest_trains_with_skipping(tmp_path, tiny_model_dir, capsys):
     output = capsys.readouterr()
     assert code == 0, output.out + output.err
     assert "bad rows skipped: 5\n" in output.out and "data: 8 training rows" in output.out
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["global_step"] == 2
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["global_step"] == 2
+    assert record["data"]["bad_rows_skipped"] == 5 and record["data"]["train_rows"] == 8
 
 
 def test_a_pretty_printed_object_is_one_error_not_a_bad_row_per_line(tmp_path, tiny_model_dir, capsys):

@@ -373,6 +373,7 @@ def train_on_prepared(
         base_path=base_path,
         added_tokens=_added_tokens(tokenizer, base_rows),
         data_fingerprint=data.fingerprint,
+        data_counts=data.report.counts(),
         terminator=terminator_of(cfg, tokenizer),
         started_at=started_at or utc_now(),
         notes=notes,
@@ -388,6 +389,7 @@ class RunContext:
     base_path: str
     added_tokens: list[str]
     data_fingerprint: str
+    data_counts: dict[str, int]
     terminator: str
     started_at: str
     notes: list[str]
@@ -611,6 +613,7 @@ def run_record(context: RunContext, result: TrainResult) -> dict[str, Any]:
         "added_tokens": context.added_tokens,
         "library_versions": library_versions(),
         "data_fingerprint": context.data_fingerprint,
+        "data": context.data_counts,
         "global_step": result.global_step,
         "final_train_loss": result.final_train_loss,
         "final_eval_loss": result.final_eval_loss,
