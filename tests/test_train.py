@@ -118,6 +118,19 @@ def test_lora_run_folder_loss_and_weights(tiny_model_dir: Path, tmp_path: Path, 
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # old run deleted
 
 
+def test_same_config_trains_the_same_after_other_work(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """LoRA A and new embedding rows are random: ft seeds before drawing them, so whatever ran
+    before in the process (here: draws from torch's global generator) does not change the run."""
+    import torch
+
+    runs = []
+    for name in ("first", "second"):
+        torch.rand(1000)
+        assert run_cli("train", str(write_config(tmp_path, tiny_model_dir, name=name, max_steps=3))) == 0
+        runs.append(losses(tmp_path / name))
+    assert len(runs[0]) == 3 and runs[0] == runs[1]
+
+
 def test_qlora_4bit_on_cpu(tiny_model_dir: Path, tmp_path: Path) -> None:
     config = write_config(tmp_path, tiny_model_dir, adapter="qlora", load_in_4bit=True, save_steps=8)
     assert run_cli("train", str(config)) == 0

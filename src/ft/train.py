@@ -332,6 +332,8 @@ def train_on_prepared(
     started_at: str | None = None,
 ) -> TrainResult:
     """Model, adapter, trainer and run folder for data already prepared (`ft.data.PreparedData`)."""
+    from transformers import set_seed
+
     from ft.adapter import attach_adapter
     from ft.model import load_model_from_path, resolve_base_model_path, resolve_precision
 
@@ -348,6 +350,9 @@ def train_on_prepared(
         )
     base_path = resolve_base_model_path(cfg)
     base_rows = _vocab_rows(base_path, cfg)
+    # New embedding rows and LoRA A matrices are drawn at random before the trainer seeds
+    # anything: without this, the same config trains differently after other work in the process.
+    set_seed(cfg.seed)
     model = load_model_from_path(cfg, base_path, tokenizer, precision)
     adapted = attach_adapter(cfg, model)
     emit(
