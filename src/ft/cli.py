@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -75,11 +74,15 @@ def main(argv: list[str] | None = None) -> None:
             raise
         report_error(err, stderr)
         sys.exit(err.exit_code)
-    except click.exceptions.Abort:
+    except (KeyboardInterrupt, typer.Abort):
         stderr.print("aborted")
         sys.exit(130)
-    except click.ClickException as err:
-        err.show()
+    except typer.Exit as err:
         sys.exit(err.exit_code)
-    except click.exceptions.Exit as err:
-        sys.exit(err.exit_code)
+    except typer.TyperException as err:  # usage errors: a bad option, a missing argument, no command
+        show = getattr(err, "show", None)
+        if callable(show):
+            show()
+        else:
+            stderr.print(f"error: {escape(err.format_message())}", highlight=False)
+        sys.exit(err.exit_code or 2)

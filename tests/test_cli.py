@@ -1,0 +1,42 @@
+"""Usage errors (a bad option value, an unknown option or command, a missing argument) are one
+message and exit code 2 from `ft.cli.main`, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from ft.cli import main
+
+QUICKSTART = "configs/quickstart.yml"
+
+
+def run_main(args: list[str]) -> int:
+    try:
+        main(args)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["plan", QUICKSTART, "--mfu", "abc"], "Invalid value for '--mfu'"),
+        (["plan", QUICKSTART, "--bogus"], "No such option: --bogus"),
+        (["format", QUICKSTART, "-n", "abc"], "Invalid value for '-n'"),
+        (["nosuchcmd"], "No such command 'nosuchcmd'"),
+        (["validate"], "Missing argument 'CONFIG'"),
+        ([], "Usage:"),
+    ],
+)
+def test_usage_errors_exit_2_without_a_traceback(args: list[str], expected: str, capsys) -> None:
+    assert run_main(args) == 2
+    captured = capsys.readouterr()
+    shown = captured.out + captured.err
+    assert expected.lower() in shown.lower(), shown
+    assert "Traceback" not in shown
+
+
+def test_version_exits_0(capsys) -> None:
+    assert run_main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("ft ")
