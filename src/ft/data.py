@@ -226,7 +226,9 @@ def cut_to_budget(segments: list[Segment], budget: int) -> tuple[list[Segment], 
 
 def apply_length_rule(cfg: FtConfig, example: Example, path: str, report: DataReport) -> Example | None:
     limit = cfg.sequence_len
-    if len(example.input_ids) <= limit:
+    # A row cut before tokenizing counts as too long even should its cut text (through a
+    # normalizer that drops characters) come to sequence_len tokens or fewer: never trained uncounted.
+    if len(example.input_ids) <= limit and not example.chars_before_cut:
         return example
     report.too_long += 1
     if cfg.excess_length_strategy == "error":
