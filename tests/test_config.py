@@ -136,6 +136,53 @@ def test_broken_yaml_in_an_override_is_a_problem_line(tmp_path: Path) -> None:
     ]
 
 
+def test_a_control_character_in_an_override_is_a_problem_line(tmp_path: Path) -> None:
+    assert problems(write(tmp_path, BASE), ("base_model=a\x07b",)) == [
+        "--set base_model=a\\x07b: line 1, column 2: a control character (0x07) YAML does not allow (remove it)"
+    ]
+
+
+def test_a_long_override_is_cut_in_its_problem_line(tmp_path: Path) -> None:
+    (problem,) = problems(write(tmp_path, BASE), ("lora_r=" + "9" * 5000,))
+    assert problem == "--set lora_r=" + "9" * 290 + "...: a number with 5,000 digits"
+
+
+@pytest.mark.parametrize("key", ["int", "str", "bool", "float", "'lora[r]'", "'list[str]'"])
+def test_an_unknown_key_named_like_a_type_is_reported(tmp_path: Path, key: str) -> None:
+    (problem,) = problems(write(tmp_path, BASE + f"{key}: 8\n"))
+    assert problem.startswith(f"{key.strip(chr(39))}: unknown key")
+
+
+def test_a_dict_key_named_like_a_type_keeps_its_path(tmp_path: Path) -> None:
+    assert problems(write(tmp_path, BASE + "special_tokens: {int: 5}\n")) == [
+        "special_tokens.int: expected text, got 5"
+    ]
+
+
+def test_a_list_member_with_a_bad_item_names_the_item(tmp_path: Path) -> None:
+    text = BASE + "    data_files: [a, [b]]\n"
+    assert problems(write(tmp_path, text)) == ["datasets[0].data_files[1]: expected text, got a list"]
+
+
+def test_a_required_key_with_no_value_is_empty_not_missing(tmp_path: Path) -> None:
+    assert problems(write(tmp_path, BASE.replace("path: org/data", "path:"))) == [
+        "datasets[0].path: is empty: give a data file, a folder or a Hub dataset id"
+    ]
+    assert problems(write(tmp_path, BASE), ("base_model=",)) == [
+        "base_model: is empty: give a Hub id or a local folder"
+    ]
+    assert problems(write(tmp_path, "datasets:\n  - path: org/data\n")) == [
+        "base_model: required, but not given"
+    ]
+
+
+def test_a_key_repeated_three_times_is_reported_at_each_repeat(tmp_path: Path) -> None:
+    assert problems(write(tmp_path, BASE + "lora_r: 8\nlora_r: 16\nlora_r: 32\n")) == [
+        "lora_r: given twice (lines 4 and 5); YAML would keep only the last",
+        "lora_r: given twice (lines 4 and 6); YAML would keep only the last",
+    ]
+
+
 def test_a_union_error_is_one_line_in_words(tmp_path: Path) -> None:
     text = BASE + "    data_files: 5\nbf16: maybe\neval_steps: often\n"
     assert problems(write(tmp_path, text)) == [

@@ -26,29 +26,40 @@ from ft.schema import FtConfig, rule_problems
 OVERRIDE_PATH = re.compile(r"^([A-Za-z_]\w*)(?:\[(\d+)\])?(?:\.([A-Za-z_]\w*))?$")
 
 
+SHOWN_OVERRIDE = 300
+"""Characters of a `--set` shown in a problem line."""
+
+
 def apply_override(data: dict[str, Any], override: str) -> str | None:
     """Apply one `key=value` (value parsed as a YAML scalar); returns a problem line or None."""
     key, sep, raw = override.partition("=")
     match = OVERRIDE_PATH.match(key.strip())
+    shown = _shown(override)
     if not sep or not match:
-        return f"--set {override}: expected key=value, e.g. lora_r=32 or datasets[0].path=x.jsonl"
+        return f"--set {shown}: expected key=value, e.g. lora_r=32 or datasets[0].path=x.jsonl"
     try:
         value = parse_yaml(raw, "--set") if raw.strip() else None
     except ConfigError as err:
-        return f"--set {override}: {err.problems[0]}"
+        return f"--set {shown}: {err.problems[0].removeprefix('(top level): ')}"
     top, index, sub = match.group(1), match.group(2), match.group(3)
     if index is None:
         if sub is not None:
-            return f"--set {override}: nested keys need an index, e.g. datasets[0].path"
+            return f"--set {shown}: nested keys need an index, e.g. datasets[0].path"
         data[top] = value
         return None
     items = data.get(top)
     if not isinstance(items, list) or int(index) >= len(items) or not isinstance(items[int(index)], dict):
-        return f"--set {override}: {top}[{index}] does not exist"
+        return f"--set {shown}: {top}[{index}] does not exist"
     if sub is None:
-        return f"--set {override}: name the key inside {top}[{index}]"
+        return f"--set {shown}: name the key inside {top}[{index}]"
     items[int(index)][sub] = value
     return None
+
+
+def _shown(override: str) -> str:
+    """A `--set` as typed, with control characters escaped and a long one cut."""
+    text = "".join(char if char.isprintable() else ascii(char)[1:-1] for char in override)
+    return text if len(text) <= SHOWN_OVERRIDE else text[: SHOWN_OVERRIDE - 3] + "..."
 
 
 def read_config(
@@ -72,7 +83,8 @@ def read_config(
     try:
         cfg = FtConfig.model_validate(translated.data)
     except ValidationError as err:
-        problems += validation_problems([e for e in err.errors() if e.get("loc") or not problems])
+        errors = [e for e in err.errors() if e.get("loc") or not problems]
+        problems += validation_problems(errors, given=data)
     if problems:
         raise ConfigError(sorted(set(problems), key=lambda p: (_path_order(p), p)), source=str(source))
     return cfg, translated.notes

@@ -8,8 +8,9 @@ missing. A secret-looking key's value is never shown.
 
 from __future__ import annotations
 
+import datetime
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -34,9 +35,25 @@ def _model_for(loc: Sequence[int | str]) -> type[BaseModel]:
     return DatasetSettings if loc and loc[0] in ("datasets", "test_datasets") else FtConfig
 
 
-def _is_member_tag(part: int | str) -> bool:
-    """pydantic adds the member type of a union to an error's location (`bf16.bool`); not a key."""
-    return isinstance(part, str) and (part in ("bool", "int", "float", "str") or "[" in part)
+def _is_union(annotation: Any) -> bool:
+    return (
+        get_origin(annotation) in (Union, UnionType)
+        and len([arg for arg in get_args(annotation) if arg is not type(None)]) > 1
+    )
+
+
+def _without_member_tags(loc: Sequence[int | str]) -> tuple[int | str, ...]:
+    """pydantic puts the member type of a union right after the field's name (`bf16.bool`,
+    `datasets[0].data_files.list[str]`); only there, as the user's own keys may be named
+    `int` or `lora[r]` too."""
+    kept: list[int | str] = []
+    for position, part in enumerate(loc):
+        before = loc[:position]
+        field = _field_for(before) if before and isinstance(before[-1], str) else None
+        if isinstance(part, str) and field is not None and _is_union(field.annotation):
+            continue
+        kept.append(part)
+    return tuple(kept)
 
 
 def _field_for(loc: Sequence[int | str]) -> FieldInfo | None:
@@ -55,6 +72,8 @@ def _show(value: Any, loc: Sequence[int | str]) -> str:
         return str(int(value))
     if isinstance(value, bool) or value is None:
         return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, datetime.date):
+        return f"{value.isoformat()} (YAML reads it as a date; quote it)"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
@@ -102,14 +121,26 @@ EXPECTED = {
 }
 
 
+EMPTY_HINTS = {
+    "base_model": "give a Hub id or a local folder",
+    "datasets": "give at least one dataset (- path: ...)",
+    "path": "give a data file, a folder or a Hub dataset id",
+}
+"""What to write for a required key given with no value (`base_model:`)."""
+
+
 def _message(error: Any, loc: Sequence[int | str], union: bool) -> str:
     """pydantic's error in ft's words: what the key takes and the value it got."""
     kind = str(error.get("type", ""))
     ctx = error.get("ctx") or {}
-    got = _show(error.get("input"), loc)
+    value = error.get("input")
+    got = _show(value, loc)
     field = _field_for(loc)
-    if union and field is not None:
+    if field is not None and (union or (kind == "value_error" and isinstance(value, bool))):
+        # A bool for a number is refused by the schema's own validator, in general words.
         return f"expected {_describe(field.annotation)}, got {got}"
+    if value is None and kind.endswith("_type"):
+        return _empty(loc, kind)
     if kind in BOUNDS:
         bounds = {name: _show(bound, ()) for name, bound in ctx.items()}
         return f"must be {BOUNDS[kind].format(**bounds)}, got {got}"
@@ -129,35 +160,71 @@ def _message(error: Any, loc: Sequence[int | str], union: bool) -> str:
     return str(error.get("msg", "invalid")).removeprefix("Value error, ")
 
 
-def validation_problems(errors: Sequence[Any]) -> list[str]:
+def _empty(loc: Sequence[int | str], kind: str) -> str:
+    """`base_model: is empty: give a Hub id or a local folder`, `lora_target_modules[0]: is empty: expected text`."""
+    if loc and str(loc[-1]) in EMPTY_HINTS:
+        return f"is empty: {EMPTY_HINTS[str(loc[-1])]}"
+    field = _field_for(loc) if loc and isinstance(loc[-1], str) else None
+    expected = _describe(field.annotation) if field else EXPECTED.get(kind.split("_")[0], "a value")
+    return f"is empty: expected {expected}"
+
+
+def _given_empty(given: Mapping[str, Any] | None, loc: Sequence[int | str]) -> bool:
+    """Whether the raw config has the key at `loc` with no value (`base_model:`)."""
+    holder: Any = given
+    for part in loc[:-1]:
+        if isinstance(part, int) and isinstance(holder, list) and part < len(holder):
+            holder = holder[part]
+        elif isinstance(part, str) and isinstance(holder, Mapping):
+            holder = holder.get(part)
+        else:
+            return False
+    return bool(loc) and isinstance(holder, Mapping) and loc[-1] in holder and holder[loc[-1]] is None
+
+
+def validation_problems(errors: Sequence[Any], given: Mapping[str, Any] | None = None) -> list[str]:
     """One `key.path: message` line per key: the errors of a union's members become one line, and
-    a required key is not reported missing when an unknown key beside it is its typo."""
+    a required key is not reported missing when an unknown key beside it is its typo, and a
+    member's error about the whole value gives way to another member's inside it (`data_files:
+    [1]` is a list with a bad item, not text).
+
+    `given`: the config as written, before empty values were dropped (axolotl reads `key:` as not
+    set), so that a required key given with no value is reported as empty rather than missing."""
     grouped: dict[tuple[int | str, ...], list[Any]] = {}
+    member_errors: set[tuple[int | str, ...]] = set()
     for error in errors:
-        loc = tuple(part for part in error.get("loc", ()) if not _is_member_tag(part))
+        loc = _without_member_tags(error.get("loc", ()))
         grouped.setdefault(loc, []).append(error)
+        if len(loc) < len(error.get("loc", ())):
+            member_errors.add(loc)
+    inside = {loc[:end] for loc in grouped for end in range(1, len(loc))}
     meant = {
         (*loc[:-1], close)
         for loc, found in grouped.items()
         if found[0].get("type") == "extra_forbidden" and (close := _close_key(loc))
     }
     return [
-        _problem(loc, found)
+        _problem(loc, found, _given_empty(given, loc))
         for loc, found in grouped.items()
         if not (found[0].get("type") == "missing" and loc in meant)
+        and not (loc in member_errors and loc in inside)
     ]
 
 
 def _close_key(loc: tuple[int | str, ...]) -> str | None:
+    if not loc:
+        return None
     known = list(_model_for(loc).model_fields)
     close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.75)
     return close[0] if close else None
 
 
-def _problem(loc: tuple[int | str, ...], errors: list[Any]) -> str:
+def _problem(loc: tuple[int | str, ...], errors: list[Any], given_empty: bool) -> str:
     error = errors[0]
+    if given_empty and error.get("type") == "missing":
+        return f"{_format_loc(loc)}: {_empty(loc, 'missing')}"
     if error.get("type") == "extra_forbidden":
-        if is_secret_key(str(loc[-1])):
+        if loc and is_secret_key(str(loc[-1])):
             return f"{_format_loc(loc)}: a secret in the config file: {secret_key_hint(str(loc[-1]))}"
         close = _close_key(loc)
         suggestion = f" (did you mean {close!r}?)" if close else ""

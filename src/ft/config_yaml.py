@@ -4,7 +4,8 @@ PyYAML's `safe_load` already refuses `!!python/...` tags (nothing is ever constr
 them); this module turns its messages into ones that say what to fix, and refuses what PyYAML
 lets through or fails on without saying where: a key given twice (PyYAML keeps the last value
 without a word), a key that is not a name (`1:`, `on:`), a whole number too long for Python, an
-alias bomb, nesting deeper than Python's recursion limit. Every problem names a line or a key path.
+alias bomb, nesting deeper than Python's recursion limit, a control character (which PyYAML refuses
+without saying where). Every problem names a line or a key path.
 """
 
 from __future__ import annotations
@@ -70,14 +71,18 @@ def decode_utf8(raw: bytes, source: str) -> str:
 
 def parse_yaml(text: str, source: str) -> Any:
     """The one document in `text` (None when empty), refusing duplicate keys and unknown tags."""
-    loader = yaml.SafeLoader(text)
+    try:
+        # The constructor already reads the whole text and refuses control characters.
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as err:
+        raise ConfigError([_unreadable_character(text, err)], source=source) from None
     try:
         node = loader.get_single_node()
         if node is None:
             return None
-        if _expanded_size(node, {}) > MAX_VALUES:
-            expands = f"anchors and aliases (&name, *name) expand to more than {MAX_VALUES:,} values"
-            raise ConfigError([expands + " or refer to themselves"], source=source)
+        sizes: dict[int, float] = {}
+        if _expanded_size(node, sizes) > MAX_VALUES:
+            raise ConfigError([_too_many_values(len(sizes))], source=source)
         problems = list(_key_problems(node, "", set()))
         if problems:
             raise ConfigError(problems, source=source)
@@ -88,6 +93,14 @@ def parse_yaml(text: str, source: str) -> Any:
         raise ConfigError(["the YAML is nested too deeply to read"], source=source) from None
     finally:
         loader.dispose()
+
+
+def _too_many_values(written: int) -> str:
+    """Too many values as written (a generated file), or only once the aliases are expanded."""
+    if written > MAX_VALUES:
+        return f"the config holds {written:,} values; a config holds a few hundred (at most {MAX_VALUES:,})"
+    expands = f"anchors and aliases (&name, *name) expand to more than {MAX_VALUES:,} values"
+    return expands + " or refer to themselves"
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, float]) -> float:
@@ -129,18 +142,35 @@ def _key_problems(node: yaml.Node, path: str, seen: set[int]) -> Iterator[str]:
                 yield f"{where}line {line}: a key must be a name, not {_node_kind(key_node)}"
                 continue
             key_path = f"{path}.{key_node.value}" if path else key_node.value
-            first = first_line.setdefault(key_node.value, line)
-            if first != line:
-                yield f"{key_path}: given twice (lines {first} and {line}); YAML would keep only the last"
+            if key_node.value in first_line:
+                first = first_line[key_node.value]
+                lines = f"both on line {line}" if first == line else f"lines {first} and {line}"
+                yield f"{key_path}: given twice ({lines}); YAML would keep only the last"
+            first_line.setdefault(key_node.value, line)
             yield from _key_problems(value_node, key_path, seen)
 
 
 def _node_kind(node: yaml.Node) -> str:
     if isinstance(node, yaml.ScalarNode):
-        kinds = {"int": "a number", "float": "a number", "bool": "a boolean", "null": "null"}
-        kind = kinds.get(node.tag.rsplit(":", 1)[-1], node.tag)
+        kinds = {
+            "int": "a number",
+            "float": "a number",
+            "bool": "a boolean",
+            "null": "null",
+            "timestamp": "a date",
+        }
+        kind = kinds.get(node.tag.rsplit(":", 1)[-1], node.tag.replace("tag:yaml.org,2002:", "!!"))
         return f"{node.value!r} (YAML reads it as {kind}; quote it if it is meant as a name)"
     return "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
+
+
+def _unreadable_character(text: str, err: yaml.reader.ReaderError) -> str:
+    """`line 3, column 14: a control character (0x07) YAML does not allow`."""
+    line = text.count("\n", 0, err.position) + 1
+    column = err.position - (text.rfind("\n", 0, err.position) + 1) + 1
+    code = err.character if isinstance(err.character, int) else ord(str(err.character))
+    kind = "a control character" if code < 0x20 or 0x7F <= code <= 0x9F else "a character"
+    return f"line {line}, column {column}: {kind} (0x{code:02x}) YAML does not allow (remove it)"
 
 
 def _yaml_problem(err: yaml.MarkedYAMLError) -> str:
@@ -148,7 +178,9 @@ def _yaml_problem(err: yaml.MarkedYAMLError) -> str:
     where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
     problem = err.problem or "not valid YAML"
     if "'\\t'" in problem:
-        return f"{where}: a tab character; YAML does not allow tabs for indentation (use spaces)"
+        if _indents(mark):
+            return f"{where}: a tab character; YAML does not allow tabs for indentation (use spaces)"
+        return f"{where}: a tab character; YAML does not allow tabs here: use spaces (or quote a value that holds a tab)"
     if isinstance(err, yaml.constructor.ConstructorError) and "constructor for the tag" in problem:
         tag = problem.rsplit(" ", 1)[-1].strip("'").replace("tag:yaml.org,2002:", "!!")
         if tag.startswith("!!python/"):
@@ -159,6 +191,14 @@ def _yaml_problem(err: yaml.MarkedYAMLError) -> str:
     if "expected <block end>" in problem:
         return f"{where}: the indentation does not line up with the lines above (YAML syntax error)"
     return f"{where}: YAML syntax error: {problem}{_context(err)}"
+
+
+def _indents(mark: yaml.Mark | None) -> bool:
+    """Whether only spaces and tabs come before `mark` on its line (an indentation)."""
+    buffer, pointer = getattr(mark, "buffer", None), getattr(mark, "pointer", None)
+    if not isinstance(buffer, str) or not isinstance(pointer, int):
+        return True
+    return not buffer[buffer.rfind("\n", 0, pointer) + 1 : pointer].strip(" \t")
 
 
 def _context(err: yaml.MarkedYAMLError) -> str:
