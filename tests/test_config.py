@@ -551,3 +551,13 @@ def test_good_local_paths_and_package_references(tmp_path: Path) -> None:
 def test_load_config_skips_file_checks_for_saved_configs(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, "base_model: ./gone\ndatasets:\n  - path: gone.jsonl\n"))
     assert cfg.base_model == "./gone"
+
+
+def test_a_flood_of_problems_shows_the_first_fifty_and_the_count() -> None:
+    from ft.errors import MAX_SHOWN_PROBLEMS, ConfigError
+
+    problems = [f"key{i}: unknown key" for i in range(MAX_SHOWN_PROBLEMS + 10)]
+    lines = ConfigError(problems, source="x.yml").message.splitlines()
+    assert lines[0] == f"x.yml: {MAX_SHOWN_PROBLEMS + 10} problems in the config"
+    assert lines[1:-1] == [f"  {p}" for p in problems[:MAX_SHOWN_PROBLEMS]]
+    assert lines[-1] == "  ... and 10 more (fix these first)"

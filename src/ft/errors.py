@@ -17,6 +17,10 @@ class FtError(Exception):
         self.hint = hint
 
 
+MAX_SHOWN_PROBLEMS = 50
+"""A file of thousands of unknown keys would print thousands of lines: the first ones suffice."""
+
+
 class ConfigError(FtError):
     """The config file cannot be read or does not validate.
 
@@ -27,7 +31,10 @@ class ConfigError(FtError):
         where = f"{source}: " if source else ""
         count = len(problems)
         head = f"{where}{count} problem{'s' if count != 1 else ''} in the config"
-        super().__init__(head + "\n" + "\n".join(f"  {p}" for p in problems), hint)
+        shown = [f"  {p}" for p in problems[:MAX_SHOWN_PROBLEMS]]
+        if count > MAX_SHOWN_PROBLEMS:
+            shown.append(f"  ... and {count - MAX_SHOWN_PROBLEMS} more (fix these first)")
+        super().__init__(head + "\n" + "\n".join(shown), hint)
         self.problems = problems
         self.source = source
 
