@@ -98,17 +98,25 @@ def test_memory_follows_the_settings() -> None:
     assert line_bytes(no_ckpt, "activations") > 5 * line_bytes(base, "activations")
     adam8 = llama2_plan("optimizer=adamw_bnb_8bit")
     sgd = llama2_plan("optimizer=sgd")
-    assert line_bytes(base, "optimizer") == 8 * base.trainable_parameters
+    assert line_bytes(base, "optimizer") == 8 * base.trainable_parameters  # paged 32-bit: float32 states
     assert line_bytes(adam8, "optimizer") == pytest.approx(2 * base.trainable_parameters, rel=0.02)
     assert line_bytes(sgd, "optimizer") == 0
     bf16 = llama2_plan("load_in_4bit=false", "adapter=lora", "fp16=false", "bf16=true")
     assert line_bytes(bf16, "weights") == 2 * LLAMA2_PARAMS + 2 * 64 * 4  # + rotary buffers (float32)
-    full_bf16 = llama2_plan("load_in_4bit=false", "adapter=", "fp16=false", "bf16=true")
+    full_bf16 = llama2_plan(
+        "load_in_4bit=false", "adapter=", "fp16=false", "bf16=true", "optimizer=adamw_torch"
+    )
     assert full_bf16.trainable_parameters == LLAMA2_PARAMS
     assert line_bytes(full_bf16, "optimizer") == 4 * LLAMA2_PARAMS  # torch AdamW: 2 bf16 states
+    paged_bf16 = llama2_plan(
+        "load_in_4bit=false", "adapter=", "fp16=false", "bf16=true", "optimizer=paged_adamw_32bit"
+    )
+    assert line_bytes(paged_bf16, "optimizer") == 8 * LLAMA2_PARAMS  # bitsandbytes: float32 states always
     assert next(g for g in full_bf16.gpus if g.name == "A100 80GB").fits  # 8 bytes per parameter
     full_fp16 = llama2_plan("load_in_4bit=false", "adapter=")  # fp16 mixed precision: float32 master weights
-    assert line_bytes(full_fp16, "weights", "gradients", "optimizer") >= 16 * LLAMA2_PARAMS
+    assert line_bytes(full_fp16, "weights", "gradients", "optimizer") == 16 * LLAMA2_PARAMS + 2 * 64 * 4
+    assert line_bytes(full_fp16, "autocast_copies") == 2 * 6_607_077_376  # fp16 copies of the matmul weights
+    assert line_bytes(full_bf16, "autocast_copies") == 0
     assert not any(g.fits for g in full_fp16.gpus)
     assert next(g for g in base.gpus if g.name == "RTX 4090").fits
 
@@ -280,8 +288,10 @@ def fake_hub_cache(root: Path, repo_id: str) -> Path:
     return root
 
 
-def run_ft(args: list[str], hf_home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+def run_ft(
+    args: list[str], hf_home: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", **(extra_env or {})}
     env.pop("HF_HUB_CACHE", None)
     code = "from ft.cli import main; main()"
     return subprocess.run(
@@ -398,11 +408,23 @@ def saved_activation_bytes(cfg: FtConfig, tokens: int) -> int:
         {"lora_target_linear": True, "lora_dropout": 0.05},
         {"lora_target_modules": ["q_proj", "v_proj"], "lora_dropout": 0.0},
         {"adapter": None},
+        {"lora_target_modules": ["q_proj", "v_proj"], "adapter": "qlora", "load_in_4bit": True},
+        {"lora_target_modules": ["q_proj", "v_proj"], "gradient_checkpointing": True},
+        {
+            "lora_target_modules": ["q_proj", "v_proj"],
+            "adapter": "qlora",
+            "load_in_4bit": True,
+            "gradient_checkpointing": True,
+        },
     ],
+    ids=["lora-all-dropout", "lora-qv", "full", "qlora-qv", "lora-qv-ckpt", "qlora-qv-ckpt"],
 )
 def test_activation_formula_matches_autograd(tmp_path: Path, alpaca_file: Path, settings: dict) -> None:
     """Per layer and token, the planned activations are within 5% of the bytes autograd saves
-    (measured as the difference between a 4-layer and a 2-layer model, so the logits drop out)."""
+    (measured as the difference between a 4-layer and a 2-layer model, so the logits drop out).
+    QLoRA (real NF4 on the CPU): the residual stream and the 4-bit layers' outputs are float32
+    after prepare_model_for_kbit_training. With gradient checkpointing each layer keeps its input
+    (the layer recomputed in the backward is the same for 2 and 4 layers, so it drops out)."""
     import torch
 
     tokens = 128
@@ -419,4 +441,216 @@ def test_activation_formula_matches_autograd(tmp_path: Path, alpaca_file: Path, 
         planned[layers] = line_bytes(plan, "activations")
         measured[layers] = saved_activation_bytes(cfg, tokens)
     per_layer = (measured[4] - measured[2]) / 2
-    assert planned[4] / 4 == pytest.approx(per_layer, rel=0.05)
+    assert (planned[4] - planned[2]) / 2 == pytest.approx(per_layer, rel=0.05)
+
+
+# ---------------------------------------------------------------------------------------------
+# Review 1: precision per GPU, dtypes of saved modules, saved adapters, errors, the Hub
+
+LLAMA_1B = {  # Llama-3.2-1B's shape: a full fine-tune fits 16 GiB in bf16, not in fp16 + float32 masters
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 2048,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 16,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 64,
+    "vocab_size": 128256,
+    "tie_word_embeddings": True,
+}
+
+
+def model_folder(root: Path, config: dict) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.json").write_text(json.dumps(config))
+    return root
+
+
+def full_finetune_cfg(folder: Path, bf16: object) -> FtConfig:
+    return FtConfig.model_validate(
+        {
+            "base_model": str(folder),
+            "datasets": [{"path": "org/data", "type": "alpaca"}],
+            "bf16": bf16,
+            "sequence_len": 512,
+            "micro_batch_size": 1,
+            "gradient_checkpointing": True,
+        }
+    )
+
+
+def fit(plan: Plan, name: str):  # -> GpuFit
+    return next(g for g in plan.gpus if g.name == name)
+
+
+def test_each_gpu_row_has_the_total_of_its_own_precision(tmp_path: Path) -> None:
+    folder = model_folder(tmp_path / "l1b", LLAMA_1B)
+    auto = build_plan(full_finetune_cfg(folder, "auto"), count_tokens=False)
+    t4, a100 = fit(auto, "T4"), fit(auto, "A100 80GB")
+    assert (t4.compute_dtype, a100.compute_dtype) == ("float16", "bfloat16")
+    assert auto.total_bytes == a100.needs_bytes < 16 * 2**30  # the lines shown: a GPU with bf16
+    assert t4.needs_bytes is not None and t4.needs_bytes > 16 * 2**30 and not t4.fits  # float32 masters
+    on_t4 = build_plan(full_finetune_cfg(folder, "auto"), gpu="T4", count_tokens=False)
+    assert on_t4.total_bytes == t4.needs_bytes and on_t4.budget == fit(on_t4, "T4")
+    assert fit(on_t4, "A100 80GB") == a100  # the other rows keep their own totals
+
+    forced = build_plan(full_finetune_cfg(folder, True), count_tokens=False)
+    assert fit(forced, "T4").why_not == "no bfloat16" and not fit(forced, "T4").fits
+    with pytest.raises(FtError, match="--gpu T4: bf16 is true, but the T4 has no bfloat16"):
+        build_plan(full_finetune_cfg(folder, True), gpu="t4", count_tokens=False)
+
+
+def test_modules_to_save_keep_the_base_dtype() -> None:
+    """peft's ModulesToSaveWrapper copies the module as it is: bf16 for LoRA on a bf16 base (the
+    adapter itself is float32), float32 after prepare_model_for_kbit_training."""
+    head = 32000 * 4096
+    lora = llama2_plan(
+        "load_in_4bit=false", "adapter=lora", "fp16=false", "bf16=true", "lora_modules_to_save=[lm_head]"
+    )
+    assert lora.trainable_parameters == 33_554_432 + head
+    assert line_bytes(lora, "adapter") == 4 * 33_554_432 + 2 * head
+    assert line_bytes(lora, "gradients") == 4 * 33_554_432 + 2 * head
+    qlora = llama2_plan("lora_modules_to_save=[lm_head]")
+    assert line_bytes(qlora, "adapter") == 4 * (33_554_432 + head)
+
+
+def test_a_saved_adapter_is_planned_with_its_own_settings(tmp_path: Path) -> None:
+    saved = tmp_path / "adapter"
+    saved.mkdir()
+    (saved / "adapter_config.json").write_text(
+        json.dumps({"r": 4, "target_modules": ["q_proj"], "use_dora": False})
+    )
+    plan = llama2_plan(f"lora_model_dir={saved}", "lora_target_modules=", "lora_target_linear=true")
+    assert plan.trainable_parameters == 32 * 4 * (4096 + 4096)
+    assert plan.adapter is not None and plan.adapter["targets"] == ["q_proj"] and plan.adapter["rank"] == 4
+
+
+def test_gpu_names_and_memory_sizes_are_checked() -> None:
+    from ft.commands_plan import parse_memory
+    from ft.plan_memory import find_gpu
+
+    assert find_gpu("4090") is not None and find_gpu("4090").name == "RTX 4090"  # type: ignore[union-attr]
+    assert find_gpu("a100") is None  # two of them
+    for text in ("0", "0.0001MB", "99999999999999999999999"):
+        with pytest.raises(FtError, match="--memory"):
+            parse_memory(text)
+
+
+def plan_exit(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from ft.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ("{not json", "is not a valid JSON file"),
+        ('{"model_type": "nosuchmodel"}', "nosuchmodel"),
+        ('{"model_type": "mamba", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 100}', "mamba"),
+        (
+            '{"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 100}',
+            "lora_target_linear",
+        ),
+    ],
+    ids=["broken-json", "unknown-type", "mamba", "gpt2-conv1d"],
+)
+def test_unplannable_models_exit_2_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], config: str, expected: str
+) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(config)
+    settings = [
+        "--set",
+        f"base_model={folder}",
+        "--set",
+        "lora_target_modules=",
+        "--set",
+        "lora_target_linear=true",
+    ]
+    code, shown = plan_exit(["plan", str(LLAMA2_QLORA), *settings], capsys)
+    assert code == 2, shown
+    assert expected in " ".join(shown.split()), shown
+    assert "Traceback" not in shown
+
+
+def hub_cache_with(root: Path, repo_id: str, tokenizer_from: Path | None) -> Path:
+    home = fake_hub_cache(root, repo_id)
+    if tokenizer_from is not None:
+        snapshot = next((home / "hub" / ("models--" + repo_id.replace("/", "--")) / "snapshots").iterdir())
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(tokenizer_from / name, snapshot / name)
+    return home
+
+
+def test_token_count_never_waits_on_the_hub(tmp_path: Path, tiny_model_dir: Path, alpaca_file: Path) -> None:
+    """Online mode (no HF_HUB_OFFLINE) with an unroutable Hub: the config and the tokenizer come
+    from the cache or not at all, so the plan returns at once (it used to retry for 4 minutes)."""
+    config = tmp_path / "run.yml"
+    config.write_text(
+        f"base_model: org/llama\nadapter: lora\nlora_target_modules: [q_proj]\nmax_steps: 10\n"
+        f"datasets:\n  - path: {alpaca_file}\n    type: alpaca\n"
+    )
+    env = {"HF_ENDPOINT": "http://10.255.255.1", "HF_HUB_OFFLINE": ""}
+    without = json.loads(
+        run_ft(["plan", str(config), "--json"], hub_cache_with(tmp_path / "a", "org/llama", None), env).stdout
+    )
+    assert "the tokenizer of org/llama is not in the local Hugging Face cache" in without["tokens"]["how"]
+    assert without["tokens"]["how"].startswith("estimated")
+    home = hub_cache_with(tmp_path / "b", "org/llama", tiny_model_dir)
+    counted = json.loads(run_ft(["plan", str(config), "--json"], home, env).stdout)
+    assert counted["tokens"]["how"].startswith("counted"), counted["tokens"]
+
+
+HUB_ERRORS = {
+    "missing": "RepoNotFound",
+    "gated": "GatedRepo",
+    "norev": "RevisionNotFound",
+    "noconfig": "EntryNotFound",
+}
+
+
+def test_hub_answers_are_told_apart_from_an_unreachable_hub(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            code = next(c for name, c in HUB_ERRORS.items() if f"/org/{name}/" in self.path)
+            self.send_response(404 if code != "GatedRepo" else 401)
+            self.send_header("X-Error-Code", code)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    code = (
+        "from ft.plan_model import load_model_config\nfrom ft.schema import FtConfig\nfrom ft.errors import FtError\n"
+        f"for name in {list(HUB_ERRORS)}:\n"
+        "    cfg = FtConfig.model_validate({'base_model': f'org/{name}', 'datasets': [{'path': 'a/b', 'type': 'alpaca'}]})\n"
+        "    try:\n        load_model_config(cfg)\n    except FtError as err:\n        print(name, err.message)\n"
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path), "HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}"}
+    env.pop("HF_HUB_OFFLINE", None)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        server.shutdown()
+    said = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    assert "no such repository" in said["missing"], out.stderr
+    assert "gated" in said["gated"]
+    assert "has no revision" in said["norev"]
+    assert "has no config.json" in said["noconfig"]
+    assert not any("cannot be reached" in message for message in said.values())

@@ -13,11 +13,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from ft.errors import FtError
+from ft.plan_memory import GIB
 
 if TYPE_CHECKING:
     from ft.plan import GpuFit, Plan
 
-GIB = 2**30
+MAX_MEMORY_GIB = 16384
+"""--memory above this (16 TiB, more than any one machine's GPUs) is taken for a typo."""
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(gib|gb|g|mib|mb|m)?\s*$", re.IGNORECASE)
 
 
@@ -27,7 +29,13 @@ def parse_memory(text: str) -> int:
     if not match:
         raise FtError(f"--memory: cannot read {text!r}", hint="write a size such as 24GB or 40GiB")
     value, unit = float(match.group(1)), (match.group(2) or "gb").lower()
-    return int(value * (GIB if unit.startswith("g") else 2**20))
+    size = int(value * (GIB if unit.startswith("g") else 2**20))
+    if not 2**20 <= size <= MAX_MEMORY_GIB * GIB:
+        raise FtError(
+            f"--memory: {text!r} is not a GPU memory size",
+            hint=f"give a size from 1 MiB to {MAX_MEMORY_GIB} GiB, such as 24GB",
+        )
+    return size
 
 
 def _gib(value: int | float) -> str:
@@ -104,6 +112,8 @@ def print_plan(plan: Plan, console: Console) -> None:
     table.add_row("[bold]total[/]", f"[bold]{plan.total_bytes / GIB:.2f}[/]", "")
     console.print(table)
     console.print(_gpu_table(plan))
+    for note in _other_precisions(plan):
+        console.print(escape(note), highlight=False)
     console.print(f"tokens: {plan.tokens.how}", highlight=False)
     console.print(f"training FLOPs = {plan.flops_formula}", highlight=False)
     if plan.budget is not None:
@@ -120,12 +130,30 @@ def _gpu_table(plan: Plan) -> Table:
         table.add_row(
             fit.name,
             f"{fit.memory_bytes / GIB:.0f} GiB",
-            "[green]yes[/]" if fit.fits else "[red]no[/]",
+            _fits(fit),
             f"{fit.tflops:g}" if fit.tflops else "-",
             _hours(fit.hours),
             _hours(fit.hours_per_million_tokens),
         )
     return table
+
+
+def _fits(fit: GpuFit) -> str:
+    if fit.why_not:
+        return f"[red]no ({escape(fit.why_not)})[/]"
+    return "[green]yes[/]" if fit.fits else "[red]no[/]"
+
+
+def _other_precisions(plan: Plan) -> list[str]:
+    """A line for each group of GPUs whose precision, so whose total, differs from the lines shown."""
+    groups: dict[tuple[str, int], list[str]] = {}
+    for fit in plan.gpus:
+        if fit.compute_dtype and fit.needs_bytes is not None and fit.needs_bytes != plan.total_bytes:
+            groups.setdefault((fit.compute_dtype, fit.needs_bytes), []).append(fit.name)
+    return [
+        f"on {', '.join(names)} the run computes in {dtype} and needs {_gib(needs)}"
+        for (dtype, needs), names in groups.items()
+    ]
 
 
 def _print_budget(fit: GpuFit, total: int, console: Console) -> None:

@@ -21,13 +21,14 @@ from ft.plan_memory import (
     GPUS,
     Gpu,
     activation_bytes,
+    activation_widths,
     find_gpu,
     flops_multiplier,
     optimizer_state_bytes,
     quantized_weight_bytes,
     training_flops,
 )
-from ft.plan_model import Architecture, inspect_model
+from ft.plan_model import Architecture, Shape, inspect_model, with_saved_adapter
 from ft.plan_tokens import Tokens, count_training_tokens
 from ft.schema import FtConfig
 
@@ -46,9 +47,14 @@ class GpuFit:
     memory_bytes: int
     fits: bool
     tflops: float | None
-    hours: float | None
+    needs_bytes: int | None
+    """The run's total on this GPU (its precision: fp16 where it has no bf16); None when it cannot run."""
+    compute_dtype: str | None
+    why_not: str = ""
+    """Why the run cannot use this GPU at all (e.g. 'no bfloat16'); empty otherwise."""
+    hours: float | None = None
     """Training time at the stated utilisation; None when the token count is unknown."""
-    hours_per_million_tokens: float | None
+    hours_per_million_tokens: float | None = None
 
 
 @dataclass
@@ -82,25 +88,42 @@ def build_plan(
     count_tokens: bool = True,
 ) -> Plan:
     """The plan of `ft train` for this config; `gpu` picks a row of the table, `memory_bytes` sets a
-    custom budget (both optional). Raises FtError for an unknown GPU or an unreadable model."""
+    custom budget (both optional). The memory lines are those of the chosen GPU's precision (a GPU
+    with bf16 when none is chosen); each row of the GPU table has the total at its own precision.
+    Raises FtError for an unknown GPU, a bf16 run on a GPU without it, or an unreadable model."""
     chosen = _pick_gpu(gpu)
-    precision = resolve_precision(cfg, has_cuda=True, bf16_supported=chosen.bf16 if chosen else True)
+    cfg = with_saved_adapter(cfg)
+    by_bf16 = {supported: _precision_on(cfg, supported) for supported in (True, False)}
+    shown = chosen.bf16 if chosen else True
+    precision = by_bf16[shown]
+    if precision is None:
+        assert chosen is not None
+        raise FtError(
+            f"--gpu {chosen.name}: bf16 is true, but the {chosen.name} has no bfloat16",
+            hint="set bf16: auto (falls back to fp16) or fp16: true, or choose a GPU with bf16",
+        )
     bits = quantization_bits(cfg)
     skip = bnb_settings(cfg, precision).get("llm_int8_skip_modules") if bits else None
     arch = inspect_model(cfg, skip)
     tokens = count_training_tokens(cfg) if count_tokens else Tokens(None, "unknown: not counted")
-    memory = memory_lines(cfg, arch, precision, bits, tokens.longest)
-    total = sum(line.bytes for line in memory)
+    memory_by_bf16 = {
+        supported: memory_lines(cfg, arch, p, bits, tokens.longest) if p else None
+        for supported, p in by_bf16.items()
+    }
+    memory = memory_by_bf16[shown]
+    assert memory is not None
+    total = _total(memory)
     full = cfg.adapter is None
     flops = training_flops(arch, tokens.total, full, cfg.gradient_checkpointing) if tokens.total else None
     per_million = training_flops(arch, 1_000_000, full, cfg.gradient_checkpointing)
-    gpus = [_fit(g.name, g.memory_gib * GIB, g.tflops, total, flops, per_million, mfu) for g in GPUS]
+    work = (flops, per_million, mfu)
+    gpus = [_gpu_fit(g, by_bf16[g.bf16], memory_by_bf16[g.bf16], work) for g in GPUS]
     budget = None
     if memory_bytes is not None:
-        budget = _fit("--memory", memory_bytes, None, total, flops, per_million, mfu)
+        budget = _fit("--memory", memory_bytes, None, total, precision.compute_dtype, work)
     elif chosen is not None:
         budget = next(fit for fit in gpus if fit.name == chosen.name)
-    trainable = arch.lora_params if cfg.adapter else arch.total_params
+    trainable = arch.lora_params + arch.saved_module_params if cfg.adapter else arch.total_params
     return Plan(
         base_model=cfg.base_model,
         architecture_source=arch.source,
@@ -122,8 +145,20 @@ def build_plan(
         flops_formula=f"{flops_multiplier(full, cfg.gradient_checkpointing)} x {arch.matmul_params:,} "
         "matmul parameters x tokens",
         mfu=mfu,
-        assumptions=_assumptions(cfg, mfu, precision.compute_dtype),
+        assumptions=_assumptions(cfg, mfu, precision.compute_dtype, bits),
     )
+
+
+def _precision_on(cfg: FtConfig, bf16_supported: bool) -> Precision | None:
+    """How `ft train` computes on a GPU with or without bf16; None when it refuses (bf16: true)."""
+    try:
+        return resolve_precision(cfg, has_cuda=True, bf16_supported=bf16_supported)
+    except FtError:
+        return None
+
+
+def _total(memory: list[MemoryLine]) -> int:
+    return sum(line.bytes for line in memory)
 
 
 def _pick_gpu(name: str | None) -> Gpu | None:
@@ -138,19 +173,32 @@ def _pick_gpu(name: str | None) -> Gpu | None:
     return gpu
 
 
-def _fit(
-    name: str,
-    memory: int,
-    tflops: float | None,
-    total: int,
-    flops: float | None,
-    per_million: float,
-    mfu: float,
-) -> GpuFit:
-    def hours(work: float | None) -> float | None:
-        return work / (tflops * 1e12 * mfu) / 3600 if work and tflops else None
+Work = tuple[float | None, float, float]
+"""(training FLOPs or None when the tokens are unknown, FLOPs per million tokens, MFU)."""
 
-    return GpuFit(name, memory, total <= memory, tflops, hours(flops), hours(per_million))
+
+def _gpu_fit(gpu: Gpu, precision: Precision | None, memory: list[MemoryLine] | None, work: Work) -> GpuFit:
+    if precision is None or memory is None:
+        return GpuFit(gpu.name, gpu.memory_gib * GIB, False, gpu.tflops, None, None, "no bfloat16")
+    return _fit(gpu.name, gpu.memory_gib * GIB, gpu.tflops, _total(memory), precision.compute_dtype, work)
+
+
+def _fit(name: str, memory: int, tflops: float | None, total: int, compute_dtype: str, work: Work) -> GpuFit:
+    flops, per_million, mfu = work
+
+    def hours(amount: float | None) -> float | None:
+        return amount / (tflops * 1e12 * mfu) / 3600 if amount and tflops else None
+
+    return GpuFit(
+        name,
+        memory,
+        total <= memory,
+        tflops,
+        total,
+        compute_dtype,
+        hours=hours(flops),
+        hours_per_million_tokens=hours(per_million),
+    )
 
 
 def _weights_name(cfg: FtConfig, bits: int | None, precision: Precision) -> str:
@@ -173,6 +221,8 @@ def _adapter_info(cfg: FtConfig, arch: Architecture) -> dict[str, Any] | None:
         "parameters": arch.lora_params,
         "dora": cfg.peft_use_dora,
         "modules_to_save": list(cfg.lora_modules_to_save or []),
+        "modules_to_save_parameters": arch.saved_module_params,
+        "from": cfg.lora_model_dir,
     }
 
 
@@ -185,31 +235,17 @@ def memory_lines(
     width = DTYPE_BYTES[weights_dtype]
     lines = _weight_lines(cfg, arch, bits, weights_dtype)
     if full:
-        trainable, param_bytes = arch.all_tensors, width
+        groups = [(arch.all_tensors, width)]
     else:
-        trainable, param_bytes = arch.lora_tensors, 4  # peft keeps adapter weights in float32
-        lines.append(
-            MemoryLine(
-                "adapter",
-                f"{cfg.adapter} adapter weights (r={cfg.lora_r}, float32)",
-                4 * arch.lora_params,
-                f"{arch.lora_params:,} parameters on {len(arch.lora_inputs)} layers",
-            )
-        )
-    count = sum(t.numel for t in trainable)
-    lines.append(
-        MemoryLine("gradients", "gradients", param_bytes * count, f"{count:,} x {param_bytes} bytes")
-    )
-    lines.append(
-        MemoryLine(
-            "optimizer",
-            f"optimizer states ({cfg.optimizer})",
-            optimizer_state_bytes(cfg.optimizer, trainable, param_bytes),
-            "paged: may spill to CPU memory under pressure" if cfg.optimizer.startswith("paged") else "",
-        )
-    )
-    lines += _activation_lines(cfg, arch, precision, longest)
-    tensors = sum(line.bytes for line in lines)
+        # peft keeps the adapter in float32, the modules_to_save copies in the base dtype (float32
+        # after prepare_model_for_kbit_training).
+        saved_width = 4 if bits else width
+        groups = [(arch.lora_tensors, 4), (arch.saved_modules, saved_width)]
+        lines.append(_adapter_line(cfg, arch, saved_width))
+    lines += _training_state_lines(cfg, groups)
+    lines += _autocast_copy_lines(cfg, arch, precision, bits, width)
+    lines += _activation_lines(cfg, arch, precision, bits, width, longest)
+    tensors = _total(lines)
     lines.append(
         MemoryLine(
             "overhead",
@@ -219,6 +255,56 @@ def memory_lines(
         )
     )
     return lines
+
+
+def _adapter_line(cfg: FtConfig, arch: Architecture, saved_width: int) -> MemoryLine:
+    note = f"{arch.lora_params:,} parameters on {len(arch.lora_inputs)} layers"
+    if arch.saved_modules:
+        note += f"; modules_to_save {arch.saved_module_params:,} x {saved_width} bytes"
+    return MemoryLine(
+        "adapter",
+        f"{cfg.adapter} adapter weights (r={cfg.lora_r}, float32)",
+        4 * arch.lora_params + saved_width * arch.saved_module_params,
+        note,
+    )
+
+
+def _training_state_lines(cfg: FtConfig, groups: list[tuple[list[Shape], int]]) -> list[MemoryLine]:
+    """Gradients and optimizer states of the trainable tensors, grouped by their bytes per value."""
+    gradients = sum(width * sum(t.numel for t in tensors) for tensors, width in groups)
+    how = " + ".join(
+        f"{sum(t.numel for t in tensors):,} x {width} bytes" for tensors, width in groups if tensors
+    )
+    states = sum(optimizer_state_bytes(cfg.optimizer, tensors, width) for tensors, width in groups)
+    paged = "paged: may spill to CPU memory under pressure" if cfg.optimizer.startswith("paged") else ""
+    return [
+        MemoryLine("gradients", "gradients", gradients, how),
+        MemoryLine("optimizer", f"optimizer states ({cfg.optimizer})", states, paged),
+    ]
+
+
+def _autocast_copy_lines(
+    cfg: FtConfig, arch: Architecture, precision: Precision, bits: int | None, width: int
+) -> list[MemoryLine]:
+    """Under 16-bit autocast, every float32 weight a matmul uses is cast to a 16-bit copy that
+    autograd keeps until the backward: all matmul weights of an fp16 full fine-tune (float32 master
+    weights), the head upcast by prepare_model_for_kbit_training, and the float32 adapter."""
+    if precision.compute_dtype == "float32":
+        return []
+    if cfg.adapter is None:
+        copied = arch.matmul_params if width == 4 else 0
+    else:
+        copied = arch.lora_params + (arch.head_matmul_params if bits and width < 4 else 0)
+    if not copied:
+        return []
+    return [
+        MemoryLine(
+            "autocast_copies",
+            f"{precision.compute_dtype} copies of float32 weights (autocast)",
+            2 * copied,
+            f"{copied:,} x 2 bytes, kept for the backward",
+        )
+    ]
 
 
 def _weight_lines(cfg: FtConfig, arch: Architecture, bits: int | None, dtype: str) -> list[MemoryLine]:
@@ -263,25 +349,24 @@ def _weight_lines(cfg: FtConfig, arch: Architecture, bits: int | None, dtype: st
 
 
 def _activation_lines(
-    cfg: FtConfig, arch: Architecture, precision: Precision, longest: int | None
+    cfg: FtConfig,
+    arch: Architecture,
+    precision: Precision,
+    bits: int | None,
+    width: int,
+    longest: int | None,
 ) -> list[MemoryLine]:
     """For a micro-batch of full-length rows: sequence_len, or the longest counted row, since a
     batch is padded only to its longest row (packed and pad_to_sequence_len batches are full)."""
     full = cfg.sample_packing or cfg.pad_to_sequence_len or longest is None
     length = cfg.sequence_len if full else min(longest or 0, cfg.sequence_len)
     tokens = cfg.micro_batch_size * length
-    acts = activation_bytes(
-        arch,
-        tokens,
-        DTYPE_BYTES[precision.compute_dtype],
-        cfg.gradient_checkpointing,
-        cfg.lora_dropout > 0,
-        cfg.lora_r if cfg.adapter else 0,
-    )
-    other = activation_bytes(
-        arch, tokens, DTYPE_BYTES[precision.compute_dtype], not cfg.gradient_checkpointing,
-        cfg.lora_dropout > 0, cfg.lora_r if cfg.adapter else 0,
-    )  # fmt: skip
+    kbit_adapter = bool(bits) and cfg.adapter is not None
+    widths = activation_widths(DTYPE_BYTES[precision.compute_dtype], width, kbit_adapter)
+    rank = cfg.lora_r if cfg.adapter else 0
+    dropout = cfg.lora_dropout > 0
+    acts = activation_bytes(arch, tokens, widths, cfg.gradient_checkpointing, dropout, rank)
+    other = activation_bytes(arch, tokens, widths, not cfg.gradient_checkpointing, dropout, rank)
     state = "on" if cfg.gradient_checkpointing else "off"
     return [
         MemoryLine(
@@ -297,16 +382,19 @@ def _activation_lines(
     ]
 
 
-def _assumptions(cfg: FtConfig, mfu: float, compute_dtype: str) -> list[str]:
-    slow = (
-        [
-            "compute is float32 (bf16/fp16 off): tensor cores run far below their 16-bit peak, so the times are too short"
-        ]
-        if compute_dtype == "float32"
-        else []
-    )
+def _assumptions(cfg: FtConfig, mfu: float, compute_dtype: str, bits: int | None) -> list[str]:
+    notes = []
+    if compute_dtype == "float32":
+        notes.append(
+            "compute is float32 (bf16/fp16 off): tensor cores run far below their 16-bit peak, "
+            "so the times are too short"
+        )
+    if bits == 8:
+        notes.append("8-bit: the input bitsandbytes keeps for each int8 layer's backward is not counted")
+    if cfg.peft_use_dora:
+        notes.append("DoRA's extra activations (its base output and weight norm) are not counted")
     return [
-        *slow,
+        *notes,
         f"activations for a micro-batch of micro_batch_size {cfg.micro_batch_size} rows of the longest "
         "length (sequence_len, or the longest counted row), fused attention (SDPA/flash), one GPU",
         f"CUDA context 1 GiB; fragmentation {FRAGMENTATION:.0%} of the tensors",

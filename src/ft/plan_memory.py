@@ -27,7 +27,7 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 OPTIMIZER_KIND = {
     "adamw_torch": "adamw",
     "adamw_torch_fused": "adamw",
-    "paged_adamw_32bit": "adamw",
+    "paged_adamw_32bit": "adamw32",
     "adamw_8bit": "adamw8bit",
     "adamw_bnb_8bit": "adamw8bit",
     "paged_adamw_8bit": "adamw8bit",
@@ -57,12 +57,18 @@ GPUS = (
 
 
 def find_gpu(name: str) -> Gpu | None:
-    key = name.lower().replace(" ", "").replace("-", "")
+    """The GPU whose name is `name` (case, spaces and dashes ignored), or the only one whose name
+    starts with it or has it as a word ('4090' for 'RTX 4090'); None when none or several match."""
+
+    def squash(text: str) -> str:
+        return text.lower().replace(" ", "").replace("-", "")
+
+    key = squash(name)
     for gpu in GPUS:
-        if gpu.name.lower().replace(" ", "") == key:
+        if squash(gpu.name) == key:
             return gpu
-    matches = [g for g in GPUS if g.name.lower().replace(" ", "").startswith(key)]
-    return matches[0] if len(matches) == 1 else None
+    matches = [g for g in GPUS if squash(g.name).startswith(key) or key in g.name.lower().split()]
+    return matches[0] if len(matches) == 1 and key else None
 
 
 def quantized_weight_bytes(shapes: list[Shape], bits: int, double_quant: bool) -> tuple[int, int]:
@@ -89,14 +95,17 @@ def quantized_weight_bytes(shapes: list[Shape], bits: int, double_quant: bool) -
 
 
 def optimizer_state_bytes(optimizer: str, tensors: list[Shape], param_bytes: int) -> int:
-    """AdamW keeps two states per parameter (in the parameter's dtype for torch's AdamW, 8-bit
-    blockwise with a float32 scale per 256 for bitsandbytes' 8-bit AdamW); Adafactor keeps
-    factored row and column statistics; SGD (no momentum, the Trainer's default) keeps nothing."""
+    """AdamW keeps two states per parameter (in the parameter's dtype for torch's AdamW; float32
+    whatever the parameter's dtype for bitsandbytes' 32-bit paged AdamW; 8-bit blockwise with a
+    float32 scale per 256 for bitsandbytes' 8-bit AdamW); Adafactor keeps factored row and column
+    statistics; SGD (no momentum, the Trainer's default) keeps nothing."""
     kind = OPTIMIZER_KIND.get(optimizer, "adamw")
     total = 0
     for t in tensors:
         if kind == "adamw":
             total += 2 * param_bytes * t.numel
+        elif kind == "adamw32":
+            total += 2 * 4 * t.numel
         elif kind == "adamw8bit":
             if t.numel < BNB_8BIT_MIN_SIZE:
                 total += 2 * 4 * t.numel
@@ -109,16 +118,34 @@ def optimizer_state_bytes(optimizer: str, tensors: list[Shape], param_bytes: int
 
 @dataclass(frozen=True)
 class Activations:
-    per_layer_token: int
-    """Bytes one decoder layer keeps per token for the backward, without checkpointing."""
     layers: int
     logits: int
+
+
+@dataclass(frozen=True)
+class ActivationWidths:
+    """Bytes per element of what autograd keeps."""
+
+    compute: int
+    """The autocast dtype: attention's q, k, v and output, LoRA's input copies."""
+    stream: int
+    """The residual stream, which gradient checkpointing keeps at each layer's input: the
+    embeddings' dtype (float32 after prepare_model_for_kbit_training, or as fp16 master weights)."""
+    mlp: int
+    """The MLP's intermediate activations: the compute dtype, or the stream's for bitsandbytes
+    layers, which return their input's dtype (Linear4bit: `.to(inp_dtype)`)."""
+
+
+def activation_widths(compute_bytes: int, weight_bytes: int, kbit_adapter: bool) -> ActivationWidths:
+    if kbit_adapter:  # prepare_model_for_kbit_training: embeddings and norms in float32
+        return ActivationWidths(compute_bytes, 4, 4)
+    return ActivationWidths(compute_bytes, weight_bytes, compute_bytes)
 
 
 def activation_bytes(
     arch: Architecture,
     tokens: int,
-    compute_bytes: int,
+    widths: ActivationWidths,
     checkpointing: bool,
     lora_dropout: bool,
     lora_rank: int,
@@ -127,17 +154,19 @@ def activation_bytes(
     full fine-tune, with a fused attention kernel (SDPA/flash: no seq x seq matrix is kept).
 
     Per layer and token: each norm keeps its float32 input (4h bytes); attention keeps q, k, v and
-    its output (2h + 2kv elements); a gated MLP keeps gate, up and act(gate) (3i), an fc1/fc2 MLP
-    fc1's output and its activation (2i); each LoRA-wrapped layer keeps a copy of its input (in
-    elements; with dropout also peft's float32 copy and the mask: 4 bytes more) and lora_A's
-    output (r float32). A full fine-tune also keeps the input of every linear layer for its weight
-    gradient (4h + i). With gradient checkpointing only each layer's input (h) is kept, plus one
-    layer recomputed during the backward. Logits: the head's output, a float32 copy for the loss
-    and float32 gradients at the start of the backward: vocab x (compute + 12) bytes per token.
-    The per-layer bytes are checked against autograd's saved tensors in tests/test_plan.py.
+    its output (2h + 2kv elements of the compute dtype); a gated MLP keeps gate, up and act(gate)
+    (3i), an fc1/fc2 MLP fc1's output and its activation (2i), in the MLP width (float32 for QLoRA,
+    whose 4-bit layers return the float32 stream's dtype); each LoRA-wrapped layer keeps a copy of
+    its input (in the compute dtype; with dropout also peft's float32 copy and the mask: 4 bytes
+    more) and lora_A's output (r float32). A full fine-tune also keeps the input of every linear
+    layer for its weight gradient (4h + i). With gradient checkpointing only each layer's input
+    (h, in the stream's dtype) is kept, plus one layer recomputed during the backward. Logits: the
+    head's output, a float32 copy for the loss and float32 gradients at the start of the
+    backward: vocab x (compute + 12) bytes per token. The per-layer bytes are checked against
+    autograd's saved tensors in tests/test_plan.py.
     """
-    h, i, a = arch.hidden_size, arch.intermediate_size, compute_bytes
-    per_token = 2 * 4 * h + a * (2 * h + 2 * arch.kv_dim) + a * (3 if arch.gated_mlp else 2) * i
+    h, i, a = arch.hidden_size, arch.intermediate_size, widths.compute
+    per_token = 2 * 4 * h + a * (2 * h + 2 * arch.kv_dim) + widths.mlp * (3 if arch.gated_mlp else 2) * i
     if arch.lora_inputs:
         per_layer_inputs = sum(arch.lora_inputs) / arch.num_layers
         wrapped_per_layer = len(arch.lora_inputs) / arch.num_layers
@@ -147,10 +176,10 @@ def activation_bytes(
     else:
         per_token += a * (4 * h + i)
     if checkpointing:
-        layers = tokens * (arch.num_layers * a * h + per_token)
+        layers = tokens * (arch.num_layers * widths.stream * h + per_token)
     else:
         layers = tokens * arch.num_layers * per_token
-    return Activations(per_token, layers, tokens * arch.vocab_size * (a + 12))
+    return Activations(layers, tokens * arch.vocab_size * (a + 12))
 
 
 def training_flops(arch: Architecture, tokens: int, full_finetune: bool, checkpointing: bool) -> float:

@@ -4,6 +4,7 @@ loaded), estimated from max_steps otherwise, or unknown (and said so)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ft.errors import FtError
 from ft.schema import FtConfig
@@ -41,11 +42,14 @@ def count_training_tokens(cfg: FtConfig) -> Tokens:
     return Tokens(None, f"unknown ({reason}, no max_steps): hours are given per million tokens")
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
 def _counted_tokens(cfg: FtConfig, rows_per_step: int) -> Tokens:
     from ft.data import preview_examples, split_eval
     from ft.tokenizer import load_tokenizer
 
-    examples, _ = preview_examples(cfg, load_tokenizer(cfg), None)
+    examples, _ = preview_examples(cfg, load_tokenizer(offline_tokenizer_config(cfg)), None)
     train, _ = split_eval(cfg, examples)
     if not train:
         raise FtError("no training rows")
@@ -64,3 +68,33 @@ def _counted_tokens(cfg: FtConfig, rows_per_step: int) -> Tokens:
         f"{cfg.num_epochs:g} (padding not counted); longest row {longest}",
         longest,
     )
+
+
+def offline_tokenizer_config(cfg: FtConfig) -> FtConfig:
+    """The config with a Hub tokenizer replaced by its folder in the local Hugging Face cache, so
+    that counting never waits on the Hub (unreachable, transformers retries for minutes). Raises
+    FtError when the tokenizer is not in the cache: the tokens are then estimated."""
+    from ft.sources import resolve_model_source
+    from ft.tokenizer import tokenizer_source
+
+    ref = tokenizer_source(cfg)
+    if resolve_model_source(ref).kind != "hub":
+        return cfg
+    folder = cached_snapshot(ref, cfg.revision)
+    if folder is None or not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise FtError(
+            f"the tokenizer of {ref} is not in the local Hugging Face cache "
+            f"(hf download {ref} to count the tokens)"
+        )
+    return cfg.model_copy(update={"tokenizer_config": str(folder)})
+
+
+def cached_snapshot(repo_id: str, revision: str | None) -> Path | None:
+    """The repo's snapshot folder in the local Hugging Face cache, without any request."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
