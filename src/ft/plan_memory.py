@@ -159,7 +159,9 @@ def activation_bytes(
     whose 4-bit layers return the float32 stream's dtype); each LoRA-wrapped layer keeps a copy of
     its input (in the compute dtype; with dropout also peft's float32 copy and the mask: 4 bytes
     more) and lora_A's output (r float32). A full fine-tune also keeps the input of every linear
-    layer for its weight gradient (4h + i). With gradient checkpointing only each layer's input
+    layer for its weight gradient (4h + i); with float32 master weights (fp16) the norms keep
+    float32 outputs (2(4 - a)h bytes more) and autocast casts them once per linear layer reading
+    them (q, k, v; gate, up: 3ah more). With gradient checkpointing only each layer's input
     (h, in the stream's dtype) is kept, plus one layer recomputed during the backward. Logits: the
     head's output, a float32 copy for the loss and float32 gradients at the start of the
     backward: vocab x (compute + 12) bytes per token. The per-layer bytes are checked against
@@ -175,6 +177,9 @@ def activation_bytes(
         )
     else:
         per_token += a * (4 * h + i)
+        if widths.stream > a:  # float32 master weights: the norms' outputs are float32, and autocast
+            # casts them once per linear layer that reads them (q, k, v; gate, up)
+            per_token += 2 * h * (widths.stream - a) + a * h * (3 if arch.gated_mlp else 2)
     if checkpointing:
         layers = tokens * (arch.num_layers * widths.stream * h + per_token)
     else:
