@@ -287,7 +287,8 @@ def _autocast_copy_lines(
     cfg: FtConfig, arch: Architecture, precision: Precision, bits: int | None, width: int
 ) -> list[MemoryLine]:
     """Under 16-bit autocast, every float32 weight a matmul uses is cast to a 16-bit copy that
-    autograd keeps until the backward: all matmul weights of an fp16 full fine-tune (float32 master
+    autocast's cache holds to the end of the forward (and autograd, without checkpointing, to the
+    backward): all matmul weights of an fp16 full fine-tune (float32 master
     weights), the head upcast by prepare_model_for_kbit_training, and the float32 adapter."""
     if precision.compute_dtype == "float32":
         return []
@@ -302,7 +303,7 @@ def _autocast_copy_lines(
             "autocast_copies",
             f"{precision.compute_dtype} copies of float32 weights (autocast)",
             2 * copied,
-            f"{copied:,} x 2 bytes, kept for the backward",
+            f"{copied:,} x 2 bytes, held to the end of the forward",
         )
     ]
 
@@ -396,7 +397,8 @@ def _assumptions(cfg: FtConfig, mfu: float, compute_dtype: str, bits: int | None
     return [
         *notes,
         f"activations for a micro-batch of micro_batch_size {cfg.micro_batch_size} rows of the longest "
-        "length (sequence_len, or the longest counted row), fused attention (SDPA/flash), one GPU",
+        "length (sequence_len, or the longest counted row), fused attention (SDPA/flash), one GPU; "
+        "with a padding mask, SDPA may keep k and v expanded to every head (grouped-query models)",
         f"CUDA context 1 GiB; fragmentation {FRAGMENTATION:.0%} of the tensors",
         f"time: {mfu:.0%} of each GPU's dense 16-bit tensor peak (MFU); attention's seq x seq work "
         "and 4-bit dequantization not counted",

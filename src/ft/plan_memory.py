@@ -154,7 +154,7 @@ def activation_bytes(
     full fine-tune, with a fused attention kernel (SDPA/flash: no seq x seq matrix is kept).
 
     Per layer and token: each norm keeps its float32 input (4h bytes); attention keeps q, k, v and
-    its output (2h + 2kv elements of the compute dtype); a gated MLP keeps gate, up and act(gate)
+    its output (2q + 2kv elements of the compute dtype, q = heads x head_dim); a gated MLP keeps gate, up and act(gate)
     (3i), an fc1/fc2 MLP fc1's output and its activation (2i), in the MLP width (float32 for QLoRA,
     whose 4-bit layers return the float32 stream's dtype); each LoRA-wrapped layer keeps a copy of
     its input (in the compute dtype; with dropout also peft's float32 copy and the mask: 4 bytes
@@ -168,7 +168,8 @@ def activation_bytes(
     autograd's saved tensors in tests/test_plan.py.
     """
     h, i, a = arch.hidden_size, arch.intermediate_size, widths.compute
-    per_token = 2 * 4 * h + a * (2 * h + 2 * arch.kv_dim) + widths.mlp * (3 if arch.gated_mlp else 2) * i
+    attention = a * (2 * arch.q_dim + 2 * arch.kv_dim)
+    per_token = 2 * 4 * h + attention + widths.mlp * (3 if arch.gated_mlp else 2) * i
     if arch.lora_inputs:
         per_layer_inputs = sum(arch.lora_inputs) / arch.num_layers
         wrapped_per_layer = len(arch.lora_inputs) / arch.num_layers

@@ -41,6 +41,8 @@ class Architecture:
     hidden_size: int
     intermediate_size: int
     num_layers: int
+    q_dim: int
+    """Width of the queries and of the attention output: heads x head_dim (not always hidden)."""
     kv_dim: int
     vocab_size: int
     counts: dict[str, int]
@@ -387,6 +389,7 @@ def inspect_model(cfg: FtConfig, skip_modules: list[str] | None) -> Architecture
         hidden_size=hidden,
         intermediate_size=int(getattr(text, "intermediate_size", None) or 4 * hidden),
         num_layers=layers,
+        q_dim=heads * head_dim,
         kv_dim=kv_heads * head_dim,
         vocab_size=vocab,
         counts=counts,
