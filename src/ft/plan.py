@@ -366,8 +366,9 @@ def _activation_lines(
     widths = activation_widths(DTYPE_BYTES[precision.compute_dtype], width, kbit_adapter)
     rank = cfg.lora_r if cfg.adapter else 0
     dropout = cfg.lora_dropout > 0
-    acts = activation_bytes(arch, tokens, widths, cfg.gradient_checkpointing, dropout, rank)
-    other = activation_bytes(arch, tokens, widths, not cfg.gradient_checkpointing, dropout, rank)
+    dora = cfg.peft_use_dora
+    acts = activation_bytes(arch, tokens, widths, cfg.gradient_checkpointing, dropout, rank, dora)
+    other = activation_bytes(arch, tokens, widths, not cfg.gradient_checkpointing, dropout, rank, dora)
     state = "on" if cfg.gradient_checkpointing else "off"
     return [
         MemoryLine(
@@ -392,8 +393,6 @@ def _assumptions(cfg: FtConfig, mfu: float, compute_dtype: str, bits: int | None
         )
     if bits == 8:
         notes.append("8-bit: the input bitsandbytes keeps for each int8 layer's backward is not counted")
-    if cfg.peft_use_dora:
-        notes.append("DoRA's extra activations (its base output and weight norm) are not counted")
     return [
         *notes,
         f"activations for a micro-batch of micro_batch_size {cfg.micro_batch_size} rows of the longest "

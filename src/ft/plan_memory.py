@@ -149,6 +149,7 @@ def activation_bytes(
     checkpointing: bool,
     lora_dropout: bool,
     lora_rank: int,
+    dora: bool = False,
 ) -> Activations:
     """What autograd keeps for a micro-batch of `tokens` tokens, for a frozen base (with LoRA) or a
     full fine-tune, with a fused attention kernel (SDPA/flash: no seq x seq matrix is kept).
@@ -162,7 +163,10 @@ def activation_bytes(
     layer for its weight gradient (4h + i); with float32 master weights (fp16) the norms keep
     float32 outputs (2(4 - a)h bytes more) and autocast casts them once per linear layer reading
     them (q, k, v; gate, up: 3ah more). With gradient checkpointing only each layer's input
-    (h, in the stream's dtype) is kept, plus one layer recomputed during the backward. Logits: the
+    (h, in the stream's dtype) is kept, plus one layer recomputed during the backward.
+    DoRA (peft 0.21) keeps, per wrapped layer, its base and LoRA outputs (2 out per token); for
+    the weight's norm it passes an in x in identity matrix (float32, and its 16-bit autocast copy)
+    through lora_A, one layer at a time (the graph is detached), counted once for the widest. Logits: the
     head's output, a float32 copy for the loss and float32 gradients at the start of the
     backward: vocab x (compute + 12) bytes per token. The per-layer bytes are checked against
     autograd's saved tensors in tests/test_plan.py.
@@ -181,10 +185,14 @@ def activation_bytes(
         if widths.stream > a:  # float32 master weights: the norms' outputs are float32, and autocast
             # casts them once per linear layer that reads them (q, k, v; gate, up)
             per_token += 2 * h * (widths.stream - a) + a * h * (3 if arch.gated_mlp else 2)
+    transient = 0
+    if dora and arch.lora_inputs:
+        per_token += 2 * a * sum(arch.lora_outputs) // arch.num_layers
+        transient = (4 + a) * max(arch.lora_inputs) ** 2
     if checkpointing:
-        layers = tokens * (arch.num_layers * widths.stream * h + per_token)
+        layers = tokens * (arch.num_layers * widths.stream * h + per_token) + transient
     else:
-        layers = tokens * arch.num_layers * per_token
+        layers = tokens * arch.num_layers * per_token + transient
     return Activations(layers, tokens * arch.vocab_size * (a + 12))
 
 

@@ -62,7 +62,9 @@ class Architecture:
     saved_modules: list[Shape] = field(default_factory=list)
     """The trainable copies of `lora_modules_to_save`, in the base weights' dtype."""
     lora_inputs: list[int] = field(default_factory=list)
-    """in_features of each wrapped layer (for the activations the adapter keeps)."""
+    """in_features of each wrapped layer (for the activations the adapter keeps); 0 for an embedding."""
+    lora_outputs: list[int] = field(default_factory=list)
+    """out_features of each wrapped linear layer (for DoRA's activations)."""
 
     @property
     def total_params(self) -> int:
@@ -302,13 +304,16 @@ def _peft_matches(name: str, targets: list[str]) -> bool:
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
-def lora_tensors(cfg: FtConfig, model: Any, targets: list[str]) -> tuple[list[Shape], list[int], list[Shape]]:
-    """(adapter tensors, in_features per wrapped layer, modules_to_save tensors) of the adapter
-    peft would build."""
+def lora_tensors(
+    cfg: FtConfig, model: Any, targets: list[str]
+) -> tuple[list[Shape], list[int], list[int], list[Shape]]:
+    """(adapter tensors, in_features and out_features per wrapped layer, modules_to_save tensors)
+    of the adapter peft would build."""
     import torch
 
     tensors: list[Shape] = []
     inputs: list[int] = []
+    outputs: list[int] = []
     for name, module in model.named_modules():
         if not _peft_matches(name, targets):
             continue
@@ -318,13 +323,15 @@ def lora_tensors(cfg: FtConfig, model: Any, targets: list[str]) -> tuple[list[Sh
         tensors += [Shape(cfg.lora_r, shape.inp), Shape(shape.out, cfg.lora_r)]
         if cfg.peft_use_dora:
             tensors.append(Shape(shape.out, 1))  # the magnitude vector
-        inputs.append(0 if isinstance(module, torch.nn.Embedding) else shape.inp)
+        embedding = isinstance(module, torch.nn.Embedding)
+        inputs.append(0 if embedding else shape.inp)
+        outputs.append(0 if embedding else shape.out)
     saved: list[Shape] = []
     for name, module in model.named_modules():
         # peft wraps a module to save when its name ends with one of modules_to_save.
         if any(name.endswith(m) for m in cfg.lora_modules_to_save or []):
             saved += [Shape(p.shape[0], p.numel() // p.shape[0]) for p in module.parameters()]
-    return tensors, inputs, saved
+    return tensors, inputs, outputs, saved
 
 
 def with_saved_adapter(cfg: FtConfig) -> FtConfig:
@@ -401,7 +408,9 @@ def inspect_model(cfg: FtConfig, skip_modules: list[str] | None) -> Architecture
     )
     if cfg.adapter is not None:
         arch.lora_targets = target_modules(cfg, model)
-        arch.lora_tensors, arch.lora_inputs, arch.saved_modules = lora_tensors(cfg, model, arch.lora_targets)
+        arch.lora_tensors, arch.lora_inputs, arch.lora_outputs, arch.saved_modules = lora_tensors(
+            cfg, model, arch.lora_targets
+        )
         if not arch.lora_inputs:
             raise _no_targets_error(cfg, arch)
     return arch
