@@ -533,6 +533,9 @@ def test_a_saved_adapter_is_planned_with_its_own_settings(tmp_path: Path) -> Non
     plan = llama2_plan(f"lora_model_dir={saved}", "lora_target_modules=", "lora_target_linear=true")
     assert plan.trainable_parameters == 32 * 4 * (4096 + 4096)
     assert plan.adapter is not None and plan.adapter["targets"] == ["q_proj"] and plan.adapter["rank"] == 4
+    (saved / "adapter_config.json").write_text(json.dumps({"r": 4, "target_modules": ".*proj"}))
+    with pytest.raises(FtError, match=r"lora_model_dir: .* names its target modules by a pattern"):
+        llama2_plan(f"lora_model_dir={saved}")
 
 
 def test_gpu_names_and_memory_sizes_are_checked() -> None:
@@ -663,3 +666,26 @@ def test_hub_answers_are_told_apart_from_an_unreachable_hub(tmp_path: Path) -> N
     assert "has no revision" in said["norev"]
     assert "has no config.json" in said["noconfig"]
     assert not any("cannot be reached" in message for message in said.values())
+
+
+def test_the_download_hint_carries_the_revision() -> None:
+    from ft.plan_model import _no_config_error
+
+    hint = _no_config_error("org/name", "v2", "why").hint or ""
+    assert "hf download org/name config.json --revision v2" in hint
+
+
+@pytest.mark.parametrize(
+    ("base_model", "expected"),
+    [("models/broken-config", "is not a valid JSON file"), ("data/rows.jsonl", "is a file")],
+    ids=["87-bad-config-json", "88-base-model-is-a-file"],
+)
+def test_corpus_models_exit_2_in_plan(
+    capsys: pytest.CaptureFixture[str], base_model: str, expected: str
+) -> None:
+    """Cases 87 and 88 of tests/bad_configs, through `ft plan` (which does not check files first)."""
+    folder = REPO / "tests" / "bad_configs" / base_model
+    code, shown = plan_exit(["plan", str(LLAMA2_QLORA), "--set", f"base_model={folder}"], capsys)
+    assert code == 2, shown
+    assert expected in " ".join(shown.split())
+    assert "Traceback" not in shown
