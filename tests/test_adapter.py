@@ -53,6 +53,18 @@ def test_linear_targets_skip_the_head_also_in_4bit(tiny_model_dir: Path) -> None
     assert find_linear_targets(load_base_model(kbit_cfg, None, CPU)) == LLAMA_LINEAR
 
 
+def test_linear_targets_include_gpt2_conv1d_and_lora_attaches() -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=32))
+    targets = find_linear_targets(model)
+    assert targets == ["c_attn", "c_fc", "c_proj"]
+    cfg = make_cfg(lora_target_linear=True, lora_fan_in_fan_out=True, lora_r=2)
+    adapted = attach_adapter(cfg, model)
+    # c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj: four layers, r x (in + out) each.
+    assert adapted.trainable_params == 2 * ((16 + 48) + (16 + 16) + (16 + 64) + (64 + 16))
+
+
 @pytest.mark.integration
 def test_qlora_attach_with_checkpointing_trains_only_lora(tiny_model_dir: Path) -> None:
     import torch

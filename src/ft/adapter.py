@@ -26,15 +26,16 @@ class AdaptedModel:
 
 
 def find_linear_targets(model: Any) -> list[str]:
-    """Leaf names of every linear layer but the output head (bitsandbytes' Linear4bit and
-    Linear8bitLt subclass nn.Linear, so k-bit layers are found too)."""
+    """Leaf names of every linear layer but the output head: nn.Linear (bitsandbytes' Linear4bit
+    and Linear8bitLt subclass it, so k-bit layers are found too) and transformers' Conv1D (GPT-2's
+    linear layers, weight stored transposed; peft wraps them with fan_in_fan_out)."""
     import torch
 
     head = model.get_output_embeddings()
     names = {
         name.rsplit(".", 1)[-1]
         for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and module is not head
+        if (isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D") and module is not head
     }
     return sorted(names)
 
