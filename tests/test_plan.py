@@ -567,12 +567,8 @@ def plan_exit(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int,
         ("{not json", "is not a valid JSON file"),
         ('{"model_type": "nosuchmodel"}', "nosuchmodel"),
         ('{"model_type": "mamba", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 100}', "mamba"),
-        (
-            '{"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 100}',
-            "lora_target_linear",
-        ),
     ],
-    ids=["broken-json", "unknown-type", "mamba", "gpt2-conv1d"],
+    ids=["broken-json", "unknown-type", "mamba"],
 )
 def test_unplannable_models_exit_2_with_the_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], config: str, expected: str
@@ -592,6 +588,28 @@ def test_unplannable_models_exit_2_with_the_reason(
     assert code == 2, shown
     assert expected in " ".join(shown.split()), shown
     assert "Traceback" not in shown
+
+
+def test_gpt2_conv1d_layers_are_linear_targets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """GPT-2's linear layers are transformers' Conv1D: lora_target_linear finds them, as at train time."""
+    folder = tmp_path / "gpt2"
+    folder.mkdir()
+    (folder / "config.json").write_text(
+        '{"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 100}'
+    )
+    settings = [
+        "--set",
+        f"base_model={folder}",
+        "--set",
+        "lora_target_modules=",
+        "--set",
+        "lora_target_linear=true",
+    ]
+    from ft.cli import main
+
+    main(["plan", str(LLAMA2_QLORA), "--json", *settings])  # exit 0: returns
+    adapter = json.loads(capsys.readouterr().out)["adapter"]
+    assert sorted(adapter["targets"]) == ["c_attn", "c_fc", "c_proj"], adapter
 
 
 def hub_cache_with(root: Path, repo_id: str, tokenizer_from: Path | None) -> Path:

@@ -423,6 +423,6 @@ def _no_targets_error(cfg: FtConfig, arch: Architecture) -> FtError:
             hint="use the names of its linear layers, or lora_target_linear: true",
         )
     return FtError(
-        f"lora_target_linear: found no torch.nn.Linear layer to wrap in {arch.model_type}",
-        hint="name the layers in lora_target_modules (GPT-2's Conv1D layers: [c_attn, c_proj, c_fc])",
+        f"lora_target_linear: found no linear layer to wrap in {arch.model_type}",
+        hint="name the layers to wrap in lora_target_modules",
     )
