@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from ft.errors import FtError, OutputExistsError, TrainingInterrupted
 from ft.outdir import new_sibling, remove_stale_siblings, stale_siblings
+from ft.run import RUN_KEYS
 from ft.schema import FtConfig
 from ft.train_output import claim_run_dir, claimed_run_dir
 
@@ -35,9 +37,13 @@ def checkpoint(run: Path, step: int, complete: bool = True) -> Path:
     return folder
 
 
+def run_record(step: int) -> str:
+    return json.dumps({**dict.fromkeys(RUN_KEYS), "ft_version": "0.1.0", "global_step": step})
+
+
 def finished_run(run: Path) -> Path:
     checkpoint(run, 8)
-    (run / "run.json").write_text('{"global_step": 8}')
+    (run / "run.json").write_text(run_record(8))
     (run / "adapter_model.safetensors").write_bytes(b"old adapter")
     return run
 
@@ -129,9 +135,9 @@ def test_force_sets_the_old_run_aside_and_deletes_it_after_success(tmp_path: Pat
         assert claim.replaced is not None
         assert (claim.replaced / "run" / "run.json").is_file()  # the old run, whole, beside the new one
         assert sorted(p.name for p in run.iterdir()) == [".ft-run.json"]
-        (run / "run.json").write_text('{"global_step": 2}')
+        (run / "run.json").write_text(run_record(2))
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
-    assert json.loads((run / "run.json").read_text()) == {"global_step": 2}
+    assert json.loads((run / "run.json").read_text())["global_step"] == 2
     assert "set aside" in notes[0]
 
 
@@ -158,25 +164,249 @@ def test_force_keeps_the_new_run_once_it_has_a_checkpoint(tmp_path: Path) -> Non
     assert sorted(p.name for p in run.iterdir()) == [".ft-run.json", "checkpoint-3"]
 
 
-def test_set_aside_run_of_a_killed_force_is_removed_next_time(tmp_path: Path) -> None:
-    run = finished_run(tmp_path / "run")
-    dead = subprocess.run(
+def dead_pid() -> int:
+    done = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    pid = int(dead.stdout)
+    return int(done.stdout)
+
+
+def killed_force_run(run: Path) -> Path:
+    """The state a `ft train --force` killed (kill -9) before its first checkpoint leaves: the old
+    run in a hidden holder named with the dead pid, the new run's marker and metrics in `run`."""
     host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
-    leftover = tmp_path / f".run.ft-replaced-{pid}-{host}.abc123.old"
-    (leftover / "run").mkdir(parents=True)
+    live = run.parent / f".run.ft-replaced-{os.getpid()}-{host}.abc123.old"
+    live.mkdir(parents=True)
+    os.replace(finished_run(run), live / "run")
+    claim_run_dir(make_cfg(run), run, resume=False, force=False)
+    holder = live.with_name(f".run.ft-replaced-{dead_pid()}-{host}.abc123.old")
+    os.replace(live, holder)
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 3.0}\n')
+    checkpoint(run, 2, complete=False)
+    return holder
+
+
+def test_old_run_comes_back_after_a_force_run_killed_before_its_first_checkpoint(tmp_path: Path) -> None:
+    """H1: the next ft command must not delete the only copy of the old run."""
+    run = tmp_path / "run"
+    holder = killed_force_run(run)
+    notes: list[str] = []
+    with claimed_run_dir(make_cfg(run), run, resume=True, force=False, main=True, note=notes.append):
+        pass
+    assert not holder.exists() and [p.name for p in tmp_path.iterdir()] == ["run"]
+    assert (run / "adapter_model.safetensors").read_bytes() == b"old adapter"
+    assert "the previous run is back" in notes[0] and "killed before its first checkpoint" in notes[0]
+
+
+def test_old_run_comes_back_even_when_the_next_command_fails(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    holder = killed_force_run(run)
+    notes: list[str] = []
+    replace = claimed_run_dir(make_cfg(run), run, resume=False, force=False, main=True, note=notes.append)
+    with pytest.raises(OutputExistsError), replace:
+        pass
+    assert not holder.exists() and (run / "run.json").is_file()
+    assert "the previous run is back" in notes[0]  # shown although the command then failed
+
+
+def test_set_aside_run_is_removed_only_when_the_killed_force_run_left_a_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    leftover = killed_force_run(run)
+    checkpoint(run, 4)
     live = new_sibling(run, "replaced", ".old")  # this process: still running, kept
-    elsewhere = tmp_path / f".run.ft-replaced-{pid}-another-host.abc123.old"  # cannot tell: kept
+    elsewhere = tmp_path / f".run.ft-replaced-{dead_pid()}-another-host.abc123.old"  # cannot tell: kept
     elsewhere.mkdir()
     assert stale_siblings(run, "replaced") == [leftover]
     claim = claim_run_dir(make_cfg(run), run, resume=True, force=False)
-    assert not leftover.exists() and live.exists() and elsewhere.exists() and "killed" in claim.notes[0]
+    assert not leftover.exists() and live.exists() and elsewhere.exists()
+    assert "left a checkpoint" in claim.notes[0] and claim.resume_from == run / "checkpoint-4"
     foreign = tmp_path / ".run.backup"
     foreign.mkdir()
     assert remove_stale_siblings(run, "replaced") == [] and foreign.exists()
-    assert os.getpid() != pid
+
+
+def test_markers_count_by_content_not_name(tmp_path: Path) -> None:
+    """H2 (a), (b): a user's run.json, an empty or copied .ft-run.json make nothing ft's."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "run.json").write_text('{"job": "mine"}')
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(FtError, match="ft did not create"):
+        claim_run_dir(make_cfg(mine), mine, resume=False, force=True)
+    with pytest.raises(FtError, match="not a run folder ft created"):
+        claim_run_dir(make_cfg(mine), mine, resume=True, force=False)
+    p2 = tmp_path / "p2"
+    p2.mkdir()
+    (p2 / ".ft-run.json").write_text("{}")
+    (p2 / "mydata.jsonl").write_text("{}")
+    with pytest.raises(OutputExistsError):
+        claim_run_dir(make_cfg(p2), p2, resume=False, force=False)
+    original = tmp_path / "original"
+    claim_run_dir(make_cfg(original), original, resume=False, force=False)
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    (copy / "mydata.jsonl").write_text("{}")
+    with pytest.raises(OutputExistsError):
+        claim_run_dir(make_cfg(copy), copy, resume=False, force=False)
+    assert (
+        (mine / "notes.txt").is_file()
+        and (p2 / "mydata.jsonl").is_file()
+        and (copy / "mydata.jsonl").is_file()
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy", "mine", "original", "p2"]
+
+
+def test_force_and_start_over_refuse_files_ft_does_not_write(tmp_path: Path) -> None:
+    """H2 (c): a user's file added to a genuine run folder is named, and nothing moves."""
+    run = finished_run(tmp_path / "run")
+    (run / "eval-results.txt").write_text("mine")
+    (run / "model.gguf").write_text("mine")
+    with pytest.raises(FtError, match=r"files ft did not write: eval-results\.txt, model\.gguf") as err:
+        claim_run_dir(make_cfg(run), run, resume=False, force=True)
+    assert err.value.hint is not None and "move them" in err.value.hint
+    unfinished = tmp_path / "unfinished"
+    claim_run_dir(make_cfg(unfinished), unfinished, resume=False, force=False)
+    (unfinished / "notes.txt").write_text("mine")
+    with pytest.raises(FtError, match=r"files ft did not write: notes\.txt"):
+        claim_run_dir(make_cfg(unfinished), unfinished, resume=False, force=False)
+    assert (unfinished / "notes.txt").is_file() and hidden(tmp_path) == []
+
+
+def test_everything_a_run_writes_is_on_the_list(tmp_path: Path) -> None:
+    from ft.train_output import unknown_entries
+
+    run = finished_run(tmp_path / "run")
+    names = [
+        "adapter_config.json", "adapter_model.safetensors", "config.yml", "metrics.jsonl", "loss.png",
+        "eval.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+        "chat_template.jinja", "generation_config.json", "config.json", "model-00001-of-00002.safetensors",
+        "model.safetensors.index.json", "training_args.bin", "README.md", ".ft-final.tmp",
+    ]  # fmt: skip
+    for name in names:
+        (run / name).write_text("x")
+    (run / "runs" / "Nov23_12-00-00").mkdir(parents=True)
+    (run / "merged").mkdir()
+    assert unknown_entries(run) == ["merged"]  # not a merge of ft's (no ft_merge.json)
+    (run / "merged" / "ft_merge.json").write_text("{}")
+    (run / "checkpoint-final").mkdir()
+    assert unknown_entries(run) == ["checkpoint-final"]
+
+
+@pytest.mark.parametrize("inside", ["data", "config", "base"])
+def test_force_and_start_over_refuse_a_folder_holding_an_input(tmp_path: Path, inside: str) -> None:
+    run = finished_run(tmp_path / "run")
+    data = (run if inside == "data" else tmp_path) / "data.jsonl"
+    data.write_text("{}")
+    config = (run if inside == "config" else tmp_path) / "config.yml"  # ft writes config.yml: still an input
+    config.write_text("x")
+    base = (tmp_path / "run" / "base") if inside == "base" else tmp_path / "base"
+    base.mkdir()
+    cfg = make_cfg(run, base_model=str(base), datasets=[{"path": str(data)}])
+    with pytest.raises(FtError, match=r"holds (datasets|the config|base_model)"):
+        claim_run_dir(cfg, run, resume=False, force=True, config_path=config)
+    assert data.is_file() and (run / "run.json").is_file() and hidden(tmp_path) == []
+
+
+def test_resume_requires_a_folder_ft_created(tmp_path: Path) -> None:
+    """H3: --resume, or a checkpoint inside output_dir, in a folder without ft's marker."""
+    user = tmp_path / "user"
+    checkpoint(user, 7)
+    (user / "metrics.jsonl").write_text('text\n{"step": 99}\n')
+    with pytest.raises(FtError, match="not a run folder ft created"):
+        claim_run_dir(make_cfg(user), user, resume=True, force=False)
+    inside = make_cfg(user, resume_from_checkpoint=str(user / "checkpoint-7"))
+    with pytest.raises(FtError, match="not a run folder ft created"):
+        claim_run_dir(inside, user, resume=False, force=False)
+    assert (user / "metrics.jsonl").read_text() == 'text\n{"step": 99}\n'
+
+
+def test_resume_from_a_checkpoint_elsewhere_follows_the_start_rules(tmp_path: Path) -> None:
+    other = checkpoint(tmp_path / "other", 4)
+    run = finished_run(tmp_path / "run")
+    cfg = make_cfg(run, resume_from_checkpoint=str(other))
+    with pytest.raises(OutputExistsError):
+        claim_run_dir(cfg, run, resume=False, force=False)
+    assert (run / "adapter_model.safetensors").read_bytes() == b"old adapter"
+    fresh = tmp_path / "fresh"
+    claim = claim_run_dir(make_cfg(fresh, resume_from_checkpoint=str(other)), fresh, resume=True, force=False)
+    assert claim.resume_from == other and (fresh / ".ft-run.json").is_file()
+
+
+def test_resuming_a_finished_run_makes_it_unfinished_first(tmp_path: Path) -> None:
+    run = finished_run(tmp_path / "run")
+    claim = claim_run_dir(make_cfg(run), run, resume=True, force=False)
+    assert claim.resume_from == run / "checkpoint-8"
+    assert not (run / "run.json").exists()
+    marker = json.loads((run / ".ft-run.json").read_text())
+    assert marker["run_dir"] == str(run.resolve()) and marker["pid"] == os.getpid()
+    assert any("unfinished again" in note for note in claim.notes)
+
+
+def test_a_live_run_is_not_started_over_or_replaced(tmp_path: Path) -> None:
+    """M6: .ft-run.json names the process; another live ft train there is refused."""
+    run = tmp_path / "run"
+    claim_run_dir(make_cfg(run), run, resume=False, force=False)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        marker = json.loads((run / ".ft-run.json").read_text())
+        (run / ".ft-run.json").write_text(json.dumps({**marker, "pid": other.pid}))
+        for resume, force in ((False, False), (False, True), (True, False)):
+            with pytest.raises(FtError, match=rf"a run is in progress in .* \(pid {other.pid}\)"):
+                claim_run_dir(make_cfg(run), run, resume=resume, force=force)
+    finally:
+        other.kill()
+        other.wait()
+    claim = claim_run_dir(make_cfg(run), run, resume=False, force=False)  # dead now: started over
+    assert "starting it over" in claim.notes[0]
+
+
+def test_other_ranks_only_find_the_checkpoint(tmp_path: Path) -> None:
+    """M7: in DDP, ranks other than 0 neither inspect nor change the folder."""
+    run = finished_run(tmp_path / "run")
+    partial = checkpoint(run, 12, complete=False)
+    claim = claim_run_dir(make_cfg(run), run, resume=True, force=False, main=False)
+    assert claim.resume_from == run / "checkpoint-8" and partial.exists() and (run / "run.json").exists()
+    claim = claim_run_dir(make_cfg(run), run, resume=False, force=True, main=False)
+    assert claim.resume_from is None and claim.replaced is None and hidden(tmp_path) == []
+
+
+def test_full_disk_at_the_start_is_a_clear_error(tmp_path: Path) -> None:
+    """M3: writing .ft-run.json fails (a file size limit stands in for a full disk)."""
+    import resource
+    import signal
+
+    from ft.outdir import WriteFailedError
+
+    run = tmp_path / "run"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8, hard))
+    try:
+        with pytest.raises(WriteFailedError, match="cannot write") as err:
+            claim_run_dir(make_cfg(run), run, resume=False, force=False)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert err.value.hint is not None and "free some disk space" in err.value.hint
+
+
+def test_signals_wait_during_set_aside_and_restore(tmp_path: Path) -> None:
+    """M1: a signal inside signals_held arrives after it (or is dropped, and named)."""
+    import signal
+
+    from ft.outdir import restore, set_aside, signals_held
+
+    run = finished_run(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt), signals_held():
+        holder = set_aside(run, "replaced")
+        os.kill(os.getpid(), signal.SIGINT)
+        run.mkdir()
+        (run / ".ft-run.json").write_text("{}")
+    with signals_held(drop=True) as dropped:
+        os.kill(os.getpid(), signal.SIGINT)
+        restore(holder, run)
+    assert dropped == ["SIGINT"]
+    assert (run / "adapter_model.safetensors").read_bytes() == b"old adapter" and hidden(tmp_path) == []
 
 
 def test_merge_force_only_over_a_merge_of_fts(tmp_path: Path) -> None:

@@ -138,7 +138,9 @@ def train_command(
     quiet_libraries()
     view = ProgressView(console)
     try:
-        result = run_training(cfg, resume=resume, force=force, on_event=view if main else None)
+        result = run_training(
+            cfg, resume=resume, force=force, on_event=view if main else None, config_path=config
+        )
     finally:
         view.stop()
     if main:

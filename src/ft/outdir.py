@@ -17,8 +17,10 @@ import errno
 import os
 import re
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,7 +74,7 @@ def _sibling_prefix(path: Path, tag: str) -> str:
     return f".{path.name}.ft-{tag}-"
 
 
-def _host() -> str:
+def host_name() -> str:
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 
 
@@ -80,7 +82,7 @@ def new_sibling(path: Path, tag: str, suffix: str) -> Path:
     """A new hidden folder beside `path` (same filesystem, so renames between them are atomic),
     named with this process's id and host."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f"{_sibling_prefix(path, tag)}{os.getpid()}-{_host()}."
+    prefix = f"{_sibling_prefix(path, tag)}{os.getpid()}-{host_name()}."
     return Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=path.parent))
 
 
@@ -105,7 +107,7 @@ def stale_siblings(path: Path, tag: str) -> list[Path]:
     stale = []
     for child in sorted(path.parent.iterdir()):
         match = pattern.match(child.name)
-        if match and match.group(2) == _host() and child.is_dir() and not pid_alive(int(match.group(1))):
+        if match and match.group(2) == host_name() and child.is_dir() and not pid_alive(int(match.group(1))):
             stale.append(child)
     return stale
 
@@ -124,11 +126,38 @@ def set_aside(path: Path, tag: str) -> Path:
     return holder
 
 
+KILLED_NAME = ".ft-killed"
+"""Inside a holder: where restore() moves what stood at the output path before deleting it."""
+
+
 def restore(holder: Path, path: Path) -> None:
-    if path.exists():
-        shutil.rmtree(path)
+    """Put the set-aside folder back: two renames first (the old folder is back before anything is
+    deleted), then delete what stood there, moved into the holder."""
+    if path.exists() or path.is_symlink():
+        os.replace(path, holder / KILLED_NAME)
     os.replace(holder / path.name, path)
     shutil.rmtree(holder, ignore_errors=True)
+
+
+@contextmanager
+def signals_held(*, drop: bool = False) -> Iterator[list[str]]:
+    """SIGINT/SIGTERM wait until the block ends (a set-aside or restore is never cut half-way). A
+    signal sent meanwhile is delivered when it ends, or with `drop` discarded and its name put in
+    the yielded list. Main thread of a POSIX process only."""
+    dropped: list[str] = []
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield dropped
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield dropped
+    finally:
+        if drop:
+            for sig in sorted(signal.sigpending() & held):
+                signal.sigwait({sig})
+                dropped.append(signal.Signals(sig).name)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -277,6 +277,7 @@ def run_training(
     resume: bool = False,
     force: bool = False,
     on_event: Callable[[TrainEvent], None] | None = None,
+    config_path: Path | None = None,
 ) -> TrainResult:
     """The whole `ft train`; raises OutputExistsError, TrainingInterrupted, WriteFailedError, FtError.
 
@@ -288,12 +289,19 @@ def run_training(
 
     emit = on_event or _no_event
     started_at = utc_now()
-    run_dir = Path(cfg.output_dir).expanduser()
+    # Resolved: a symlinked output_dir is replaced where it points, and `.` or `x/..` get real names.
+    run_dir = Path(cfg.output_dir).expanduser().resolve()
     main = is_main_process_from_env()
     with (
         raise_on_signals(stopped_before_training),
         claimed_run_dir(
-            cfg, run_dir, resume=resume, force=force, main=main, note=lambda line: emit(_note(line))
+            cfg,
+            run_dir,
+            resume=resume,
+            force=force,
+            main=main,
+            note=lambda line: emit(_note(line)),
+            config_path=config_path,
         ) as claim,
     ):
         notes = [note for note in (use_offline_mode_if_local(cfg),) if note]
