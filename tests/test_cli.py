@@ -40,3 +40,18 @@ def test_usage_errors_exit_2_without_a_traceback(args: list[str], expected: str,
 def test_version_exits_0(capsys) -> None:
     assert run_main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("ft ")
+
+
+def test_help_imports_neither_heavy_libraries_nor_the_schema() -> None:
+    """`ft --help` stays instant: command modules import their stages inside the commands."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from ft.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "slow = ('torch', 'transformers', 'peft', 'trl', 'datasets', 'pydantic', 'ft.schema')\n"
+        "print([m for m in slow if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

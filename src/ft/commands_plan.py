@@ -13,11 +13,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from ft.errors import FtError
-from ft.plan_memory import GIB
 
 if TYPE_CHECKING:
     from ft.plan import GpuFit, Plan
 
+GIB = 2**30
+"""ft.plan_memory's unit, not imported from it: that module pulls the schema in, and `ft --help`
+imports this one."""
 MAX_MEMORY_GIB = 16384
 """--memory above this (16 TiB, more than any one machine's GPUs) is taken for a typo."""
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(gib|gb|g|mib|mb|m)?\s*$", re.IGNORECASE)
