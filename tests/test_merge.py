@@ -281,6 +281,64 @@ def test_interrupted_merge_leaves_no_output(lora_run: Path, tmp_path: Path) -> N
     assert state_dict_of(out).keys() == before.keys()
 
 
+def test_out_holding_the_current_folder_is_refused_before_merging(
+    lora_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """M5: `--out .` (or `..`) was merged into, then failed to rename `.` away, losing the merge."""
+    here = tmp_path / "here"
+    here.mkdir()
+    before = Path.cwd()
+    os.chdir(here)
+    try:
+        for out in (".", ".."):
+            assert run_cli("merge", str(lora_run), "--out", out, "--no-verify") == 2
+            err = " ".join(capsys.readouterr().err.split())
+            assert "would replace the current folder" in err and "Traceback" not in err
+    finally:
+        os.chdir(before)
+    assert list(tmp_path.iterdir()) == [here] and list(here.iterdir()) == []
+
+
+def test_what_appears_at_out_during_the_merge_is_not_replaced(lora_run: Path, tmp_path: Path) -> None:
+    """L4: --out is checked again just before the merge is put in place."""
+    from ft.errors import FtError
+    from ft.merge import merge_run
+
+    out = tmp_path / "merged"
+
+    def someone_writes_there(folder: Path) -> None:
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+
+    with pytest.raises(FtError, match="ft did not create"):
+        merge_run(lora_run, out, verify=False, force=True, before_publish=someone_writes_there)
+    assert [p.name for p in tmp_path.iterdir()] == ["merged"] and (out / "notes.txt").read_text() == "mine"
+
+
+def test_previous_merge_set_aside_by_a_killed_merge_is_put_back(tmp_path: Path) -> None:
+    """L3: killed between its two renames, an ft merge leaves the previous merge only in a hidden
+    folder; the next one puts it back instead of deleting it."""
+    import re
+    import socket
+
+    from ft.merge import settle_stale_merges
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+    old = tmp_path / f".merged.ft-merge-old-{done.stdout.strip()}-{host}.abc.old"
+    (old / "merged").mkdir(parents=True)
+    (old / "merged" / "ft_merge.json").write_text("{}")
+    tmp = tmp_path / f".merged.ft-merge-{done.stdout.strip()}-{host}.abc.tmp"
+    tmp.mkdir()
+    lines: list[str] = []
+    settle_stale_merges(tmp_path / "merged", lines.append)
+    assert [p.name for p in tmp_path.iterdir()] == ["merged"]
+    assert (tmp_path / "merged" / "ft_merge.json").is_file()
+    assert any("previous merge is back" in line for line in lines)
+
+
 # ---------------------------------------------------------------------------------------------
 # The streaming merge against peft's merge_and_unload, on adapters ft train does not make by default
 

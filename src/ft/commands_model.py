@@ -38,6 +38,7 @@ def merge_command(
     ),
 ) -> None:
     """Fold the adapter into the unquantized base: sharded safetensors, tokenizer, generation config."""
+    from ft.callbacks import raise_on_signals
     from ft.merge import merge_run
     from ft.quiet import quiet_libraries
 
@@ -47,22 +48,32 @@ def merge_command(
     def log(message: str) -> None:
         console.print(f"[dim]{message}[/]", highlight=False)
 
-    result = merge_run(
-        run_dir,
-        out,
-        dtype=dtype,
-        max_shard_size=max_shard_size,
-        force=force,
-        streaming=streaming,
-        verify=verify,
-        log=log,
-    )
+    with raise_on_signals(merge_stopped):  # SIGTERM too: the temporary folder is removed on the way out
+        result = merge_run(
+            run_dir,
+            out,
+            dtype=dtype,
+            max_shard_size=max_shard_size,
+            force=force,
+            streaming=streaming,
+            verify=verify,
+            log=log,
+        )
     console.print(f"[bold green]done[/] merged model: {result.out_dir}", highlight=False)
     diff = "-" if result.max_abs_logit_diff is None else f"{result.max_abs_logit_diff:.3g}"
     console.print(
         f"dtype {result.dtype}  {result.mode}  {result.weight_files} weight file(s)  "
         f"max |Δlogit| {diff}  time {result.seconds:.1f}s",
         highlight=False,
+    )
+
+
+def merge_stopped(signal_name: str) -> Exception:
+    from ft.errors import TrainingInterrupted
+
+    return TrainingInterrupted(
+        f"ft merge stopped by {signal_name}: nothing new was written to --out",
+        hint="run the same command again",
     )
 
 

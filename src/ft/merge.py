@@ -34,8 +34,9 @@ from ft.outdir import (
     owned_by_ft,
     refuse_foreign,
     refuse_holding_cwd,
-    remove_stale_siblings,
     set_aside,
+    signals_held,
+    stale_siblings,
     writing,
 )
 from ft.run import ADAPTER_CONFIG, ADAPTER_WEIGHTS, RunInfo, library_versions, read_run, write_json_atomic
@@ -174,10 +175,12 @@ def default_out(run_dir: Path) -> Path:
 
 
 def check_output(out: Path, run: RunInfo, force: bool) -> None:
+    """The checks on --out, before the merge and again just before it is swapped in."""
     out = out.expanduser().resolve()
     protected = {
         run.run_dir.resolve(): "the run folder",
         Path(run.base_model_path).expanduser().resolve(): "the base model",
+        Path.cwd().resolve(): "the current folder",
     }
     for path, what in protected.items():
         if out == path or out in path.parents:
@@ -198,7 +201,24 @@ def check_output(out: Path, run: RunInfo, force: bool) -> None:
 
 MERGE_MARKERS = (MERGE_JSON,)
 SIBLING_TAG = "merge"
+OLD_TAG = "merge-old"
+"""The previous merge, set aside while the new one is renamed into place (apart from the
+temporary folders, so that a stale one can be put back)."""
 MERGE_WRITE_HINT = "free some disk space (or choose --out on another disk), then run ft merge again"
+
+
+def settle_stale_merges(out: Path, log: Log) -> None:
+    """Hidden folders of an ft merge that was killed: its temporary folder goes; the previous merge
+    it set aside goes back to --out if the new one never got there, else it goes."""
+    for stale in stale_siblings(out, SIBLING_TAG) + stale_siblings(out, OLD_TAG):
+        previous = stale / out.name
+        if previous.is_dir() and not out.exists() and not out.is_symlink():
+            os.replace(previous, out)
+            shutil.rmtree(stale, ignore_errors=True)
+            log(f"the previous merge is back in {out}: an earlier ft merge was killed while replacing it")
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
+            log(f"removed {stale}: left by an earlier ft merge that was killed")
 
 
 def new_temp_dir(out: Path) -> Path:
@@ -208,7 +228,7 @@ def new_temp_dir(out: Path) -> Path:
 
 def publish(tmp: Path, out: Path) -> None:
     """Move the finished folder into place; a replaced one is set aside first and removed last."""
-    old = set_aside(out, SIBLING_TAG) if out.exists() else None
+    old = set_aside(out, OLD_TAG) if out.exists() else None
     try:
         os.replace(tmp, out)
     except BaseException:
@@ -419,7 +439,8 @@ def merge_run(
     started = time.monotonic()
     run = read_adapter_run(Path(run_dir))
     dtype_name = resolve_dtype(dtype, run)
-    out = (out or default_out(run.run_dir)).expanduser()
+    # Resolved: `.` or `..` get real names, a symlink is replaced where it points.
+    out = (out or default_out(run.run_dir)).expanduser().resolve()
     check_output(out, run, force)
     from ft.merge_stream import parse_size
 
@@ -427,8 +448,7 @@ def merge_run(
     base_dir = local_base_dir(run)
     use_streaming, why = choose_streaming(streaming, base_dir, dtype_name)
     mode = "streaming" if use_streaming else "in-memory"
-    for stale in remove_stale_siblings(out, SIBLING_TAG):
-        log(f"removed {stale}: left by an earlier ft merge that was killed")
+    settle_stale_merges(out, log)
     log(f"merging {run.run_dir} ({run.adapter}) into {run.base_model_path}: {dtype_name}, {mode} ({why})")
     tmp = new_temp_dir(out)
     try:
@@ -439,7 +459,11 @@ def merge_run(
             result = replace(result, seconds=time.monotonic() - started)
         if before_publish is not None:
             before_publish(tmp)
-        publish(tmp, out)
+        check_output(out, run, force)  # whatever appeared at --out during the merge
+        with signals_held(drop=True) as dropped:
+            publish(tmp, out)
+        if dropped:
+            log(f"{', '.join(dropped)} while the merge was put in place ignored: it is complete")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return result
