@@ -250,3 +250,50 @@ def test_sigkill_while_writing_the_final_files_then_resume_writes_them(
     assert run_json(run)["global_step"] == planned
     assert not (run / ".ft-final.tmp").exists() and not (run / ".ft-run.json").exists()
     assert (run / "adapter_model.safetensors").is_file()
+
+
+def test_second_signal_aborts_and_names_the_newest_checkpoint(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """L5: SIGINT then SIGTERM land together in the middle of a save (the process is frozen while
+    both are sent, so they cannot merge into one): the first asks for a stop, the second aborts.
+    The message names the newest complete checkpoint, and --resume continues from it."""
+    planned = 12
+    config = write_config(tmp_path, tiny_model_dir, max_steps=planned, save_steps=2)
+    run, log = tmp_path / "run", tmp_path / "ft.log"
+    proc = start_train(config, log)
+    wait_for(lambda: checkpoint_complete(run / "checkpoint-2"), proc, log)
+    partial = pause_mid_save(proc, run, log, range(4, planned, 2))
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
+    code, output = finish(proc, log)
+    newest = run / f"checkpoint-{int(partial.name.split('-')[1]) - 2}"
+    assert code == 130, output
+    assert f"aborted by a second signal; the newest complete checkpoint is {newest}" in output
+    assert "--resume" in output and "Traceback" not in output
+
+    assert run_cli("train", str(config), "--resume") == 0
+    assert f"resuming from {newest}" in " ".join(capsys.readouterr().out.split())
+    assert run_json(run)["global_step"] == planned
+
+
+def test_only_write_failures_are_reported_as_a_full_disk() -> None:
+    """L1: a checkpoint save's other errors (a collective failing, a bug) keep their own message
+    and traceback, and do not delete the checkpoint."""
+    import errno
+
+    from ft.callbacks import is_checkpoint_write_failure
+
+    assert is_checkpoint_write_failure(OSError(errno.ENOSPC, "No space left on device"))
+    assert is_checkpoint_write_failure(
+        RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64")
+    )
+    assert is_checkpoint_write_failure(
+        RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+    )
+    assert is_checkpoint_write_failure(
+        Exception("Error while serializing: I/O error: File too large (os error 27)")
+    )
+    assert not is_checkpoint_write_failure(RuntimeError("NCCL communicator was aborted on rank 1"))
+    assert not is_checkpoint_write_failure(ValueError("checkpoint-3 is not a directory"))

@@ -21,8 +21,8 @@ from typing import Any
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
-from ft.outdir import write_failed
-from ft.run import newest_checkpoint
+from ft.outdir import is_write_failure, write_failed
+from ft.run import TRAINER_STATE, newest_checkpoint
 
 
 @dataclass(frozen=True)
@@ -228,12 +228,36 @@ class QuietSFTTrainer(SFTTrainer):
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        if self.args.should_save:
+            # Saved over an older checkpoint-N (resumed from an earlier checkpoint): without this,
+            # the old trainer_state.json would make a half-overwritten folder look complete.
+            (folder / TRAINER_STATE).unlink(missing_ok=True)
         try:
             super()._save_checkpoint(model, trial)
         except Exception as err:
-            # A full disk shows up as OSError, or as torch.save's RuntimeError without an errno.
+            if not is_checkpoint_write_failure(err):
+                raise
             # The folder is this save's own: removing it frees the space and leaves nothing that
-            # looks resumable (ft.run.checkpoint_complete would skip it anyway).
-            if self.args.should_save:
+            # looks resumable. A save that got as far as trainer_state.json is complete: kept.
+            if self.args.should_save and not (folder / TRAINER_STATE).is_file():
                 shutil.rmtree(folder, ignore_errors=True)
             raise write_failed(folder, err, checkpoint_write_hint(folder.parent)) from err
+
+
+WRITER_ERRORS = (
+    "os error 28",
+    "os error 27",
+    "os error 122",
+    "no space left",
+    "file too large",
+    "quota exceeded",
+    "file write failed",
+    "unexpected pos",
+)
+"""How a full disk reads when the writer gives no errno: safetensors (Rust I/O errors) and
+torch.save ("file write failed", "unexpected pos ...")."""
+
+
+def is_checkpoint_write_failure(err: BaseException) -> bool:
+    text = str(err).lower()
+    return is_write_failure(err) or any(words in text for words in WRITER_ERRORS)

@@ -493,15 +493,18 @@ def _train_and_save(
         emit(_note(f"resuming from {resume_from}"))
     # The first signal during the final evaluation and save is noted and the run completes; a
     # second one aborts (the last checkpoint stays resumable: run.json is written last).
-    with stop_on_signals(stop.request, emit):
-        with writing(run_dir, CHECKPOINT_WRITE_HINT):
-            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        if stop.stopped_at is not None:
-            raise interrupted(run_dir, stop.stopped_at, stop.request.signal_name)
-        if trainer.eval_dataset is not None and _last_eval_step(trainer) != trainer.state.global_step:
-            trainer.evaluate()
-        result = _result(context, trainer, adapted, progress.start_step)
-        save_run_folder(context, trainer, result)
+    try:
+        with stop_on_signals(stop.request, emit):
+            with writing(run_dir, CHECKPOINT_WRITE_HINT):
+                trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            if stop.stopped_at is not None:
+                raise interrupted(run_dir, stop.stopped_at, stop.request.signal_name)
+            if trainer.eval_dataset is not None and _last_eval_step(trainer) != trainer.state.global_step:
+                trainer.evaluate()
+            result = _result(context, trainer, adapted, progress.start_step)
+            save_run_folder(context, trainer, result)
+    except KeyboardInterrupt:  # the second signal
+        raise aborted(run_dir) from None
     emit(_note("run folder written", run_dir=str(run_dir)))
     return result
 
@@ -648,6 +651,21 @@ def interrupted(run_dir: Path, step: int, signal_name: str | None) -> TrainingIn
     checkpoint = run_dir / f"checkpoint-{step}"
     return TrainingInterrupted(
         f"training stopped by {signal_name or 'a signal'} at step {step}; checkpoint saved in {checkpoint}",
+        hint="continue with: ft train CONFIG --resume",
+    )
+
+
+def aborted(run_dir: Path) -> TrainingInterrupted:
+    from ft.run import newest_checkpoint
+
+    newest = newest_checkpoint(run_dir)
+    if newest is None:
+        return TrainingInterrupted(
+            "training aborted by a second signal, before its first checkpoint",
+            hint="run the same command again",
+        )
+    return TrainingInterrupted(
+        f"training aborted by a second signal; the newest complete checkpoint is {newest}",
         hint="continue with: ft train CONFIG --resume",
     )
 
