@@ -391,21 +391,33 @@ def test_full_disk_at_the_start_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_signals_wait_during_set_aside_and_restore(tmp_path: Path) -> None:
-    """M1: a signal inside signals_held arrives after it (or is dropped, and named)."""
+    """M1: a signal inside signals_held arrives after it (or is dropped, and named), also when
+    another thread could take it (ft train has many: a signal mask would hold back none)."""
     import signal
+    import threading
 
     from ft.outdir import restore, set_aside, signals_held
 
     run = finished_run(tmp_path / "run")
-    with pytest.raises(KeyboardInterrupt), signals_held():
-        holder = set_aside(run, "replaced")
-        os.kill(os.getpid(), signal.SIGINT)
-        run.mkdir()
-        (run / ".ft-run.json").write_text("{}")
-    with signals_held(drop=True) as dropped:
-        os.kill(os.getpid(), signal.SIGINT)
-        restore(holder, run)
-    assert dropped == ["SIGINT"]
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    steps: list[str] = []
+    try:
+        with pytest.raises(KeyboardInterrupt), signals_held():
+            holder = set_aside(run, "replaced")
+            os.kill(os.getpid(), signal.SIGINT)
+            run.mkdir()
+            (run / ".ft-run.json").write_text("{}")
+            steps.append("set aside")
+        with signals_held(drop=True) as dropped:
+            os.kill(os.getpid(), signal.SIGTERM)
+            restore(holder, run)
+            steps.append("restored")
+    finally:
+        stop.set()
+        other.join()
+    assert steps == ["set aside", "restored"] and dropped == ["SIGTERM"]
     assert (run / "adapter_model.safetensors").read_bytes() == b"old adapter" and hidden(tmp_path) == []
 
 

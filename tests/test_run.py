@@ -101,6 +101,6 @@ def test_metrics_trimmed_to_the_resumed_step_and_a_cut_line_skipped(tmp_path: Pa
     ]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows) + '{"step": 4, "lo')  # killed mid-line
     assert read_metrics(path) == rows
-    assert trim_metrics(path, 2) == 2
+    assert trim_metrics(path, 2) == 1  # the row of step 3; the cut line goes too, but was no row (L8)
     assert read_metrics(path) == rows[:3] and path.read_text().endswith("}\n")
     assert trim_metrics(path, 2) == 0 and trim_metrics(tmp_path / "missing.jsonl", 2) == 0

@@ -141,23 +141,30 @@ def restore(holder: Path, path: Path) -> None:
 
 @contextmanager
 def signals_held(*, drop: bool = False) -> Iterator[list[str]]:
-    """SIGINT/SIGTERM wait until the block ends (a set-aside or restore is never cut half-way). A
-    signal sent meanwhile is delivered when it ends, or with `drop` discarded and its name put in
-    the yielded list. Main thread of a POSIX process only."""
+    """SIGINT/SIGTERM wait until the block ends (a set-aside or restore is never cut half-way): a
+    signal sent meanwhile is raised again when it ends, or with `drop` discarded and its name put
+    in the yielded list. By a recording handler, not a signal mask: a mask blocks one thread only,
+    and the C-level handler of another thread would still interrupt this one. Main thread only."""
     dropped: list[str] = []
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
         yield dropped
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    caught: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        caught.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield dropped
     finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
         if drop:
-            for sig in sorted(signal.sigpending() & held):
-                signal.sigwait({sig})
-                dropped.append(signal.Signals(sig).name)
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            dropped.extend(signal.Signals(sig).name for sig in caught)
+        else:
+            for signum in dict.fromkeys(caught):
+                signal.raise_signal(signum)
 
 
 # ---------------------------------------------------------------------------------------------

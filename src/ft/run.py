@@ -190,11 +190,12 @@ def trim_metrics(path: Path, last_step: int) -> int:
     if not path.is_file():
         return 0
     lines = path.read_text(encoding="utf-8").splitlines()
-    kept = [json.dumps(row) for row in read_metrics(path) if int(row.get("step") or 0) <= last_step]
+    rows = read_metrics(path)
+    kept = [json.dumps(row) for row in rows if int(row.get("step") or 0) <= last_step]
     if len(kept) == len(lines):
         return 0
     write_text_atomic(path, "".join(line + "\n" for line in kept))
-    return len(lines) - len(kept)
+    return len(rows) - len(kept)  # a line cut short by a kill is not a row
 
 
 def plot_loss(metrics: list[dict[str, Any]], path: Path) -> str | None:
