@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ft.errors import FtError, OutputExistsError, TrainingInterrupted
-from ft.outdir import new_sibling, remove_stale_siblings, stale_siblings
+from ft.outdir import host_name, new_sibling, remove_stale_siblings, stale_siblings
 from ft.run import RUN_KEYS
 from ft.schema import FtConfig
 from ft.train_output import claim_run_dir, claimed_run_dir
@@ -174,7 +172,7 @@ def dead_pid() -> int:
 def killed_force_run(run: Path) -> Path:
     """The state a `ft train --force` killed (kill -9) before its first checkpoint leaves: the old
     run in a hidden holder named with the dead pid, the new run's marker and metrics in `run`."""
-    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+    host = host_name()
     live = run.parent / f".run.ft-replaced-{os.getpid()}-{host}.abc123.old"
     live.mkdir(parents=True)
     os.replace(finished_run(run), live / "run")
@@ -216,9 +214,12 @@ def test_set_aside_run_is_removed_only_when_the_killed_force_run_left_a_checkpoi
     live = new_sibling(run, "replaced", ".old")  # this process: still running, kept
     elsewhere = tmp_path / f".run.ft-replaced-{dead_pid()}-another-host.abc123.old"  # cannot tell: kept
     elsewhere.mkdir()
+    # L7: same host name, another PID namespace (a container with --net=host): cannot tell either
+    other_ns = tmp_path / f".run.ft-replaced-{dead_pid()}-{host_name().rsplit('-ns', 1)[0]}-ns1.abc123.old"
+    other_ns.mkdir()
     assert stale_siblings(run, "replaced") == [leftover]
     claim = claim_run_dir(make_cfg(run), run, resume=True, force=False)
-    assert not leftover.exists() and live.exists() and elsewhere.exists()
+    assert not leftover.exists() and live.exists() and elsewhere.exists() and other_ns.exists()
     assert "left a checkpoint" in claim.notes[0] and claim.resume_from == run / "checkpoint-4"
     foreign = tmp_path / ".run.backup"
     foreign.mkdir()

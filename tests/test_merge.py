@@ -318,15 +318,13 @@ def test_what_appears_at_out_during_the_merge_is_not_replaced(lora_run: Path, tm
 def test_previous_merge_set_aside_by_a_killed_merge_is_put_back(tmp_path: Path) -> None:
     """L3: killed between its two renames, an ft merge leaves the previous merge only in a hidden
     folder; the next one puts it back instead of deleting it."""
-    import re
-    import socket
-
     from ft.merge import settle_stale_merges
+    from ft.outdir import host_name
 
     done = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+    host = host_name()
     old = tmp_path / f".merged.ft-merge-old-{done.stdout.strip()}-{host}.abc.old"
     (old / "merged").mkdir(parents=True)
     (old / "merged" / "ft_merge.json").write_text("{}")

@@ -75,7 +75,13 @@ def _sibling_prefix(path: Path, tag: str) -> str:
 
 
 def host_name() -> str:
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+    """The host name, with the PID namespace where there is one: containers sharing a host name
+    (docker --net=host) have their own process ids, which a pid check must not mix up."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+    try:
+        return f"{host}-ns{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return host
 
 
 def new_sibling(path: Path, tag: str, suffix: str) -> Path:
