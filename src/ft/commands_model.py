@@ -38,11 +38,12 @@ def merge_command(
     ),
 ) -> None:
     """Fold the adapter into the unquantized base: sharded safetensors, tokenizer, generation config."""
-    from ft.callbacks import raise_on_signals
-    from ft.merge import merge_run
     from ft.quiet import quiet_libraries
 
-    quiet_libraries()
+    quiet_libraries()  # before ft.callbacks and ft.merge import bitsandbytes, which logs on import
+    from ft.callbacks import raise_on_signals
+    from ft.merge import merge_run
+
     console = Console(soft_wrap=True)
 
     def log(message: str) -> None:
