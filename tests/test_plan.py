@@ -561,6 +561,18 @@ def plan_exit(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int,
     return code, captured.out + captured.err
 
 
+def linear_targets_of(folder: Path) -> list[str]:
+    """--set arguments: the model in `folder`, LoRA on all its linear layers."""
+    return [
+        "--set",
+        f"base_model={folder}",
+        "--set",
+        "lora_target_modules=",
+        "--set",
+        "lora_target_linear=true",
+    ]
+
+
 @pytest.mark.parametrize(
     ("config", "expected"),
     [
@@ -576,14 +588,7 @@ def test_unplannable_models_exit_2_with_the_reason(
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "config.json").write_text(config)
-    settings = [
-        "--set",
-        f"base_model={folder}",
-        "--set",
-        "lora_target_modules=",
-        "--set",
-        "lora_target_linear=true",
-    ]
+    settings = linear_targets_of(folder)
     code, shown = plan_exit(["plan", str(LLAMA2_QLORA), *settings], capsys)
     assert code == 2, shown
     assert expected in " ".join(shown.split()), shown
@@ -597,14 +602,7 @@ def test_gpt2_conv1d_layers_are_linear_targets(tmp_path: Path, capsys: pytest.Ca
     (folder / "config.json").write_text(
         '{"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 100}'
     )
-    settings = [
-        "--set",
-        f"base_model={folder}",
-        "--set",
-        "lora_target_modules=",
-        "--set",
-        "lora_target_linear=true",
-    ]
+    settings = linear_targets_of(folder)
     from ft.cli import main
 
     main(["plan", str(LLAMA2_QLORA), "--json", *settings])  # exit 0: returns
