@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from ft.redact import REDACTED, is_secret_key, redact
+from test_train import run_cli
 
 HF_FAKE = "hf_FAKEtokenPLANTEDbyTHEtest0123456789"
 WANDB_FAKE = "0123456789abcdeffedcba9876543210deadbeef"
@@ -19,16 +20,6 @@ ROWS = [
     {"instruction": "What is 2 + 2?", "output": "4"},
     {"instruction": "Name a colour.", "output": "Blue."},
 ]
-
-
-def run_cli(*args: str) -> int:
-    from ft.cli import main
-
-    try:
-        main(list(args))
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
 
 
 def files_holding(root: Path, needles: tuple[str, ...]) -> list[str]:
