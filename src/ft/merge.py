@@ -22,7 +22,6 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +38,15 @@ from ft.outdir import (
     stale_siblings,
     writing,
 )
-from ft.run import ADAPTER_CONFIG, ADAPTER_WEIGHTS, RunInfo, library_versions, read_run, write_json_atomic
+from ft.run import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    RunInfo,
+    library_versions,
+    read_run,
+    utc_now,
+    write_json_atomic,
+)
 
 if TYPE_CHECKING:
     from ft.merge_stream import StreamResult
@@ -401,7 +408,7 @@ def merge_record(run: RunInfo, result: MergeResult, eos: list[int]) -> dict[str,
         "terminator": run.data.get("terminator"),
         "eos_token_id": eos,
         "library_versions": library_versions(),
-        "merged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "merged_at": utc_now(),
     }
 
 

@@ -13,7 +13,6 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,7 @@ from ft.errors import FtError, TrainingInterrupted
 from ft.model import Precision
 from ft.outdir import writing
 from ft.packing import PackedRowsCollator, varlen_attention
-from ft.run import FINAL_TMP, METRICS_JSONL
+from ft.run import FINAL_TMP, METRICS_JSONL, utc_now
 from ft.schema import FtConfig
 from ft.sources import resolve_model_source
 
@@ -668,10 +667,6 @@ def aborted(run_dir: Path) -> TrainingInterrupted:
         f"training aborted by a second signal; the newest complete checkpoint is {newest}",
         hint="continue with: ft train CONFIG --resume",
     )
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def final_tmp_dir(run_dir: Path) -> Path:

@@ -33,7 +33,6 @@ import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +60,7 @@ from ft.run import (
     incomplete_checkpoints,
     newest_checkpoint,
     trim_metrics,
+    utc_now,
     write_json_atomic,
 )
 from ft.schema import FtConfig
@@ -381,10 +381,9 @@ def _tidy_for_resume(claim: RunDirClaim, checkpoint: Path, note: Note) -> None:
 def _start(run_dir: Path) -> None:
     from ft import __version__
 
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     marker = {
         "ft_version": __version__,
-        "started_at": started,
+        "started_at": utc_now(),
         "run_dir": str(run_dir.resolve()),
         "pid": os.getpid(),
         "host": host_name(),
