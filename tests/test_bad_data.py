@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ft.cli import main
 from ft.errors import DataError
+from test_train import run_cli
 
 CORPUS = Path(__file__).parent / "bad_data"
 CHAT = {"type": "chat_template", "chat_template": "phi3"}
@@ -139,11 +139,7 @@ def write_config(tmp_path: Path, model_dir: Path, data: Path, dataset: dict, **k
 
 def preprocess(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     """`ft preprocess CONFIG` in process: exit code, stdout + stderr."""
-    try:
-        main(["preprocess", str(config)])
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
+    code = run_cli("preprocess", str(config))
     out = capsys.readouterr()
     return code, out.out + out.err
 
@@ -370,11 +366,7 @@ def test_the_rest_trains_with_skipping(tmp_path, tiny_model_dir, capsys):
         save_steps=2,
         output_dir=str(tmp_path / "run"),
     )
-    try:
-        main(["train", str(config)])
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
+    code = run_cli("train", str(config))
     output = capsys.readouterr()
     assert code == 0, output.out + output.err
     assert "bad rows skipped: 5\n" in output.out and "data: 8 training rows" in output.out
