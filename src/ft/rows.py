@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ft.schema import DatasetSettings
 
 UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 REENCODE_HINT = "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 OLD > NEW)"
 CSV_FIELD_LIMIT = 1 << 17
 LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
@@ -97,10 +98,14 @@ def _builder(settings: DatasetSettings, path: Path) -> str:
     return builder
 
 
+def _refuse_utf16(raw: bytes, path: Path, key: str) -> None:
+    if raw.startswith(UTF16_BOMS):
+        raise DataError(f"{key}.path: {path} is UTF-16, not UTF-8", hint=REENCODE_HINT)
+
+
 def _decode_whole(raw: bytes, path: Path, key: str) -> str:
     """A whole file as text, or a DataError naming the first line that is not UTF-8."""
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DataError(f"{key}.path: {path} is UTF-16, not UTF-8", hint=REENCODE_HINT)
+    _refuse_utf16(raw, path, key)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -114,8 +119,7 @@ def _decode_whole(raw: bytes, path: Path, key: str) -> str:
 
 def _read_json_file(path: Path, key: str, limit: int | None) -> Iterator[Row]:
     raw = path.read_bytes()
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        _decode_whole(raw, path, key)  # raises: UTF-16
+    _refuse_utf16(raw, path, key)
     raw = raw.removeprefix(UTF8_BOM)
     if raw.lstrip()[:1] == b"[":
         yield from _read_json_array(_decode_whole(raw, path, key), path, key, limit)
