@@ -116,26 +116,11 @@ def run_child(body: str, **names: Any) -> dict[str, Any]:
 
 
 def build_base(folder: Path, hidden: int, layers: int, shard: str) -> Path:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from tiny import build_tokenizer
+    from tiny import build_model, build_tokenizer
 
     tokenizer = build_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=4 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=8,
-        num_key_value_heads=8,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
-    )
-    LlamaForCausalLM(config).to(torch.float32).save_pretrained(folder, max_shard_size=shard)
+    model = build_model(tokenizer, hidden=hidden, intermediate=4 * hidden, layers=layers, heads=8, kv_heads=8)
+    model.save_pretrained(folder, max_shard_size=shard)
     tokenizer.save_pretrained(folder)
     return folder
 

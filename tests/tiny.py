@@ -54,18 +54,28 @@ def build_tokenizer(vocab_size: int = 400):  # -> PreTrainedTokenizerFast
     )
 
 
-def build_model(tokenizer, seed: int = 0):  # -> LlamaForCausalLM
+def build_model(
+    tokenizer,
+    seed: int = 0,
+    *,
+    hidden: int = 64,
+    intermediate: int = 128,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+):  # -> LlamaForCausalLM
+    """The tiny test model by default; bench scripts pass larger sizes."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=512,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
