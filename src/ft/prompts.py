@@ -361,16 +361,9 @@ class TokenizerTemplate(EndsAtEos):
 # From the config
 
 
-def chat_template_name(cfg: FtConfig, dataset: DatasetSettings | None = None) -> str:
-    """The template of a chat dataset, or of the saved tokenizer when `dataset` is None."""
-    if dataset is not None and dataset.chat_template:
-        return dataset.chat_template
-    if cfg.chat_template:
-        return cfg.chat_template
-    first = dataset or cfg.datasets[0]
-    if first.type == "chat_template":
-        return "tokenizer_default"
-    return first.type
+def chat_template_name(cfg: FtConfig, dataset: DatasetSettings) -> str:
+    """The template of a `type: chat_template` dataset: its own, else the config's, else the tokenizer's."""
+    return dataset.chat_template or cfg.chat_template or "tokenizer_default"
 
 
 def format_for_dataset(cfg: FtConfig, dataset: DatasetSettings, tokenizer: Any) -> ChatFormat:
