@@ -9,7 +9,7 @@ import pytest
 from ft.errors import FtError
 from ft.model import Precision
 from ft.schema import FtConfig
-from ft.train import build_sft_config, planned_steps, report_to, sft_config_kwargs
+from ft.train_settings import build_sft_config, planned_steps, report_to, sft_config_kwargs
 
 CPU = Precision("float32", bf16=False, fp16=False, use_cpu=True)
 GPU_BF16 = Precision("bfloat16", bf16=True, fp16=False, use_cpu=False)

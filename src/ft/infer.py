@@ -123,7 +123,7 @@ def inference_precision(cfg: FtConfig | None) -> Precision:
 def load_run_folder(run: RunInfo) -> LoadedModel:
     """Base model (k-bit when the run was trained so) plus the run's adapter, or the run's full weights."""
     from ft.model import load_model_from_path
-    from ft.train import use_offline_mode_if_local
+    from ft.train_settings import use_offline_mode_if_local
 
     cfg = run.config
     use_offline_mode_if_local(cfg)
