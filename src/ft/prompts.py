@@ -402,14 +402,9 @@ class _CompletionChat(EndsAtEos):
 def renderer_for_config(cfg: FtConfig, tokenizer: Any) -> ChatFormat:
     """The format used to talk to the trained model (and saved as its chat template): the top-level
     `chat_template` when set, else the format of the first dataset."""
-    first = cfg.datasets[0]
     if cfg.chat_template:
         return format_by_name(cfg.chat_template, tokenizer)
-    if first.format:
-        return CustomFormat(first.format, first.no_input_format)
-    if first.type == "chat_template":
-        return format_by_name(first.chat_template or "tokenizer_default", tokenizer)
-    return format_by_name(first.type, tokenizer)
+    return format_for_dataset(cfg, cfg.datasets[0], tokenizer)
 
 
 def special_tokens_of(tokenizer: Any) -> SpecialTokens:
