@@ -11,8 +11,6 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
-IGNORE = -100
-
 
 def pack_lengths(lengths: list[int], capacity: int) -> list[list[int]]:
     """Indices of `lengths` grouped into bins whose total is at most `capacity` (BFD, O(n log n))."""
@@ -70,13 +68,15 @@ class PackedRowsCollator:
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
+        from ft.tokenizer import IGNORE_INDEX
+
         width = max(len(row["input_ids"]) for row in rows)
         self.real_tokens += sum(len(row["input_ids"]) for row in rows)
         input_ids, labels, positions = [], [], []
         for row in rows:
             pad = width - len(row["input_ids"])
             input_ids.append(list(row["input_ids"]) + [self.pad_token_id] * pad)
-            labels.append(list(row["labels"]) + [IGNORE] * pad)
+            labels.append(list(row["labels"]) + [IGNORE_INDEX] * pad)
             lengths = list(row["seq_lengths"]) + ([pad] if pad else [])
             positions.append([p for length in lengths for p in range(length)])
         return {
