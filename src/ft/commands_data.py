@@ -24,13 +24,11 @@ SET_OPTION = typer.Option(
 
 
 def validate_command(
-    config: Path = typer.Argument(..., help="The run's YAML config."),
+    config: Path = CONFIG_ARG,
     print_config: bool = typer.Option(
         False, "--print", help="Show the resolved config, defaults filled in, secrets redacted."
     ),
-    overrides: list[str] = typer.Option(
-        [], "--set", help="Override a config key: --set key=value (repeatable; datasets[0].path=x.jsonl)."
-    ),
+    overrides: list[str] = SET_OPTION,
 ) -> None:
     """Check a config: print every problem at once (exit 2), or a summary (exit 0)."""
     from ft.config import dump_config, read_config
