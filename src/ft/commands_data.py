@@ -126,9 +126,11 @@ def show_example(
         parts.append(f"[{style}]{text}[/]")
     console.print("".join(parts), highlight=False)
     if tokens:
+        from ft.tokenizer import IGNORE_INDEX
+
         pieces = tokenizer.convert_ids_to_tokens(example.input_ids)
         cells = [
-            f"[{'green' if label != -100 else 'dim'}]{token_id}:{escape(repr(piece)[1:-1])}[/]"
+            f"[{'green' if label != IGNORE_INDEX else 'dim'}]{token_id}:{escape(repr(piece)[1:-1])}[/]"
             for token_id, piece, label in zip(example.input_ids, pieces, example.labels, strict=True)
         ]
         console.print(" ".join(cells), highlight=False)
