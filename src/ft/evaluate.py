@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING, Any
 from ft.errors import FtError
 from ft.metrics import GenerationScores, score_generations
 from ft.prompts import Segment, segments_text
-from ft.run import write_json_atomic
+from ft.run import RunInfo, read_run, write_json_atomic
 
 if TYPE_CHECKING:
     from ft.data import Example
     from ft.infer import LoadedModel
-    from ft.run import RunInfo
     from ft.schema import FtConfig
 
 EVAL_JSON = "eval.json"
@@ -103,7 +102,6 @@ def resolve_target(target: Path) -> tuple[FtConfig, RunInfo]:
     With a config, its data settings are used: a changed test_datasets is evaluated as given.
     """
     from ft.config import load_config
-    from ft.run import read_run
 
     target = Path(target).expanduser()
     if target.is_dir():

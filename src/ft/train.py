@@ -19,7 +19,21 @@ from ft.errors import FtError, TrainingInterrupted
 from ft.model import Precision
 from ft.outdir import writing
 from ft.packing import PackedRowsCollator, varlen_attention
-from ft.run import FINAL_TMP, METRICS_JSONL, utc_now
+from ft.run import (
+    CONFIG_YML,
+    FINAL_TMP,
+    LOSS_PNG,
+    METRICS_JSONL,
+    RUN_JSON,
+    RUN_MARKER,
+    library_versions,
+    newest_checkpoint,
+    plot_loss,
+    read_metrics,
+    utc_now,
+    write_json_atomic,
+    write_text_atomic,
+)
 from ft.schema import FtConfig
 from ft.train_settings import (
     build_sft_config,
@@ -254,7 +268,7 @@ def _train_and_save(
     stop = StopCallback(StopRequest())
     progress = ProgressCallback(emit)
     collator = packed_rows_collator(cfg, tokenizer)
-    callbacks: list[Any] = [MetricsFileCallback(metrics_path(run_dir)), progress, stop]
+    callbacks: list[Any] = [MetricsFileCallback(run_dir / METRICS_JSONL), progress, stop]
     if collator is not None:
         callbacks.insert(0, CollatedTokensCallback(collator, world_size_from_env()))
     if cfg.early_stopping_patience:
@@ -344,7 +358,7 @@ def save_run_folder(context: RunContext, trainer: Any, result: TrainResult) -> N
     calls it) into a temporary folder, then moved to the top level; only rank 0 writes files.
     """
     run_dir = context.run_dir
-    tmp = final_tmp_dir(run_dir)
+    tmp = run_dir / FINAL_TMP
     with writing(tmp, FINAL_WRITE_HINT, any_error=True):
         trainer.save_model(str(tmp))
     if not trainer.is_world_process_zero():
@@ -368,19 +382,9 @@ def _publish_run_files(context: RunContext, tmp: Path, result: TrainResult) -> N
     shutil.rmtree(tmp, ignore_errors=True)
 
     from ft.config import dump_config
-    from ft.run import (
-        CONFIG_YML,
-        LOSS_PNG,
-        RUN_JSON,
-        RUN_MARKER,
-        plot_loss,
-        read_metrics,
-        write_json_atomic,
-        write_text_atomic,
-    )
 
     write_text_atomic(run_dir / CONFIG_YML, dump_config(context.cfg))
-    plot_note = plot_loss(read_metrics(metrics_path(run_dir)), run_dir / LOSS_PNG)
+    plot_note = plot_loss(read_metrics(run_dir / METRICS_JSONL), run_dir / LOSS_PNG)
     if plot_note:
         result.notes.append(plot_note)
     write_json_atomic(run_dir / RUN_JSON, run_record(context, result))
@@ -396,7 +400,6 @@ def run_record(context: RunContext, result: TrainResult) -> dict[str, Any]:
     """The content of run.json (keys listed in ft.run.RUN_KEYS)."""
     from ft import __version__
     from ft.model import quantization_info
-    from ft.run import library_versions
 
     cfg = context.cfg
     return {
@@ -439,8 +442,6 @@ def interrupted(run_dir: Path, step: int, signal_name: str | None) -> TrainingIn
 
 
 def aborted(run_dir: Path) -> TrainingInterrupted:
-    from ft.run import newest_checkpoint
-
     newest = newest_checkpoint(run_dir)
     if newest is None:
         return TrainingInterrupted(
@@ -451,11 +452,3 @@ def aborted(run_dir: Path) -> TrainingInterrupted:
         f"training aborted by a second signal; the newest complete checkpoint is {newest}",
         hint="continue with: ft train CONFIG --resume",
     )
-
-
-def final_tmp_dir(run_dir: Path) -> Path:
-    return run_dir / FINAL_TMP
-
-
-def metrics_path(run_dir: Path) -> Path:
-    return run_dir / METRICS_JSONL
