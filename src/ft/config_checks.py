@@ -24,7 +24,10 @@ from ft.sources import HUB_ID, PACKAGE_SCHEME, resolve_package_file
 DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt")
 MODEL_SUFFIXES = (".gguf", ".safetensors", ".bin")
 HUB_FORM = "a Hub id has the form org/name"
-PICKLE_RISK = "pickle files can run code when loaded"
+PICKLE_REFUSED = (
+    "pickle files can run code when loaded: convert them to safetensors, "
+    "or set allow_pickle_weights: true if you trust their source"
+)
 TEXT_KINDS = {".json": "JSON", ".jsonl": "JSON lines", ".csv": "CSV", ".txt": "text"}
 BINARY_MAGIC = {
     b"\x89PNG": "a PNG image",
@@ -169,10 +172,7 @@ def local_model_problem(folder: Path, allow_pickle: bool, trust_remote_code: boo
         if not pickles:
             return f"{ref!r} holds no model weights (no model.safetensors or pytorch_model.bin)"
         if not allow_pickle:
-            return (
-                f"{ref!r} holds only pickle weights ({', '.join(pickles)}) and {PICKLE_RISK}: convert them "
-                "to safetensors, or set allow_pickle_weights: true if you trust their source"
-            )
+            return f"{ref!r} holds only pickle weights ({', '.join(pickles)}) and {PICKLE_REFUSED}"
     code = None if trust_remote_code else custom_code_needed(config)
     return f"{ref!r} {_needs_code(code)}" if code else None
 
@@ -224,10 +224,7 @@ def _adapter_problem(ref: str, allow_pickle: bool) -> str | None:
         return f"{ref!r} has no adapter_config.json: give the folder of a saved LoRA adapter"
     pickled = path / "adapter_model.bin"
     if not allow_pickle and pickled.is_file() and not (path / "adapter_model.safetensors").is_file():
-        return (
-            f"{ref!r} holds only pickle weights (adapter_model.bin) and {PICKLE_RISK}: convert them to "
-            "safetensors, or set allow_pickle_weights: true if you trust their source"
-        )
+        return f"{ref!r} holds only pickle weights (adapter_model.bin) and {PICKLE_REFUSED}"
     return None
 
 
