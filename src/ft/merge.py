@@ -33,6 +33,7 @@ from ft.outdir import (
     owned_by_ft,
     refuse_foreign,
     refuse_holding_cwd,
+    restore,
     set_aside,
     signals_held,
     stale_siblings,
@@ -218,10 +219,8 @@ def settle_stale_merges(out: Path, log: Log) -> None:
     """Hidden folders of an ft merge that was killed: its temporary folder goes; the previous merge
     it set aside goes back to --out if the new one never got there, else it goes."""
     for stale in stale_siblings(out, SIBLING_TAG) + stale_siblings(out, OLD_TAG):
-        previous = stale / out.name
-        if previous.is_dir() and not out.exists() and not out.is_symlink():
-            os.replace(previous, out)
-            shutil.rmtree(stale, ignore_errors=True)
+        if (stale / out.name).is_dir() and not out.exists() and not out.is_symlink():
+            restore(stale, out)
             log(f"the previous merge is back in {out}: an earlier ft merge was killed while replacing it")
         else:
             shutil.rmtree(stale, ignore_errors=True)
