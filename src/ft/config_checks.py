@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ft.config_yaml import UTF16_BOMS
 from ft.errors import FtError
 from ft.schema import is_true
 from ft.sources import HUB_ID, PACKAGE_SCHEME, resolve_package_file
@@ -263,7 +264,7 @@ def _data_kind_problem(ref: str, path: Path) -> str | None:
     except OSError as err:
         return f"{ref!r} cannot be read ({err.strerror or err})"
     suffix = path.suffix.lower()
-    if suffix in TEXT_KINDS and head.startswith((b"\xff\xfe", b"\xfe\xff")):
+    if suffix in TEXT_KINDS and head.startswith(UTF16_BOMS):
         return f"{ref!r} is UTF-16 text: save it as UTF-8"
     seen = next((what for magic, what in BINARY_MAGIC.items() if head.startswith(magic)), None)
     if suffix == ".parquet" and head and not head.startswith(b"PAR1"):
