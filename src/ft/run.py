@@ -30,7 +30,6 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 CHECKPOINT_PREFIX = "checkpoint-"
 RUN_MARKER = ".ft-run.json"
 """Written when a run starts, removed when run.json is written: an unfinished run is ft's too."""
-RUN_MARKERS = (RUN_JSON, RUN_MARKER)
 TRAINER_STATE = "trainer_state.json"
 FINAL_TMP = ".ft-final.tmp"
 """Where the final model files are written before being moved to the top level."""
