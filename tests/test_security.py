@@ -15,9 +15,10 @@ import pytest
 import yaml
 
 from ft.config import read_config
-from ft.errors import ConfigError, ModelLoadError
+from ft.errors import ModelLoadError
 from ft.model import Precision
 from ft.schema import FtConfig
+from test_config import problems
 
 CPU = Precision("float32", bf16=False, fp16=False, use_cpu=True)
 CUSTOM_CODE = {
@@ -32,12 +33,6 @@ def write_config(tmp_path: Path, base_model: Path | str, **keys: object) -> Path
     path = tmp_path / "config.yml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def problems(path: Path, overrides: tuple[str, ...] = ()) -> list[str]:
-    with pytest.raises(ConfigError) as err:
-        read_config(path, overrides)
-    return err.value.problems
 
 
 def model_folder(tmp_path: Path, name: str = "model", **config: object) -> Path:
