@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from test_force import hidden
 from test_train import run_cli, write_config
 
 pytestmark = pytest.mark.integration
@@ -184,10 +185,6 @@ def test_qlora_run_merges_into_an_unquantized_base(tiny_model_dir: Path, tmp_pat
     # Against the unquantized base + adapter (the 4-bit base would differ by the quantization error).
     diff = (logits(plain_model(out), ids) - logits(base_with_adapter(run), ids)).abs().max()
     assert float(diff) <= 1e-4
-
-
-def hidden(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
 def test_existing_output_needs_force_and_force_replaces_only_fts_merges(
