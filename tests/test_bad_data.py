@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from ft.errors import DataError
+from test_data import write_jsonl
 from test_train import run_cli
 
 CORPUS = Path(__file__).parent / "bad_data"
@@ -290,15 +291,10 @@ def long_row(chars: int) -> dict[str, str]:
     return {"instruction": "Repeat the words.", "output": WORDS * (chars // len(WORDS))}
 
 
-def write_rows(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
-
-
 @pytest.fixture(scope="module")
 def big_row_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("big") / "big.jsonl"
-    return write_rows(path, [SMALL_ROW, long_row(10_000_000), SMALL_ROW])
+    return write_jsonl(path, [SMALL_ROW, long_row(10_000_000), SMALL_ROW])
 
 
 def test_10mb_row_falls_under_the_length_rule(big_row_file, tmp_path, tiny_model_dir, capsys):
@@ -328,7 +324,7 @@ def test_cutting_a_long_row_keeps_the_same_truncated_tokens(tmp_path, tiny_model
     from ft.tokenizer import encode_segments
 
     row = long_row(100_000)
-    data = write_rows(tmp_path / "long.jsonl", [row])
+    data = write_jsonl(tmp_path / "long.jsonl", [row])
     cfg = load_config(write_config(tmp_path, tiny_model_dir, data, {}, excess_length_strategy="truncate"))
     (example,), report = preview_examples(cfg, tiny_tokenizer, None)
     budget = char_budget(cfg, tiny_tokenizer)
@@ -345,7 +341,7 @@ def test_cutting_a_long_row_keeps_the_same_truncated_tokens(tmp_path, tiny_model
 def test_the_rest_trains_with_skipping(tmp_path, tiny_model_dir, capsys):
     """One real tiny run on a file with one of each skippable kind of bad row."""
     good = [{"instruction": f"What is {i} + {i}?", "output": str(2 * i)} for i in range(8)]
-    data = write_rows(tmp_path / "mixed.jsonl", good)
+    data = write_jsonl(tmp_path / "mixed.jsonl", good)
     with data.open("ab") as handle:
         handle.write(
             b'["a list"]\n{"instruction": "x", "output": null}\n{"instruction": "x", "output": 0.5}\n'
