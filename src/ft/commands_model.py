@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 
 def merge_command(
@@ -47,7 +48,7 @@ def merge_command(
     console = Console(soft_wrap=True)
 
     def log(message: str) -> None:
-        console.print(f"[dim]{message}[/]", highlight=False)
+        console.print(f"[dim]{escape(message)}[/]", highlight=False)
 
     with raise_on_signals(merge_stopped):  # SIGTERM too: the temporary folder is removed on the way out
         result = merge_run(

@@ -104,7 +104,7 @@ def print_summary(console: Console, result: TrainResult) -> None:
     )
     for note in result.notes:
         if note.startswith("matplotlib"):
-            console.print(f"[dim]{note}[/]", highlight=False)
+            console.print(f"[dim]{escape(note)}[/]", highlight=False)
 
 
 def _is_main_process() -> bool:
