@@ -36,7 +36,7 @@ def validate_command(
     console = Console(soft_wrap=True)
     cfg, notes = read_config(config, overrides)
     for note in notes:
-        console.print(f"[dim]note: {note}[/]", highlight=False)
+        console.print(f"[dim]note: {escape(note)}[/]", highlight=False)
     if print_config:
         console.print(dump_config(cfg), highlight=False, markup=False)
         return
