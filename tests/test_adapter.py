@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from ft.adapter import attach_adapter, build_lora_config, find_linear_targets, target_modules
-from ft.errors import FtError
-from ft.model import Precision, load_base_model
-from ft.schema import FtConfig
+from ft.base.errors import FtError
+from ft.config.schema import FtConfig
+from ft.models.adapter import attach_adapter, build_lora_config, find_linear_targets, target_modules
+from ft.models.loading import load_base_model
+from ft.models.precision import Precision
 
 CPU = Precision("float32", bf16=False, fp16=False, use_cpu=True)
 LLAMA_LINEAR = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ft.cli import main
+from ft.cli.app import main
 
 CORPUS = Path(__file__).resolve().parent / "bad_configs"
 
@@ -165,7 +165,7 @@ def test_train_stops_on_every_bad_config_before_torch_is_imported(corpus: Path) 
     """One process runs `ft train` on the whole corpus; a model cannot be loaded without torch."""
     code = (
         "import json, sys\n"
-        "from ft.cli import main\n"
+        "from ft.cli.app import main\n"
         "codes = {}\n"
         "for name in sys.argv[1:]:\n"
         "    try:\n"
@@ -173,7 +173,7 @@ def test_train_stops_on_every_bad_config_before_torch_is_imported(corpus: Path) 
         "        codes[name] = 0\n"
         "    except SystemExit as exit_:\n"
         "        codes[name] = exit_.code\n"
-        "loaded = ('torch', 'peft', 'trl', 'datasets', 'transformers.modeling_utils', 'ft.tokenizer')\n"
+        "loaded = ('torch', 'peft', 'trl', 'datasets', 'transformers.modeling_utils', 'ft.data.tokens')\n"
         "print(json.dumps({'codes': codes, 'loaded': [m for m in loaded if m in sys.modules]}))\n"
     )
     names = sorted(EXPECTED)

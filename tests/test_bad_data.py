@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ft.errors import DataError
+from ft.base.errors import DataError
 from test_data import write_jsonl
 from test_train import run_cli
 
@@ -179,8 +179,8 @@ def test_bad_rows_skipped_when_allowed(case: Case, tmp_path, tiny_model_dir, cap
 
 
 def test_whole_numbers_are_trained_as_their_digits(tmp_path, tiny_model_dir, tiny_tokenizer):
-    from ft.config import load_config
-    from ft.data import preview_examples
+    from ft.config.load import load_config
+    from ft.data.pipeline import preview_examples
 
     config = write_config(tmp_path, tiny_model_dir, CORPUS / "numbers.jsonl", {}, skip_invalid_rows=True)
     examples, report = preview_examples(load_config(config), tiny_tokenizer, None)
@@ -228,8 +228,8 @@ def test_parquet_rows_are_numbered(tmp_path, tiny_model_dir, capsys):
 
 def test_csv_values_stay_text(tmp_path, tiny_model_dir, tiny_tokenizer):
     """pandas would read `007` as the number 7; ft reads every CSV value as the text it is."""
-    from ft.config import load_config
-    from ft.data import preview_examples
+    from ft.config.load import load_config
+    from ft.data.pipeline import preview_examples
 
     data = tmp_path / "codes.csv"
     data.write_text(
@@ -243,8 +243,8 @@ def test_csv_values_stay_text(tmp_path, tiny_model_dir, tiny_tokenizer):
 
 
 def test_json_array_rows_carry_their_line(tmp_path, tiny_model_dir, tiny_tokenizer):
-    from ft.config import load_config
-    from ft.data import prepare_data, preview_examples
+    from ft.config.load import load_config
+    from ft.data.pipeline import prepare_data, preview_examples
 
     data = tmp_path / "a.json"
     data.write_text(
@@ -262,8 +262,8 @@ def test_json_array_rows_carry_their_line(tmp_path, tiny_model_dir, tiny_tokeniz
 
 
 def test_utf16_file_is_one_error_and_a_bom_is_fine(tmp_path, tiny_model_dir, capsys):
-    from ft.rows import read_source
-    from ft.schema import DatasetSettings
+    from ft.config.schema import DatasetSettings
+    from ft.data.rows import read_source
 
     row = json.dumps({"instruction": "What is 2 + 2?", "output": "4"}) + "\n"
     utf16 = tmp_path / "utf16.jsonl"
@@ -299,7 +299,7 @@ def big_row_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_10mb_row_falls_under_the_length_rule(big_row_file, tmp_path, tiny_model_dir, capsys):
     """Tokenizing a 10 MB row whole took 15-24 s and over 3 GB here; it is cut first (see
-    ft.data.cut_to_budget), and the length rule drops it as any row over sequence_len. That the cut
+    ft.data.pipeline.cut_to_budget), and the length rule drops it as any row over sequence_len. That the cut
     happens is asserted below (chars_before_cut); the time is measured in no test: machines are noisy."""
     assert big_row_file.stat().st_size > 10_000_000
     code, output = preprocess(write_config(tmp_path, tiny_model_dir, big_row_file, {}), capsys)
@@ -317,11 +317,11 @@ def test_10mb_row_with_the_error_rule_names_the_line(big_row_file, tmp_path, tin
 def test_cutting_a_long_row_keeps_the_same_truncated_tokens(tmp_path, tiny_model_dir, tiny_tokenizer):
     """Cutting a row before tokenizing must not change what truncation keeps (a 100 KB row, so
     that tokenizing it whole for the comparison is cheap)."""
-    from ft.config import load_config
-    from ft.data import char_budget, preview_examples
-    from ft.examples import row_renderer
-    from ft.prompts import special_tokens_of
-    from ft.tokenizer import encode_segments
+    from ft.config.load import load_config
+    from ft.data.examples import row_renderer
+    from ft.data.pipeline import char_budget, preview_examples
+    from ft.data.prompts import special_tokens_of
+    from ft.data.tokens import encode_segments
 
     row = long_row(100_000)
     data = write_jsonl(tmp_path / "long.jsonl", [row])
@@ -404,8 +404,8 @@ def test_more_whole_file_errors(name, text, expected, tmp_path, tiny_model_dir, 
 
 
 def test_report_counts_for_run_json(tmp_path, tiny_model_dir, tiny_tokenizer):
-    from ft.config import load_config
-    from ft.data import prepare_data
+    from ft.config.load import load_config
+    from ft.data.pipeline import prepare_data
 
     config = write_config(tmp_path, tiny_model_dir, CORPUS / "not_objects.jsonl", {}, skip_invalid_rows=True)
     counts = prepare_data(load_config(config), tiny_tokenizer, use_cache=False).report.counts()

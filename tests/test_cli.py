@@ -1,11 +1,11 @@
 """Usage errors (a bad option value, an unknown option or command, a missing argument) are one
-message and exit code 2 from `ft.cli.main`, never a traceback."""
+message and exit code 2 from `ft.cli.app.main`, never a traceback."""
 
 from __future__ import annotations
 
 import pytest
 
-from ft.cli import main
+from ft.cli.app import main
 
 QUICKSTART = "configs/quickstart.yml"
 
@@ -48,9 +48,9 @@ def test_help_imports_neither_heavy_libraries_nor_the_schema() -> None:
     import sys
 
     code = (
-        "import sys; from ft.cli import main\n"
+        "import sys; from ft.cli.app import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "slow = ('torch', 'transformers', 'peft', 'trl', 'datasets', 'pydantic', 'ft.schema')\n"
+        "slow = ('torch', 'transformers', 'peft', 'trl', 'datasets', 'pydantic', 'ft.config.schema')\n"
         "print([m for m in slow if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

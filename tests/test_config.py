@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from ft.config import dump_config, load_config, read_config
-from ft.errors import ConfigError
+from ft.base.errors import ConfigError
+from ft.config.load import dump_config, load_config, read_config
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = "base_model: org/model\ndatasets:\n  - path: org/data\n"
@@ -93,7 +93,7 @@ def test_single_rules(tmp_path: Path, extra: str, expected: str) -> None:
 def test_rules_hold_for_configs_built_in_code() -> None:
     from pydantic import ValidationError
 
-    from ft.schema import FtConfig
+    from ft.config.schema import FtConfig
 
     with pytest.raises(ValidationError, match="warmup_ratio and warmup_steps are exclusive"):
         FtConfig(base_model="m", datasets=[{"path": "d"}], warmup_steps=1, warmup_ratio=0.1)
@@ -204,7 +204,7 @@ def test_dump_round_trips_with_special_tokens(tmp_path: Path) -> None:
 def test_cli_validate_exit_codes(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from ft.cli import app
+    from ft.cli.app import app
 
     runner = CliRunner()
     ok = runner.invoke(app, ["validate", str(REPO / "configs" / "quickstart.yml")])
@@ -215,7 +215,7 @@ def test_cli_validate_exit_codes(tmp_path: Path) -> None:
 
 
 def test_cli_main_exits_2_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from ft.cli import main
+    from ft.cli.app import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["validate", str(write(tmp_path, BASE + "lora_rr: 1\n"))])
@@ -230,7 +230,7 @@ def test_validate_imports_no_heavy_library() -> None:
     import sys
 
     code = (
-        "import sys; from ft.cli import main\n"
+        "import sys; from ft.cli.app import main\n"
         "try:\n    main(['validate', 'configs/quickstart.yml'])\nexcept SystemExit:\n    pass\n"
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'trl', 'datasets') if m in sys.modules]\n"
         "print(heavy)"
@@ -554,7 +554,7 @@ def test_load_config_skips_file_checks_for_saved_configs(tmp_path: Path) -> None
 
 
 def test_a_flood_of_problems_shows_the_first_fifty_and_the_count() -> None:
-    from ft.errors import MAX_SHOWN_PROBLEMS, ConfigError
+    from ft.base.errors import MAX_SHOWN_PROBLEMS, ConfigError
 
     problems = [f"key{i}: unknown key" for i in range(MAX_SHOWN_PROBLEMS + 10)]
     lines = ConfigError(problems, source="x.yml").message.splitlines()

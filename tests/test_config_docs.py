@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ft.config_docs import DOC_PATH, render_reference
-from ft.schema import DatasetSettings, FtConfig
+from ft.config.docs import DOC_PATH, render_reference
+from ft.config.schema import DatasetSettings, FtConfig
 
 
 def test_committed_reference_is_up_to_date() -> None:
     assert DOC_PATH.read_text(encoding="utf-8") == render_reference(), (
-        "docs/config.md is out of date: regenerate it with `.venv/bin/python -m ft.config_docs`"
+        "docs/config.md is out of date: regenerate it with `.venv/bin/python -m ft.config.docs`"
     )
 
 

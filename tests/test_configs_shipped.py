@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ft.config import read_config
+from ft.config.load import read_config
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((REPO / "configs").glob("*.yml"))

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ft.config import load_config
-from ft.data import prepare_data, preview_examples
-from ft.errors import DataError
-from ft.packing import pack_lengths, padding_efficiency
-from ft.prompts import segments_text
-from ft.tokenizer import IGNORE_INDEX
+from ft.base.errors import DataError
+from ft.config.load import load_config
+from ft.data.packing import pack_lengths, padding_efficiency
+from ft.data.pipeline import prepare_data, preview_examples
+from ft.data.prompts import segments_text
+from ft.data.tokens import IGNORE_INDEX
 
 ALPACA_ROWS = [
     {"instruction": "What is the capital of France?", "input": "", "output": "Paris."},

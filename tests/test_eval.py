@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ft.prompts import Segment
+from ft.data.prompts import Segment
 from test_infer import invoke, trained_run
 
 pytestmark = pytest.mark.integration
@@ -56,8 +56,8 @@ def test_eval_from_the_config_with_a_limit(run_dir: Path) -> None:
 
 
 def test_eval_without_a_held_out_split_fails_before_loading(run_dir: Path, tmp_path: Path) -> None:
-    from ft.errors import FtError
-    from ft.evaluate import EvalSettings, run_eval
+    from ft.base.errors import FtError
+    from ft.infer.evaluate import EvalSettings, run_eval
 
     data = yaml.safe_load((run_dir / "config.yml").read_text())
     data["val_set_size"] = 0
@@ -68,7 +68,7 @@ def test_eval_without_a_held_out_split_fails_before_loading(run_dir: Path, tmp_p
 
 
 def test_held_out_row_cuts_at_the_first_trained_segment() -> None:
-    from ft.evaluate import held_out_row
+    from ft.infer.evaluate import held_out_row
 
     segments = [
         Segment("<s>", special="bos"),

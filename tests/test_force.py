@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from ft.errors import FtError, OutputExistsError, TrainingInterrupted
-from ft.outdir import host_name, new_sibling, remove_stale_siblings, stale_siblings
-from ft.run import RUN_KEYS
-from ft.schema import FtConfig
-from ft.train_output import claim_run_dir, claimed_run_dir
+from ft.base.errors import FtError, OutputExistsError, TrainingInterrupted
+from ft.config.schema import FtConfig
+from ft.runs.folder import RUN_KEYS
+from ft.runs.outdir import host_name, new_sibling, remove_stale_siblings, stale_siblings
+from ft.train.output_dir import claim_run_dir, claimed_run_dir
 
 
 def make_cfg(run: Path, **kw: object) -> FtConfig:
@@ -274,7 +274,7 @@ def test_force_and_start_over_refuse_files_ft_does_not_write(tmp_path: Path) -> 
 
 
 def test_everything_a_run_writes_is_on_the_list(tmp_path: Path) -> None:
-    from ft.train_output import unknown_entries
+    from ft.train.output_dir import unknown_entries
 
     run = finished_run(tmp_path / "run")
     names = [
@@ -376,7 +376,7 @@ def test_full_disk_at_the_start_is_a_clear_error(tmp_path: Path) -> None:
     import resource
     import signal
 
-    from ft.outdir import WriteFailedError
+    from ft.runs.outdir import WriteFailedError
 
     run = tmp_path / "run"
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -397,7 +397,7 @@ def test_signals_wait_during_set_aside_and_restore(tmp_path: Path) -> None:
     import signal
     import threading
 
-    from ft.outdir import restore, set_aside, signals_held
+    from ft.runs.outdir import restore, set_aside, signals_held
 
     run = finished_run(tmp_path / "run")
     stop = threading.Event()
@@ -423,8 +423,8 @@ def test_signals_wait_during_set_aside_and_restore(tmp_path: Path) -> None:
 
 
 def test_merge_force_only_over_a_merge_of_fts(tmp_path: Path) -> None:
-    from ft.merge import check_output
-    from ft.run import RunInfo
+    from ft.export.merge import check_output
+    from ft.runs.folder import RunInfo
 
     run = RunInfo(tmp_path / "run", {"base_model_path": str(tmp_path / "base")}, make_cfg(tmp_path / "run"))
     out = tmp_path / "out"

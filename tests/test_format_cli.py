@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
-from ft.cli import app
+from ft.cli.app import app
 
 ROWS = [
     {"instruction": "What is 2 + 2?", "output": "4"},
@@ -80,7 +80,7 @@ def test_preprocess_writes_once_then_reuses(tmp_path, tiny_model_dir):
 
 
 def test_preprocess_fails_on_bad_rows_with_exit_2(tmp_path, tiny_model_dir):
-    from ft.errors import DataError
+    from ft.base.errors import DataError
 
     result = run("preprocess", str(write_config(tmp_path, tiny_model_dir)))
     assert isinstance(result.exception, DataError)  # the CLI's main() turns it into exit code 2

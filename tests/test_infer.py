@@ -52,7 +52,7 @@ def merged_dir(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def invoke(*args: str, input: str | None = None) -> Any:
-    from ft.cli import app
+    from ft.cli.app import app
 
     result = CliRunner().invoke(app, list(args), input=input)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
@@ -97,8 +97,8 @@ def test_generate_writes_one_line_per_input_line(run_dir: Path, merged_dir: Path
 
 
 def test_generate_needs_prompt_or_input(run_dir: Path) -> None:
-    from ft.cli import app
-    from ft.errors import FtError
+    from ft.base.errors import FtError
+    from ft.cli.app import app
 
     result = CliRunner().invoke(app, ["generate", str(run_dir)])
     assert isinstance(result.exception, FtError) and "--prompt" in result.exception.message
@@ -114,7 +114,8 @@ def test_chat_loop_reset_and_exit(run_dir: Path) -> None:
 
 
 def test_chat_session_keeps_the_history_and_reset_clears_it(run_dir: Path) -> None:
-    from ft.infer import ChatSession, GenerationSettings, load_for_inference
+    from ft.infer.generate import ChatSession, GenerationSettings
+    from ft.infer.loading import load_for_inference
 
     loaded = load_for_inference(run_dir)
     session = ChatSession(loaded, GenerationSettings(max_new_tokens=4), system="Be brief.")
@@ -130,7 +131,8 @@ def test_chat_session_keeps_the_history_and_reset_clears_it(run_dir: Path) -> No
 
 
 def test_stops_at_the_terminator_and_strips_it(run_dir: Path) -> None:
-    from ft.infer import decode_answer, load_for_inference
+    from ft.infer.generate import decode_answer
+    from ft.infer.loading import load_for_inference
 
     loaded = load_for_inference(run_dir)
     tokenizer = loaded.tokenizer
@@ -155,7 +157,7 @@ TOP_LEVEL = {"chat_phi3": {"chat_template": "phi3"}, "chat_llama2": {"chat_templ
 
 
 def _config(tmp_path: Path, model_dir: Path, dataset: dict[str, Any], **top: Any) -> Any:
-    from ft.config import load_config
+    from ft.config.load import load_config
 
     if dataset["type"] == "chat_template":
         rows: list[dict[str, Any]] = [
@@ -185,8 +187,8 @@ def _config(tmp_path: Path, model_dir: Path, dataset: dict[str, Any], **top: Any
 
 def _loaded_for(cfg: Any, tokenizer: Any, from_template: bool) -> Any:
     """A LoadedModel without weights: ft's renderer (run folder) or the saved chat template (merged)."""
-    from ft.infer import LoadedModel, folder_chat_format
-    from ft.prompts import renderer_for_config, special_tokens_of
+    from ft.data.prompts import renderer_for_config, special_tokens_of
+    from ft.infer.loading import LoadedModel, folder_chat_format
 
     tokens = special_tokens_of(tokenizer)
     fmt = folder_chat_format(tokenizer) if from_template else renderer_for_config(cfg, tokenizer)
@@ -198,10 +200,11 @@ def _loaded_for(cfg: Any, tokenizer: Any, from_template: bool) -> Any:
 def test_generation_prompt_is_the_training_prompt(
     case: str, from_template: bool, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    from ft.chat_templates import chat_template_jinja
-    from ft.data import preview_examples
-    from ft.infer import prompt_ids, render_row
-    from ft.tokenizer import IGNORE_INDEX, load_tokenizer
+    from ft.data.chat_templates import chat_template_jinja
+    from ft.data.pipeline import preview_examples
+    from ft.data.tokens import IGNORE_INDEX
+    from ft.infer.generate import prompt_ids, render_row
+    from ft.models.tokenizer import load_tokenizer
 
     cfg = _config(tmp_path, tiny_model_dir, FORMAT_CASES[case], **TOP_LEVEL.get(case, {}))
     tokenizer = load_tokenizer(cfg)
@@ -216,9 +219,9 @@ def test_generation_prompt_is_the_training_prompt(
 
 
 def test_instruction_with_input_uses_the_input_form(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from ft.infer import render_row
-    from ft.prompts import ALPACA_PREAMBLE_INPUT, segments_text
-    from ft.tokenizer import load_tokenizer
+    from ft.data.prompts import ALPACA_PREAMBLE_INPUT, segments_text
+    from ft.infer.generate import render_row
+    from ft.models.tokenizer import load_tokenizer
 
     cfg = _config(tmp_path, tiny_model_dir, {"type": "alpaca"})
     tokenizer = load_tokenizer(cfg)
@@ -230,8 +233,8 @@ def test_instruction_with_input_uses_the_input_form(tiny_model_dir: Path, tmp_pa
 
 
 def test_phi3_terminator_is_a_stop_token(tiny_tokenizer: Any, tmp_path: Path) -> None:
-    from ft.infer import folder_terminator, stop_token_ids
-    from ft.prompts import PHI3_END, special_tokens_of
+    from ft.data.prompts import PHI3_END, special_tokens_of
+    from ft.infer.loading import folder_terminator, stop_token_ids
 
     end_id = tiny_tokenizer.convert_tokens_to_ids(PHI3_END)
     eos_id = tiny_tokenizer.eos_token_id

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from ft.run import checkpoint_complete
+from ft.runs.folder import checkpoint_complete
 from test_train import run_cli, write_config
 
 pytestmark = pytest.mark.integration
@@ -125,9 +125,9 @@ def test_sigterm_during_data_preparation_then_a_plain_rerun(
     # of this test process (a CLI process ends anyway; this one goes on to the next tests).
     import datasets  # noqa: F401
 
-    import ft.chat_templates
-    import ft.data
-    import ft.tokenizer  # noqa: F401
+    import ft.data.chat_templates
+    import ft.data.pipeline
+    import ft.data.tokens  # noqa: F401
 
     config = write_config(tmp_path, tiny_model_dir, max_steps=4, save_steps=2)
     run = tmp_path / "run"
@@ -283,7 +283,7 @@ def test_only_write_failures_are_reported_as_a_full_disk() -> None:
     and traceback, and do not delete the checkpoint."""
     import errno
 
-    from ft.callbacks import is_checkpoint_write_failure
+    from ft.train.callbacks import is_checkpoint_write_failure
 
     assert is_checkpoint_write_failure(OSError(errno.ENOSPC, "No space left on device"))
     assert is_checkpoint_write_failure(

@@ -258,7 +258,7 @@ def test_full_disk_while_writing_the_merged_model(
 
 
 def test_interrupted_merge_leaves_no_output(lora_run: Path, tmp_path: Path) -> None:
-    from ft.merge import merge_run
+    from ft.export.merge import merge_run
 
     def crash(folder: Path) -> None:
         assert (folder / "ft_merge.json").is_file()  # everything was written ...
@@ -298,8 +298,8 @@ def test_out_holding_the_current_folder_is_refused_before_merging(
 
 def test_what_appears_at_out_during_the_merge_is_not_replaced(lora_run: Path, tmp_path: Path) -> None:
     """L4: --out is checked again just before the merge is put in place."""
-    from ft.errors import FtError
-    from ft.merge import merge_run
+    from ft.base.errors import FtError
+    from ft.export.merge import merge_run
 
     out = tmp_path / "merged"
 
@@ -315,8 +315,8 @@ def test_what_appears_at_out_during_the_merge_is_not_replaced(lora_run: Path, tm
 def test_previous_merge_set_aside_by_a_killed_merge_is_put_back(tmp_path: Path) -> None:
     """L3: killed between its two renames, an ft merge leaves the previous merge only in a hidden
     folder; the next one puts it back instead of deleting it."""
-    from ft.merge import settle_stale_merges
-    from ft.outdir import host_name
+    from ft.export.merge import settle_stale_merges
+    from ft.runs.outdir import host_name
 
     done = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
@@ -354,7 +354,7 @@ def peft_merged(model: Any, lora_config: Any, adapter_dir: Path) -> dict[str, An
 def stream_matches(base_dir: Path, adapter_dir: Path, expected: dict[str, Any], tmp_path: Path) -> None:
     import torch
 
-    from ft.merge_stream import stream_merge
+    from ft.export.merge_stream import stream_merge
 
     out = tmp_path / "streamed"
     out.mkdir()
@@ -404,8 +404,8 @@ def test_stream_merge_fan_in_fan_out(tmp_path: Path) -> None:
 
 
 def test_stream_merge_refuses_dora() -> None:
-    from ft.errors import FtError
-    from ft.merge_stream import check_streamable
+    from ft.base.errors import FtError
+    from ft.export.merge_stream import check_streamable
 
     with pytest.raises(FtError, match="DoRA") as caught:
         check_streamable({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "use_dora": True})

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from ft.errors import FtError
-from ft.model import (
+from ft.base.errors import FtError
+from ft.config.schema import FtConfig
+from ft.models.loading import check_added_tokens_trainable
+from ft.models.precision import (
     Precision,
     bnb_settings,
     build_bnb_config,
-    check_added_tokens_trainable,
     quantization_info,
     resolve_precision,
 )
-from ft.schema import FtConfig
 
 
 def make_cfg(**kw) -> FtConfig:
@@ -143,7 +143,7 @@ def test_load_local_model_float32_resized_for_added_tokens(tiny_model_dir: Path)
     import torch
     from transformers import AutoTokenizer
 
-    from ft.model import load_base_model
+    from ft.models.loading import load_base_model
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     rows = len(tokenizer)
@@ -156,7 +156,7 @@ def test_load_local_model_float32_resized_for_added_tokens(tiny_model_dir: Path)
 
 @pytest.mark.integration
 def test_load_4bit_nf4_on_cpu(tiny_model_dir: Path) -> None:
-    from ft.model import load_base_model
+    from ft.models.loading import load_base_model
 
     cfg = make_cfg(base_model=str(tiny_model_dir), adapter="qlora", load_in_4bit=True)
     model = load_base_model(cfg, None, CPU)
@@ -167,8 +167,8 @@ def test_load_4bit_nf4_on_cpu(tiny_model_dir: Path) -> None:
 
 
 def test_unreachable_hub_id_fails_fast_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from ft.errors import ModelLoadError
-    from ft.model import resolve_base_model_path
+    from ft.base.errors import ModelLoadError
+    from ft.models.loading import resolve_base_model_path
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))

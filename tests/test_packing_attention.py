@@ -17,8 +17,8 @@ def test_packed_row_logits_equal_each_example_alone(tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from ft.config import load_config
-    from ft.data import prepare_data
+    from ft.config.load import load_config
+    from ft.data.pipeline import prepare_data
 
     rows = [{"instruction": f"Question {i}?", "output": "yes " * (i + 1)} for i in range(6)]
     data = tmp_path / "d.jsonl"
@@ -55,7 +55,7 @@ def test_packed_rows_collator_keeps_rows_apart_and_examples_apart(tmp_path, tiny
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ft.packing import PackedRowsCollator
+    from ft.data.packing import PackedRowsCollator
 
     rows = [
         {"input_ids": [1, 5, 6, 7, 1, 8, 9], "labels": [-100, 5, 6, 7, -100, 8, 9], "seq_lengths": [4, 3]},

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from ft.config import read_config
-from ft.errors import FtError
-from ft.plan import Plan, build_plan
-from ft.plan_memory import quantized_weight_bytes
-from ft.plan_model import Shape
-from ft.schema import FtConfig
+from ft.base.errors import FtError
+from ft.config.load import read_config
+from ft.config.schema import FtConfig
+from ft.plan.architecture import Shape
+from ft.plan.estimate import Plan, build_plan
+from ft.plan.memory import quantized_weight_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 LLAMA2_CONFIG = REPO / "tests" / "data" / "plan" / "llama-2-7b" / "config.json"
@@ -170,8 +170,9 @@ def alpaca_file(tmp_path: Path) -> Path:
 def test_lora_count_equals_peft_trainable_count(
     tiny_model_dir: Path, alpaca_file: Path, settings: dict
 ) -> None:
-    from ft.adapter import attach_adapter
-    from ft.model import Precision, load_base_model
+    from ft.models.adapter import attach_adapter
+    from ft.models.loading import load_base_model
+    from ft.models.precision import Precision
 
     cfg = tiny_cfg(tiny_model_dir, alpaca_file, **settings)
     plan = build_plan(cfg, count_tokens=False)
@@ -218,7 +219,8 @@ def check_weight_memory(model_dir: Path, data: Path, loads: list[str]) -> list[s
     get_memory_footprint plus the bitsandbytes scales it leaves out, and within 5% of
     get_memory_footprint alone, except for NF4 without double quantization, whose float32 scales
     (0.5 bit per weight, 6% of SmolLM2's 4-bit weights) get_memory_footprint does not see."""
-    from ft.model import load_model_from_path, resolve_precision
+    from ft.models.loading import load_model_from_path
+    from ft.models.precision import resolve_precision
 
     problems = []
     for name in loads:
@@ -293,7 +295,7 @@ def run_ft(
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", **(extra_env or {})}
     env.pop("HF_HUB_CACHE", None)
-    code = "from ft.cli import main; main()"
+    code = "from ft.cli.app import main; main()"
     return subprocess.run(
         [sys.executable, "-c", code, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
@@ -330,7 +332,7 @@ def test_plan_without_a_cached_config_exits_2(tmp_path: Path) -> None:
 def test_plan_table_and_memory_budget() -> None:
     from typer.testing import CliRunner
 
-    from ft.cli import app
+    from ft.cli.app import app
 
     base = f"base_model={LLAMA2_CONFIG.parent}"
     result = CliRunner().invoke(app, ["plan", str(LLAMA2_QLORA), "--set", base, "--memory", "6GB"])
@@ -340,7 +342,7 @@ def test_plan_table_and_memory_budget() -> None:
 
 
 def test_memory_sizes() -> None:
-    from ft.commands_plan import parse_memory
+    from ft.cli.plan import parse_memory
 
     assert parse_memory("24GB") == parse_memory("24 GiB") == parse_memory("24") == 24 * 2**30
     assert parse_memory("512MB") == 512 * 2**20
@@ -350,7 +352,7 @@ def test_memory_sizes() -> None:
 
 def test_plan_start_up_imports_no_heavy_library() -> None:
     code = (
-        "import sys; import ft.cli, ft.commands_plan, ft.plan\n"
+        "import sys; import ft.cli.app, ft.cli.plan, ft.plan.estimate\n"
         "print([m for m in ('torch', 'transformers', 'peft', 'trl', 'datasets') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
@@ -377,8 +379,9 @@ def saved_activation_bytes(cfg: FtConfig, tokens: int) -> int:
     forward under 16-bit autocast (bf16: the CPU's), the way the Trainer runs it."""
     import torch
 
-    from ft.adapter import attach_adapter
-    from ft.model import Precision, load_base_model
+    from ft.models.adapter import attach_adapter
+    from ft.models.loading import load_base_model
+    from ft.models.precision import Precision
 
     precision = Precision(
         "float16" if cfg.fp16 else "bfloat16", bf16=not cfg.fp16, fp16=cfg.fp16, use_cpu=True
@@ -539,8 +542,8 @@ def test_a_saved_adapter_is_planned_with_its_own_settings(tmp_path: Path) -> Non
 
 
 def test_gpu_names_and_memory_sizes_are_checked() -> None:
-    from ft.commands_plan import parse_memory
-    from ft.plan_memory import find_gpu
+    from ft.cli.plan import parse_memory
+    from ft.plan.memory import find_gpu
 
     assert find_gpu("4090") is not None and find_gpu("4090").name == "RTX 4090"  # type: ignore[union-attr]
     assert find_gpu("a100") is None  # two of them
@@ -550,7 +553,7 @@ def test_gpu_names_and_memory_sizes_are_checked() -> None:
 
 
 def plan_exit(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    from ft.cli import main
+    from ft.cli.app import main
 
     try:
         main(args)
@@ -603,7 +606,7 @@ def test_gpt2_conv1d_layers_are_linear_targets(tmp_path: Path, capsys: pytest.Ca
         '{"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 100}'
     )
     settings = linear_targets_of(folder)
-    from ft.cli import main
+    from ft.cli.app import main
 
     main(["plan", str(LLAMA2_QLORA), "--json", *settings])  # exit 0: returns
     adapter = json.loads(capsys.readouterr().out)["adapter"]
@@ -663,7 +666,7 @@ def test_hub_answers_are_told_apart_from_an_unreachable_hub(tmp_path: Path) -> N
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     code = (
-        "from ft.plan_model import load_model_config\nfrom ft.schema import FtConfig\nfrom ft.errors import FtError\n"
+        "from ft.plan.architecture import load_model_config\nfrom ft.config.schema import FtConfig\nfrom ft.base.errors import FtError\n"
         f"for name in {list(HUB_ERRORS)}:\n"
         "    cfg = FtConfig.model_validate({'base_model': f'org/{name}', 'datasets': [{'path': 'a/b', 'type': 'alpaca'}]})\n"
         "    try:\n        load_model_config(cfg)\n    except FtError as err:\n        print(name, err.message)\n"
@@ -685,7 +688,7 @@ def test_hub_answers_are_told_apart_from_an_unreachable_hub(tmp_path: Path) -> N
 
 
 def test_the_download_hint_carries_the_revision() -> None:
-    from ft.plan_model import _no_config_error
+    from ft.plan.architecture import _no_config_error
 
     hint = _no_config_error("org/name", "v2", "why").hint or ""
     assert "hf download org/name config.json --revision v2" in hint

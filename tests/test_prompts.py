@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import pytest
 
-from ft.errors import FtError
-from ft.prompts import (
+from ft.base.errors import FtError
+from ft.config.formats import CHAT_TEMPLATES, PROMPT_FORMATS, custom_format_problems
+from ft.data.prompts import (
     FORMATS,
     CustomFormat,
     Message,
     RenderError,
     Segment,
     TokenizerTemplate,
-    custom_format_problems,
     get_format,
     segments_text,
     special_tokens_of,
 )
-from ft.tokenizer import IGNORE_INDEX, encode_segments
+from ft.data.tokens import IGNORE_INDEX, encode_segments
 
 SYSTEM = Message("system", "Be brief.")
 ONE_TURN = [Message("user", "What is 2+2?"), Message("assistant", "4")]
@@ -143,6 +143,12 @@ def test_custom_format_with_and_without_input(tokens):
     assert custom_format_problems("{instruction") and not custom_format_problems("{{x}} {input}")
 
 
+def test_config_names_match_the_format_registry():
+    """The schema checks names from ft.config.formats; each must render here, and each format be nameable."""
+    assert set(PROMPT_FORMATS) == {*FORMATS, "completion", "chat_template"}
+    assert set(CHAT_TEMPLATES) == {*FORMATS, "tokenizer_default"}
+
+
 def test_unknown_format_lists_the_known_ones():
     with pytest.raises(FtError) as err:
         get_format("chatml")
@@ -155,13 +161,13 @@ def test_saved_jinja_template_renders_the_training_format(name, messages, tiny_m
     """What plain transformers renders from the saved tokenizer equals what ft trained on."""
     from transformers import AutoTokenizer
 
-    from ft.config import load_config
+    from ft.config.load import load_config
 
     config = tmp_path / "c.yml"
     config.write_text(f"base_model: {tiny_model_dir}\nchat_template: {name}\ndatasets: [{{path: x.jsonl}}]\n")
     cfg = load_config(config)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    from ft.chat_templates import chat_template_jinja
+    from ft.data.chat_templates import chat_template_jinja
 
     tokenizer.chat_template = chat_template_jinja(cfg, tokenizer)
     tokens = special_tokens_of(tokenizer)
@@ -251,7 +257,7 @@ def test_sentencepiece_answer_has_no_stray_prefix_token():
 def test_a_token_across_the_prompt_answer_boundary_is_trained(tiny_tokenizer):
     """Labels come from character offsets: a token that starts in the prompt and ends in the answer
     is trained, so no answer character leaves the loss."""
-    from ft.tokenizer import _labels_by_offset
+    from ft.data.tokens import _labels_by_offset
 
     run = [Segment("ab"), Segment("cd", trained=True), Segment("ef")]
     offsets = [(0, 1), (1, 3), (3, 4), (4, 6)]
@@ -259,8 +265,8 @@ def test_a_token_across_the_prompt_answer_boundary_is_trained(tiny_tokenizer):
 
 
 def test_a_dataset_level_chat_template_is_the_saved_one(tiny_model_dir, tmp_path, tiny_tokenizer):
-    from ft.config import load_config
-    from ft.prompts import renderer_for_config
+    from ft.config.load import load_config
+    from ft.data.prompts import renderer_for_config
 
     config = tmp_path / "c.yml"
     config.write_text(

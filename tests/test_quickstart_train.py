@@ -1,4 +1,4 @@
-"""`ft train` on the real SmolLM2 through the CLI (a few steps). Move back into tests/ with ft.data."""
+"""`ft train` on the real SmolLM2 through the CLI (a few steps). Move back into tests/ with ft.data.pipeline."""
 
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ft.errors import FtError
-from ft.run import (
+from ft.base.errors import FtError
+from ft.runs.folder import (
     checkpoint_complete,
     incomplete_checkpoints,
     list_checkpoints,

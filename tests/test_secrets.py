@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ft.redact import REDACTED, is_secret_key, redact
+from ft.base.redact import REDACTED, is_secret_key, redact
 from test_train import run_cli
 
 HF_FAKE = "hf_FAKEtokenPLANTEDbyTHEtest0123456789"

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ft.config import read_config
-from ft.errors import ModelLoadError
-from ft.model import Precision
-from ft.schema import FtConfig
+from ft.base.errors import ModelLoadError
+from ft.config.load import read_config
+from ft.config.schema import FtConfig
+from ft.models.precision import Precision
 from test_config import problems
 
 CPU = Precision("float32", bf16=False, fp16=False, use_cpu=True)
@@ -139,7 +139,7 @@ def test_validate_reads_a_cached_hub_models_config_for_custom_code(tmp_path: Pat
     refused = write_config(tmp_path / "refused", "org/custom")
     allowed = write_config(tmp_path / "allowed", "org/custom", trust_remote_code=True)
     code = (
-        "import sys\nfrom ft.cli import main\n"
+        "import sys\nfrom ft.cli.app import main\n"
         "for config in sys.argv[1:]:\n"
         "    try:\n        main(['validate', config])\n    except SystemExit as exit_:\n"
         "        print('exit', exit_.code, file=sys.stderr)\n"
@@ -162,7 +162,7 @@ def test_validate_reads_a_cached_hub_models_config_for_custom_code(tmp_path: Pat
 
 @pytest.mark.integration
 def test_loading_refuses_custom_code_without_running_it(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from ft.model import load_base_model
+    from ft.models.loading import load_base_model
 
     marker = tmp_path / "ran"
     folder = custom_code_folder(tiny_model_dir, tmp_path / "custom", "tiny_custom", marker)
@@ -176,7 +176,7 @@ def test_loading_refuses_custom_code_without_running_it(tiny_model_dir: Path, tm
 def test_known_model_type_loads_the_builtin_class_without_running_custom_code(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    from ft.model import load_base_model
+    from ft.models.loading import load_base_model
 
     marker = tmp_path / "ran"
     folder = custom_code_folder(tiny_model_dir, tmp_path / "known", "llama", marker)
@@ -225,7 +225,7 @@ def test_pickle_only_weights_load_only_with_the_opt_in(tiny_model_dir: Path, tmp
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ft.model import load_base_model
+    from ft.models.loading import load_base_model
 
     folder = tmp_path / "pickled"
     shutil.copytree(tiny_model_dir, folder)

@@ -56,7 +56,7 @@ def write_config(tmp_path: Path, model_dir: Path, name: str = "run", **overrides
 
 
 def run_cli(*args: str) -> int:
-    from ft.cli import main
+    from ft.cli.app import main
 
     try:
         main(list(args))

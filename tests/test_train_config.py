@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from ft.errors import FtError
-from ft.model import Precision
-from ft.schema import FtConfig
-from ft.train_settings import build_sft_config, planned_steps, report_to, sft_config_kwargs
+from ft.base.errors import FtError
+from ft.config.schema import FtConfig
+from ft.models.precision import Precision
+from ft.train.settings import build_sft_config, planned_steps, report_to, sft_config_kwargs
 
 CPU = Precision("float32", bf16=False, fp16=False, use_cpu=True)
 GPU_BF16 = Precision("bfloat16", bf16=True, fp16=False, use_cpu=False)
@@ -39,7 +39,7 @@ def test_cpu_defaults_are_explicit() -> None:
 
 def test_packing_is_padding_free_only_with_varlen_attention() -> None:
     """trl's padding-free path flattens a batch into one row: right for flash attention's varlen
-    kernels; with sdpa/eager ft's per-row collator is used instead (ft.packing.PackedRowsCollator)."""
+    kernels; with sdpa/eager ft's per-row collator is used instead (ft.data.packing.PackedRowsCollator)."""
     kw = kwargs_for(make_cfg(sample_packing=True, sequence_len=256))
     assert kw["padding_free"] is False and kw["packing"] is False and kw["max_length"] is None
     flash = kwargs_for(

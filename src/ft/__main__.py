@@ -1,3 +1,3 @@
-from ft.cli import main
+from ft.cli.app import main
 
 main()

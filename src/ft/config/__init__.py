@@ -1,0 +1,10 @@
+"""The config: a YAML file read, translated from axolotl's keys, checked and typed.
+
+Owns the schema (`schema`, one pydantic model per section), reading YAML (`yaml_reader`), loading
+and overrides (`load`), pydantic's errors in ft's words (`messages`), offline checks of the paths a
+config names (`checks`), where a named model comes from (`sources`), the prompt-format names and
+custom-format rules the schema checks (`formats`), axolotl's key tables (`axolotl`) and the
+generated config reference (`docs`).
+
+May import: `ft.base`. Imports no stage: it is what every stage reads.
+"""

@@ -1,0 +1,454 @@
+"""The config schema: flat YAML with axolotl's key names, typed here in one model per section.
+
+Every field carries its documentation (`description`), which feeds `ft validate --print`,
+the config reference (docs/config.md) and the comments of the shipped configs.
+The sections are mixins of one flat model, `FtConfig`, so the YAML stays flat (as in axolotl)
+while each cross-field rule lives on the smallest section that owns its fields.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from ft.config.formats import CHAT_TEMPLATES, PROMPT_FORMATS, custom_format_problems
+
+OPTIMIZERS = (
+    "adamw_torch",
+    "adamw_torch_fused",
+    "adamw_8bit",
+    "adamw_bnb_8bit",
+    "paged_adamw_32bit",
+    "paged_adamw_8bit",
+    "adafactor",
+    "sgd",
+)
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+
+Problem = tuple[str, str]
+"""A cross-field problem: (key path, message), e.g. ("adapter", "qlora needs load_in_4bit: true")."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-field rules run on the raw mapping, not on a validated model: pydantic skips
+# after-validators as soon as one field is invalid, and the user should see every problem at
+# once. So the rules read values the way pydantic would, and skip a value of the wrong type
+# (its field error is reported anyway).
+
+
+def is_true(value: Any) -> bool:
+    """True when pydantic would read `value` as the bool True (so the string "false" is false)."""
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "on", "t", "true", "y", "yes"}
+    return value is True or (type(value) is int and value == 1)
+
+
+def _number(value: Any) -> float | None:
+    """`value` as the finite number pydantic would read, else None (inf and nan are the schema's to report)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _is_set(data: Mapping[str, Any], key: str) -> bool:
+    return data.get(key) is not None
+
+
+def _choice_problem(kind: str, value: str, choices: tuple[str, ...], other: str = "") -> str:
+    """`unknown optimizer 'adamw_torc' (did you mean adamw_torch?)`, or the valid names (and `other`)."""
+    close = difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
+    if close:
+        return f"unknown {kind} {value!r} (did you mean {close[0]}?)"
+    return f"unknown {kind} {value!r}: use one of " + ", ".join(choices) + other
+
+
+def _check_choice(
+    data: Mapping[str, Any], key: str, kind: str, choices: tuple[str, ...]
+) -> Iterator[Problem]:
+    value = data.get(key)
+    if isinstance(value, str) and value not in choices:
+        yield key, _choice_problem(kind, value, choices)
+
+
+def _exclusive(data: Mapping[str, Any], first: str, second: str, advice: str) -> Iterator[Problem]:
+    if _is_set(data, first) and _is_set(data, second):
+        yield second, f"{first} and {second} are exclusive: {advice}"
+
+
+LARGEST_NUMBER = 2**31 - 1
+"""Upper bound of numeric keys that set none of their own: a count beyond 32 bits is a typo, and
+a number like 99999999999999999999 would only fail later, deep inside a library."""
+
+
+def _takes_number_not_bool(annotation: Any) -> bool:
+    kinds = set(get_args(annotation)) or {annotation}
+    return bool(kinds & {int, float}) and bool not in kinds
+
+
+def _too_large(value: Any) -> bool:
+    """Beyond LARGEST_NUMBER, as an int (of any size) or a finite number; numbers written as text too."""
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            value = _number(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) > LARGEST_NUMBER
+    return isinstance(value, float) and math.isfinite(value) and abs(value) > LARGEST_NUMBER
+
+
+class Section(BaseModel):
+    # allow_inf_nan: `learning_rate: 1e999` would read as inf (and `.nan` as nan) and pass `gt=0`.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic reads true as 1 for a number; and numbers get an upper bound (LARGEST_NUMBER)."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is None or not _takes_number_not_bool(field.annotation):
+            return value
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        has_own_bound = any(hasattr(meta, "le") or hasattr(meta, "lt") for meta in field.metadata)
+        if not has_own_bound and _too_large(value):
+            shown = str(value) if len(str(value)) <= 20 else f"a number with {len(str(value))} digits"
+            raise ValueError(f"must be at most {LARGEST_NUMBER}, got {shown}")
+        return value
+
+    @classmethod
+    def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
+        """The section's cross-field problems in a raw (unvalidated) mapping; none by default."""
+        return iter(())
+
+
+class DatasetSettings(Section):
+    """One dataset: where it is, how its rows map to a prompt format."""
+
+    path: str = Field(
+        min_length=1, description="Local file (.json/.jsonl/.csv/.parquet), folder, or Hub dataset id."
+    )
+    type: str = Field(
+        "alpaca",
+        description="Prompt format: " + ", ".join(PROMPT_FORMATS) + ". Ignored when `format` is given.",
+    )
+    ds_type: Literal["json", "csv", "parquet", "arrow", "text"] | None = Field(
+        None,
+        description="Builder for local files when the extension does not tell (json, csv, parquet, ...).",
+    )
+    data_files: str | list[str] | None = Field(None, description="Files inside a Hub dataset or folder.")
+    split: str = Field("train", description="Split to read.")
+    name: str | None = Field(None, description="Dataset configuration name on the Hub.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the dataset.")
+    field: str | None = Field(None, description="Text column for `completion`, default `text`.")
+    field_instruction: str = Field("instruction", description="Column that holds the instruction.")
+    field_input: str = Field("input", description="Column that holds the optional input/context.")
+    field_output: str = Field("output", description="Column that holds the answer.")
+    field_system: str = Field("system", description="Column that holds a per-row system prompt, if any.")
+    field_messages: str | None = Field(
+        None,
+        description="Column with the chat turns for `chat_template` (default: messages or conversations).",
+    )
+    message_property_mappings: dict[str, str] = Field(
+        default_factory=lambda: {"role": "role", "content": "content"},
+        description="Keys of each turn: {role: from, content: value} for ShareGPT.",
+    )
+    roles: dict[str, list[str]] | None = Field(
+        None,
+        description="Extra role names per role, e.g. {user: [human], assistant: [gpt]} "
+        "(ShareGPT's human/gpt/system are known already).",
+    )
+    chat_template: str | None = Field(
+        None, description="Template for this dataset's chat turns; default: the top-level `chat_template`."
+    )
+    system_prompt: str | None = Field(None, description="System prompt added to every row that has none.")
+    format: str | None = Field(
+        None, description="Custom prompt with {instruction}/{input} fields; the answer follows it."
+    )
+    no_input_format: str | None = Field(None, description="Custom prompt used when the row has no input.")
+
+    @classmethod
+    def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
+        custom = data.get("format")
+        if isinstance(custom, str):
+            yield from (("format", p) for p in custom_format_problems(custom))
+        no_input = data.get("no_input_format")
+        if isinstance(no_input, str):
+            yield from (("no_input_format", p) for p in custom_format_problems(no_input))
+            if "{input}" in no_input:
+                yield "no_input_format", "cannot use {input}: it is the prompt for rows without input"
+            if not isinstance(custom, str):
+                yield "no_input_format", "needs `format` too (the prompt for rows with an input)"
+        kind = data.get("type", "alpaca")
+        if custom is None and isinstance(kind, str) and kind not in PROMPT_FORMATS:
+            yield "type", _choice_problem("format", kind, PROMPT_FORMATS, ", or give a custom `format`")
+        yield from _check_choice(data, "chat_template", "chat_template", CHAT_TEMPLATES)
+
+
+class ModelSettings(Section):
+    base_model: str = Field(
+        min_length=1, description="Hub id, local folder, or local .gguf file of the base model."
+    )
+    base_model_config: str | None = Field(
+        None, description="Where to read the model config, if not base_model."
+    )
+    tokenizer_config: str | None = Field(None, description="Where to load the tokenizer, if not base_model.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the base model.")
+    trust_remote_code: bool = Field(
+        False, description="Run model code from the Hub repository. Off unless set."
+    )
+    allow_pickle_weights: bool = Field(
+        False, description="Allow .bin/.pt (pickle) weights when no safetensors exist. Pickle can run code."
+    )
+    model_type: str | None = Field(
+        None, description="Accepted for axolotl configs: AutoModelForCausalLM only."
+    )
+    tokenizer_type: str | None = Field(None, description="Accepted for axolotl configs: AutoTokenizer only.")
+    tokenizer_use_fast: bool = Field(True, description="Use the fast (Rust) tokenizer.")
+    attn_implementation: str | None = Field(
+        None, description="Attention kernel: eager, sdpa, flash_attention_2 (default: the library's choice)."
+    )
+    special_tokens: dict[str, str] = Field(
+        default_factory=dict, description="bos_token / eos_token / pad_token / unk_token to set or add."
+    )
+    tokens: list[str] = Field(default_factory=list, description="Extra tokens to add to the vocabulary.")
+    chat_template: str | None = Field(
+        None,
+        description="Template for chat datasets and the saved tokenizer: " + ", ".join(CHAT_TEMPLATES) + ".",
+    )
+
+    @classmethod
+    def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
+        yield from _check_choice(data, "chat_template", "chat_template", CHAT_TEMPLATES)
+
+
+class QuantizationSettings(Section):
+    load_in_4bit: bool = Field(False, description="Load the base weights in 4-bit (bitsandbytes).")
+    load_in_8bit: bool = Field(False, description="Load the base weights in 8-bit (bitsandbytes).")
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
+    bnb_4bit_use_double_quant: bool = Field(True, description="Quantize the quantization constants too.")
+    bnb_4bit_compute_dtype: Dtype = Field(
+        "auto", description="Matmul dtype of 4-bit layers; auto follows bf16/fp16."
+    )
+    bnb_config_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra BitsAndBytesConfig arguments (override the keys above)."
+    )
+
+    @classmethod
+    def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
+        if is_true(data.get("load_in_4bit")) and is_true(data.get("load_in_8bit")):
+            yield "load_in_8bit", "load_in_4bit and load_in_8bit are exclusive: keep one"
+
+
+class AdapterSettings(Section):
+    adapter: Literal["lora", "qlora"] | None = Field(
+        None, description="lora, qlora (4-bit base), or empty for a full fine-tune."
+    )
+    lora_r: int = Field(
+        8, gt=0, le=65536, description="LoRA rank (at most 65536: no model has layers wider than that)."
+    )
+    lora_alpha: float = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    lora_target_modules: list[str] | None = Field(
+        None, description="Module names to adapt (e.g. q_proj, v_proj)."
+    )
+    lora_target_linear: bool = Field(False, description="Adapt every linear layer except the output head.")
+    lora_modules_to_save: list[str] | None = Field(
+        None,
+        description="Modules trained in full and saved (embed_tokens, lm_head) e.g. after adding tokens.",
+    )
+    lora_fan_in_fan_out: bool = Field(False, description="True for GPT-2's Conv1D layers.")
+    peft_use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA.")
+    peft_use_rslora: bool = Field(False, description="rsLoRA: scale by alpha / sqrt(r).")
+    lora_model_dir: str | None = Field(None, description="Existing adapter to continue training from.")
+
+    @classmethod
+    def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
+        if data.get("lora_model_dir") and data.get("adapter") not in ("lora", "qlora"):
+            yield "lora_model_dir", "an existing adapter needs adapter: lora or qlora"
+
+    @classmethod
+    def check_complete(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
+        """What a config file must say that a config built in code may leave to the adapter builder."""
+        adapter = data.get("adapter")
+        has_targets = data.get("lora_target_modules") or is_true(data.get("lora_target_linear"))
+        if adapter in ("lora", "qlora") and not has_targets:
+            yield (
+                "lora_target_modules",
+                f"adapter: {adapter} needs target layers: set lora_target_linear: true "
+                "(every linear layer but the output head) or lora_target_modules: [q_proj, v_proj]",
+            )
+
+
+class DataSettings(Section):
+    datasets: list[DatasetSettings] = Field(min_length=1, description="Training datasets, concatenated.")
+    test_datasets: list[DatasetSettings] | None = Field(None, description="Evaluation datasets.")
+    val_set_size: float = Field(
+        0.0, ge=0, description="Held-out share (0 < x < 1) or row count (x >= 1) for evaluation."
+    )
+    dataset_prepared_path: str | None = Field(None, description="Cache folder for tokenized data.")
+    sequence_len: int = Field(2048, gt=0, description="Maximum tokens per training sequence.")
+    excess_length_strategy: Literal["drop", "truncate", "error"] = Field(
+        "drop",
+        description="Rows longer than sequence_len: drop them (counted), truncate them, or fail.",
+    )
+    skip_invalid_rows: bool = Field(
+        False,
+        description="Skip rows that cannot be used (counted, reported, the first few listed) instead of "
+        "failing. Whole-file problems still fail: a cut or invalid .json array, a CSV or .json file that "
+        "is not UTF-8, a mapped column missing from a CSV/parquet/arrow file.",
+    )
+    sample_packing: bool = Field(False, description="Pack several examples per sequence (padding-free).")
+    pad_to_sequence_len: bool = Field(False, description="Pad every batch to sequence_len.")
+    train_on_inputs: bool = Field(False, description="Also train on prompt tokens (default: answers only).")
+    group_by_length: bool = Field(False, description="Batch rows of similar length together.")
+    shuffle_merged_datasets: bool = Field(True, description="Shuffle the concatenated datasets.")
+
+    @classmethod
+    def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
+        share = _number(data.get("val_set_size"))
+        if share and data.get("test_datasets"):
+            yield "test_datasets", "val_set_size and test_datasets are exclusive: choose one eval split"
+        if share is not None and share >= 1 and not share.is_integer():
+            yield "val_set_size", f"{share:g} is neither a share (0 < x < 1) nor a whole row count"
+        for key in ("datasets", "test_datasets"):
+            items = data.get(key)
+            for index, item in enumerate(items if isinstance(items, list) else []):
+                if isinstance(item, Mapping):
+                    for sub, message in DatasetSettings.check_rules(item):
+                        yield f"{key}[{index}].{sub}", message
+
+
+class TrainingSettings(Section):
+    micro_batch_size: int = Field(1, gt=0, description="Rows per device per step.")
+    eval_batch_size: int | None = Field(None, gt=0, description="Rows per device per eval step.")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
+    num_epochs: float = Field(1.0, gt=0, description="Passes over the training set.")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    optimizer: str = Field("adamw_torch", description="Optimizer: " + ", ".join(OPTIMIZERS) + ".")
+    lr_scheduler: str = Field("cosine", description="Scheduler: " + ", ".join(LR_SCHEDULERS) + ".")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    warmup_ratio: float | None = Field(None, ge=0, lt=1, description="Warm-up share of the steps.")
+    warmup_steps: int | None = Field(None, ge=0, description="Warm-up steps.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
+    adam_beta1: float | None = Field(None, description="AdamW beta1.")
+    adam_beta2: float | None = Field(None, description="AdamW beta2.")
+    adam_epsilon: float | None = Field(None, description="AdamW epsilon.")
+    bf16: bool | Literal["auto"] | None = Field(
+        "auto", description="bf16 compute; auto: if the GPU supports it."
+    )
+    fp16: bool | None = Field(None, description="fp16 mixed precision.")
+    tf32: bool | None = Field(None, description="Allow TF32 matmuls on Ampere+ GPUs.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
+    logging_steps: int = Field(1, gt=0, description="Log every N optimizer steps.")
+    eval_steps: int | float | None = Field(None, gt=0, description="Evaluate every N steps.")
+    evals_per_epoch: int | None = Field(
+        None, gt=0, description="Evaluations per epoch (instead of eval_steps)."
+    )
+    save_steps: int | float | None = Field(None, gt=0, description="Checkpoint every N steps.")
+    saves_per_epoch: int | None = Field(
+        None, gt=0, description="Checkpoints per epoch (instead of save_steps)."
+    )
+    save_total_limit: int | None = Field(None, gt=0, description="Keep at most N checkpoints.")
+    seed: int = Field(
+        42, ge=0, le=2**32 - 1, description="Seed for data order, splits and initialisation (0 to 2**32 - 1)."
+    )
+    resume_from_checkpoint: str | None = Field(None, description="Checkpoint folder to resume from.")
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="Stop after N evals without improvement."
+    )
+    neftune_noise_alpha: float | None = Field(None, gt=0, description="NEFTune embedding noise.")
+
+    @classmethod
+    def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
+        yield from _exclusive(data, "warmup_ratio", "warmup_steps", "set one")
+        yield from _exclusive(data, "eval_steps", "evals_per_epoch", "set one")
+        yield from _exclusive(data, "save_steps", "saves_per_epoch", "set one")
+        if is_true(data.get("fp16")) and is_true(data.get("bf16")):
+            yield "fp16", "fp16 and bf16 are exclusive: set one (bf16: auto picks bf16 where the GPU has it)"
+        yield from _check_choice(data, "optimizer", "optimizer", OPTIMIZERS)
+        yield from _check_choice(data, "lr_scheduler", "lr_scheduler", LR_SCHEDULERS)
+
+
+class OutputSettings(Section):
+    output_dir: str = Field("./outputs/run", description="Run folder: adapter, checkpoints, logs.")
+    hub_model_id: str | None = Field(None, description="Accepted for axolotl configs; ft does not push.")
+
+
+class LoggingSettings(Section):
+    use_tensorboard: bool = Field(False, description="Write TensorBoard logs to the run folder.")
+    wandb_project: str | None = Field(None, description="Weights & Biases project (needs wandb installed).")
+    wandb_entity: str | None = Field(None, description="Weights & Biases entity.")
+    wandb_name: str | None = Field(None, description="Weights & Biases run name.")
+    wandb_run_id: str | None = Field(None, description="Weights & Biases run id.")
+    wandb_mode: str | None = Field(None, description="Weights & Biases mode (online, offline, disabled).")
+    wandb_watch: str | None = Field(None, description="Weights & Biases gradient watching.")
+    wandb_log_model: str | None = Field(None, description="Weights & Biases model logging.")
+
+
+class DistributedSettings(Section):
+    deepspeed: str | None = Field(None, description="DeepSpeed JSON config file.")
+    fsdp: list[str] | None = Field(None, description="FSDP options, e.g. [full_shard, auto_wrap].")
+    fsdp_config: dict[str, Any] | None = Field(None, description="FSDP settings passed to accelerate.")
+
+
+class FtConfig(
+    ModelSettings,
+    QuantizationSettings,
+    AdapterSettings,
+    DataSettings,
+    TrainingSettings,
+    OutputSettings,
+    LoggingSettings,
+    DistributedSettings,
+):
+    """The whole run. Cross-section rules live here; section rules on their sections."""
+
+    @classmethod
+    def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
+        adapter = data.get("adapter")
+        if adapter == "qlora" and not is_true(data.get("load_in_4bit")):
+            yield "adapter", "qlora needs load_in_4bit: true (or adapter: lora for a 16-bit or 8-bit base)"
+        for bits in ("load_in_4bit", "load_in_8bit"):
+            if is_true(data.get(bits)) and adapter is None:
+                yield bits, "a quantized base cannot be fully fine-tuned: set adapter: qlora or lora"
+
+    @model_validator(mode="after")
+    def _rules_hold(self) -> FtConfig:
+        # read_config reports these with their key paths before this runs; this keeps a config
+        # built in code (FtConfig(...)) to the same rules.
+        problems = rule_problems(self.model_dump(), complete=False)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+SECTIONS: tuple[type[Section], ...] = tuple(base for base in FtConfig.__bases__ if issubclass(base, Section))
+"""The sections of FtConfig, in the order of its bases (the order of the config reference)."""
+
+
+def rule_problems(data: Mapping[str, Any], complete: bool = True) -> list[str]:
+    """Every cross-field problem of a raw config mapping, as `key.path: message` lines.
+
+    `complete`: also what a config file must say (LoRA targets); a config built in code (as in
+    tests) may leave that to the adapter builder, which checks it when it runs.
+    """
+    found: list[Problem] = list(AdapterSettings.check_complete(data)) if complete else []
+    owners: tuple[type[Section], ...] = (*SECTIONS, FtConfig)
+    for owner in owners:
+        # Only a class's own rules: a section without rules would otherwise run the inherited
+        # ones (FtConfig's) a second time.
+        if "check_rules" in vars(owner):
+            found.extend(owner.check_rules(data))
+    return [f"{path}: {message}" for path, message in found]

@@ -1,0 +1,209 @@
+"""From a dataset row to rendered segments: field mapping, role mapping, the format's render.
+
+A row that cannot be rendered raises `RenderError` with the reason; the caller records it as a
+bad row with its dataset and row number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ft.data.prompts import (
+    Alpaca,
+    ChatFormat,
+    CustomFormat,
+    Message,
+    RenderError,
+    Segment,
+    SpecialTokens,
+    answer_segments,
+    format_for_dataset,
+)
+
+if TYPE_CHECKING:
+    from ft.config.schema import DatasetSettings, FtConfig
+
+DEFAULT_ROLES = {
+    "system": ("system",),
+    "user": ("user", "human", "prompter"),
+    "assistant": ("assistant", "gpt", "model", "bot"),
+}
+MESSAGE_COLUMNS = ("messages", "conversations")
+
+RowRenderer = Callable[[dict[str, Any]], list[Segment]]
+
+
+def row_renderer(
+    cfg: FtConfig, dataset: DatasetSettings, tokenizer: Any, tokens: SpecialTokens
+) -> RowRenderer:
+    """A function that renders one row of this dataset into segments (raises RenderError)."""
+    if dataset.type == "completion" and not dataset.format:
+        column = dataset.field or "text"
+        return lambda row: render_completion(_text(row, column), tokens)
+    fmt = format_for_dataset(cfg, dataset, tokenizer)
+    if dataset.type == "chat_template" and not dataset.format:
+        roles = role_lookup(dataset)
+        return lambda row: fmt.render(conversation(row, dataset, roles), tokens)
+    return lambda row: render_instruction_row(fmt, row, dataset, tokens)
+
+
+def required_columns(dataset: DatasetSettings) -> list[tuple[str, tuple[str, ...]]]:
+    """The columns every row needs: (config key that names it, the column names that satisfy it)."""
+    if dataset.type == "completion" and not dataset.format:
+        return [("field", (dataset.field or "text",))]
+    if dataset.type == "chat_template" and not dataset.format:
+        return [("field_messages", (dataset.field_messages,) if dataset.field_messages else MESSAGE_COLUMNS)]
+    return [("field_instruction", (dataset.field_instruction,)), ("field_output", (dataset.field_output,))]
+
+
+def _text(row: dict[str, Any], column: str, required: bool = True) -> str:
+    if column not in row:
+        if required:
+            raise RenderError(f"missing field {column!r} (columns: {', '.join(row) or 'none'})")
+        return ""
+    value = row[column]
+    if value is None:
+        if required:
+            raise RenderError(f"field {column!r} is null")
+        return ""
+    text = as_text(value, f"field {column!r}")
+    if required and not text.strip():
+        raise RenderError(f"field {column!r} is empty")
+    return text
+
+
+def as_text(value: Any, what: str) -> str:
+    """A text value; a whole number becomes its digits (42 -> "42": one spelling, nothing lost).
+
+    Other numbers are refused: 0.10, 1e-5 or 4.0 from a padded integer column would come back
+    as different text than the file holds, so the row is bad rather than silently changed.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        raise RenderError(f"{what} is a number ({value!r}), not text: quote it to keep its exact spelling")
+    raise RenderError(f"{what} is {describe(value)}, not text")
+
+
+def describe(value: Any) -> str:
+    """A JSON name for a value's type, for messages about rows."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def render_completion(text: str, tokens: SpecialTokens) -> list[Segment]:
+    """Text trained as it is; BOS and EOS added unless the text already has them (no double BOS)."""
+    segments: list[Segment] = []
+    if tokens.adds_bos and tokens.bos and not text.startswith(tokens.bos):
+        segments.append(Segment(tokens.bos, special="bos"))
+    if text.rstrip().endswith(tokens.eos):
+        return [*segments, Segment(text, trained=True)]
+    return [*segments, *answer_segments(text, tokens)]
+
+
+def system_of(row: dict[str, Any], dataset: DatasetSettings) -> str | None:
+    value = row.get(dataset.field_system)
+    if isinstance(value, str) and value.strip():
+        return value
+    return dataset.system_prompt
+
+
+def render_instruction_row(
+    fmt: ChatFormat, row: dict[str, Any], dataset: DatasetSettings, tokens: SpecialTokens
+) -> list[Segment]:
+    instruction = _text(row, dataset.field_instruction)
+    input_text = _text(row, dataset.field_input, required=False)
+    output = _text(row, dataset.field_output)
+    return render_instruction(fmt, instruction, input_text, system_of(row, dataset), tokens, output)
+
+
+def render_instruction(
+    fmt: ChatFormat,
+    instruction: str,
+    input_text: str,
+    system: str | None,
+    tokens: SpecialTokens,
+    answer: str | None = None,
+) -> list[Segment]:
+    """An instruction row as trained (with `answer`) or as the prompt to generate from (without).
+
+    Alpaca (with a non-empty input) and custom formats have their own input form; the other
+    formats get the input after the instruction, in the user turn.
+    """
+    if isinstance(fmt, CustomFormat) or (isinstance(fmt, Alpaca) and input_text.strip()):
+        prompt = fmt.render_instruction(instruction, input_text, system, tokens)
+        return prompt if answer is None else [*prompt, *answer_segments(answer, tokens)]
+    user = f"{instruction}\n\n{input_text}" if input_text.strip() else instruction
+    messages = [Message("system", system)] if system is not None else []
+    messages.append(Message("user", user))
+    if answer is not None:
+        messages.append(Message("assistant", answer))
+    return fmt.render(messages, tokens, add_generation_prompt=answer is None)
+
+
+def role_lookup(dataset: DatasetSettings) -> dict[str, str]:
+    lookup = {name: role for role, names in DEFAULT_ROLES.items() for name in names}
+    for role, names in (dataset.roles or {}).items():
+        for name in names:
+            lookup[name] = role
+    return lookup
+
+
+def conversation(row: dict[str, Any], dataset: DatasetSettings, roles: dict[str, str]) -> list[Message]:
+    turns = _turns(row, dataset)
+    role_key = dataset.message_property_mappings.get("role", "role")
+    content_key = dataset.message_property_mappings.get("content", "content")
+    messages = [_message(turn, number, role_key, content_key, roles) for number, turn in enumerate(turns, 1)]
+    if dataset.system_prompt and (not messages or messages[0].role != "system"):
+        messages.insert(0, Message("system", dataset.system_prompt))
+    if not any(m.role == "assistant" for m in messages):
+        raise RenderError("no assistant turn to train on")
+    # Turns after the last answer would only be context for nothing: they are not rendered.
+    while messages[-1].role != "assistant":
+        messages.pop()
+    return messages
+
+
+def _turns(row: dict[str, Any], dataset: DatasetSettings) -> Sequence[Any]:
+    column = dataset.field_messages or next((c for c in MESSAGE_COLUMNS if c in row), None)
+    if column is None or column not in row:
+        wanted = dataset.field_messages or " or ".join(MESSAGE_COLUMNS)
+        raise RenderError(f"missing field {wanted!r} (columns: {', '.join(row) or 'none'})")
+    turns = row[column]
+    if not isinstance(turns, list) or not turns:
+        raise RenderError(f"field {column!r} is not a non-empty list of turns")
+    return turns
+
+
+def _message(turn: Any, number: int, role_key: str, content_key: str, roles: dict[str, str]) -> Message:
+    if not isinstance(turn, dict):
+        raise RenderError(f"turn {number} is {describe(turn)}, not an object")
+    if role_key not in turn and "from" in turn and role_key == "role":
+        role_key, content_key = "from", "value"  # ShareGPT
+    raw_role, content = turn.get(role_key), turn.get(content_key)
+    role = roles.get(str(raw_role))
+    if role is None:
+        raise RenderError(
+            f"turn {number} has role {raw_role!r}; known: {', '.join(sorted(roles))} (map others with `roles`)"
+        )
+    if content is None:
+        state = "is null" if content_key in turn else "is missing"
+        raise RenderError(f"turn {number}: {content_key!r} {state}")
+    content = as_text(content, f"turn {number}: {content_key!r}")
+    if role == "assistant" and not content.strip():
+        raise RenderError(f"turn {number} is an empty assistant answer")
+    return Message(role, content)  # type: ignore[arg-type]

@@ -1,0 +1,325 @@
+"""`ft eval`: eval loss and perplexity on the held-out split, and generation metrics on it.
+
+The held-out split is prepared exactly as in training (`ft.data.pipeline.prepare_data` with the run's saved
+tokenizer), so the loss is the one the trainer reported at its last eval when the batch holds the
+whole split. Generation metrics: each held-out row is cut at its first trained segment; the model
+answers the prompt part (rendered as trained, greedy) and the answer is compared with the
+reference, the text of that first trained turn without its terminator. With `compare_base`, the
+same rows go through the base model (the adapter switched off), for a side-by-side table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ft.base.errors import FtError
+from ft.data.prompts import Segment, segments_text
+from ft.infer.metrics import GenerationScores, score_generations
+from ft.runs.folder import RunInfo, read_run, write_json_atomic
+
+if TYPE_CHECKING:
+    from ft.config.schema import FtConfig
+    from ft.data.pipeline import Example
+    from ft.infer.loading import LoadedModel
+
+EVAL_JSON = "eval.json"
+
+Progress = Callable[[str, int, int], None]
+"""on_progress(stage, done, total): stage is 'loss tuned', 'generate base', ..."""
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    limit: int | None = None
+    """Evaluate the first N held-out rows only."""
+    compare_base: bool = False
+    max_new_tokens: int = 128
+    batch_size: int | None = None
+    """Rows per forward pass for the loss; default: eval_batch_size or micro_batch_size."""
+
+
+@dataclass(frozen=True)
+class HeldOutRow:
+    prompt: list[Segment]
+    reference: str
+
+
+@dataclass
+class ModelResult:
+    loss: float
+    perplexity: float
+    scores: GenerationScores | None
+    generations: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        metrics = self.scores.to_json() if self.scores is not None else None
+        return {"loss": self.loss, "perplexity": self.perplexity, "metrics": metrics}
+
+
+@dataclass
+class EvalReport:
+    run_dir: Path
+    split: str
+    rows: int
+    generated_rows: int
+    max_new_tokens: int
+    tuned: ModelResult
+    base: ModelResult | None
+    samples: list[dict[str, str]]
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "run_dir": str(self.run_dir),
+            "split": self.split,
+            "rows": self.rows,
+            "generated_rows": self.generated_rows,
+            "max_new_tokens": self.max_new_tokens,
+            "loss": self.tuned.loss,
+            "perplexity": self.tuned.perplexity,
+            "metrics": self.tuned.to_json()["metrics"],
+            "tuned": self.tuned.to_json(),
+        }
+        if self.base is not None:
+            data["base"] = self.base.to_json()
+        data["notes"] = self.notes
+        data["samples"] = self.samples
+        return data
+
+
+# ---------------------------------------------------------------------------------------------
+# What to evaluate
+
+
+def resolve_target(target: Path) -> tuple[FtConfig, RunInfo]:
+    """A run folder (its config.yml) or a config (its output_dir must hold a finished run).
+
+    With a config, its data settings are used: a changed test_datasets is evaluated as given.
+    """
+    from ft.config.load import load_config
+
+    target = Path(target).expanduser()
+    if target.is_dir():
+        run = read_run(target)
+        return run.config, run
+    cfg = load_config(target)
+    return cfg, read_run(Path(cfg.output_dir).expanduser())
+
+
+def split_name(cfg: FtConfig) -> str:
+    if cfg.test_datasets:
+        return "test_datasets: " + ", ".join(d.path for d in cfg.test_datasets)
+    if cfg.val_set_size:
+        return f"val_set_size: {cfg.val_set_size:g} (seed {cfg.seed})"
+    return "none"
+
+
+def held_out_examples(cfg: FtConfig, tokenizer: Any) -> list[Example]:
+    """The held-out rows with their segments, chosen as `ft.data.pipeline.prepare_data` chooses them."""
+    from ft.data.pipeline import DataReport, encode_sources, read_sources, split_eval
+
+    report = DataReport()
+    if cfg.test_datasets:
+        return encode_sources(cfg, read_sources(cfg.test_datasets, "test_datasets"), tokenizer, report)
+    train = encode_sources(cfg, read_sources(cfg.datasets, "datasets"), tokenizer, report)
+    return split_eval(cfg, train)[1]
+
+
+def held_out_row(segments: Sequence[Segment], terminator: str) -> HeldOutRow | None:
+    """Prompt (segments before the first trained one) and reference (the first trained turn, without
+    its terminator); None when there is no prompt to answer (plain completion text is all trained)."""
+    first = next((i for i, s in enumerate(segments) if s.trained), None)
+    if first is None or not any(s.text.strip() and not s.special for s in segments[:first]):
+        return None
+    answer = []
+    for segment in segments[first:]:
+        if not segment.trained or segment.special:
+            break
+        answer.append(segment.text)
+    reference = "".join(answer).strip()
+    # A tokenizer chat template writes the terminator inside the answer's text.
+    if reference.endswith(terminator):
+        reference = reference[: -len(terminator)].rstrip()
+    return HeldOutRow(list(segments[:first]), reference)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss
+
+
+def eval_loss(model: Any, dataset: Any, batch_size: int, pad_id: int, on_row: Callable[[int], None]) -> float:
+    """Mean cross-entropy over all trained tokens of the split (labels != -100).
+
+    Token-weighted, so the value does not depend on the batch size; the trainer's eval_loss is a
+    mean of per-batch means, equal to this when one batch holds the split.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from ft.data.tokens import IGNORE_INDEX
+
+    device = next(model.parameters()).device
+    total, tokens = 0.0, 0
+    for start in range(0, len(dataset), batch_size):
+        batch = dataset[start : start + batch_size]
+        ids, labels, mask = pad_batch(batch["input_ids"], batch["labels"], pad_id)
+        with torch.inference_mode():
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        targets = labels[:, 1:].to(device)
+        loss = F.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+            targets.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        )
+        total += float(loss)
+        tokens += int((targets != IGNORE_INDEX).sum())
+        on_row(min(start + batch_size, len(dataset)))
+    if tokens == 0:
+        raise FtError("the held-out split has no trained tokens: nothing to compute a loss on")
+    return total / tokens
+
+
+def pad_batch(input_ids: list[list[int]], labels: list[list[int]], pad_id: int) -> tuple[Any, Any, Any]:
+    """Right-padded tensors: ids (pad), labels (-100), attention mask."""
+    import torch
+
+    from ft.data.tokens import IGNORE_INDEX
+
+    width = max(len(row) for row in input_ids)
+    ids = torch.full((len(input_ids), width), pad_id, dtype=torch.long)
+    targets = torch.full((len(input_ids), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(input_ids), width), dtype=torch.long)
+    for index, (row_ids, row_labels) in enumerate(zip(input_ids, labels, strict=True)):
+        ids[index, : len(row_ids)] = torch.tensor(row_ids)
+        targets[index, : len(row_labels)] = torch.tensor(row_labels)
+        mask[index, : len(row_ids)] = 1
+    return ids, targets, mask
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss); infinity rather than an overflow error for a hopeless model."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def run_eval(target: Path, settings: EvalSettings, on_progress: Progress | None = None) -> EvalReport:
+    """The whole `ft eval`: load, loss, generations, metrics (base too when asked); writes eval.json."""
+    from ft.data.pipeline import prepare_data
+    from ft.infer.loading import load_folder_tokenizer, load_for_inference
+
+    progress = on_progress or (lambda stage, done, total: None)
+    cfg, run = resolve_target(target)
+    # The data first (tokenizer only): a config without a held-out split fails before weights load.
+    tokenizer = load_folder_tokenizer(run.run_dir)
+    prepared = prepare_data(cfg, tokenizer)
+    if prepared.eval is None or len(prepared.eval) == 0:
+        raise FtError(
+            "the config has no held-out split to evaluate on",
+            hint="set val_set_size (a share or a row count) or test_datasets in the config",
+        )
+    examples = held_out_examples(cfg, tokenizer)
+    check_same_rows(examples, prepared.eval)
+    loaded = load_for_inference(run.run_dir)
+    count = min(settings.limit or len(examples), len(examples))
+    dataset = prepared.eval.select(range(count))
+    rows = [row for e in examples[:count] if (row := held_out_row(e.segments, loaded.terminator))]
+    notes = [] if rows else ["no row has a prompt/answer split (completion text): no generation metrics"]
+    batch_size = settings.batch_size or cfg.eval_batch_size or cfg.micro_batch_size
+    tuned = evaluate_model(loaded.model, "tuned", loaded, dataset, rows, settings, batch_size, progress)
+    base = None
+    if settings.compare_base:
+        with base_model(loaded, cfg, run) as model:
+            base = evaluate_model(model, "base", loaded, dataset, rows, settings, batch_size, progress)
+    report = EvalReport(
+        run_dir=run.run_dir,
+        split=split_name(cfg),
+        rows=count,
+        generated_rows=len(rows),
+        max_new_tokens=settings.max_new_tokens,
+        tuned=tuned,
+        base=base,
+        samples=samples(rows, tuned, base),
+        notes=notes,
+    )
+    write_json_atomic(run.run_dir / EVAL_JSON, report.to_json())
+    return report
+
+
+def check_same_rows(examples: list[Example], dataset: Any) -> None:
+    """The rows rendered here must be the rows prepared for the loss (same split, same order)."""
+    if len(examples) != len(dataset) or (examples and examples[0].input_ids != dataset[0]["input_ids"]):
+        raise FtError(
+            f"the held-out rows ({len(examples)}) do not match the prepared eval split ({len(dataset)})",
+            hint="a stale prepared-data cache? remove dataset_prepared_path's folder and retry",
+        )
+
+
+def evaluate_model(
+    model: Any,
+    label: str,
+    loaded: LoadedModel,
+    dataset: Any,
+    rows: list[HeldOutRow],
+    settings: EvalSettings,
+    batch_size: int,
+    progress: Progress,
+) -> ModelResult:
+    from ft.infer.generate import GenerationSettings, generate_from_ids, prompt_ids
+
+    pad_id = loaded.tokenizer.pad_token_id
+    pad_id = loaded.stop_ids[0] if pad_id is None else pad_id
+    loss = eval_loss(
+        model, dataset, batch_size, pad_id, lambda done: progress(f"loss {label}", done, len(dataset))
+    )
+    greedy = GenerationSettings(max_new_tokens=settings.max_new_tokens)
+    generations = []
+    for number, row in enumerate(rows, start=1):
+        ids = prompt_ids(loaded, row.prompt)
+        generations.append(generate_from_ids(model, loaded, ids, greedy))
+        progress(f"generate {label}", number, len(rows))
+    scores = score_generations(generations, [r.reference for r in rows]) if rows else None
+    return ModelResult(loss, perplexity(loss), scores, generations)
+
+
+@contextmanager
+def base_model(loaded: LoadedModel, cfg: FtConfig, run: RunInfo) -> Iterator[Any]:
+    """The base model: the adapter switched off (same weights, same quantization), or for a full
+    fine-tune the base weights loaded beside the tuned ones."""
+    if loaded.has_adapter:
+        with loaded.model.disable_adapter():
+            yield loaded.model
+        return
+    from ft.infer.loading import inference_precision, prepare_for_generation
+    from ft.models.loading import load_model_from_path
+
+    quantized = (run.data.get("quantization") or {}).get("bits") is not None
+    model = load_model_from_path(
+        cfg, run.base_model_path, loaded.tokenizer, inference_precision(cfg), quantize=quantized
+    )
+    yield prepare_for_generation(model, quantized)
+
+
+def samples(rows: list[HeldOutRow], tuned: ModelResult, base: ModelResult | None) -> list[dict[str, str]]:
+    out = []
+    for index, row in enumerate(rows):
+        sample = {
+            "prompt": segments_text(row.prompt),
+            "reference": row.reference,
+            "tuned": tuned.generations[index],
+        }
+        if base is not None:
+            sample["base"] = base.generations[index]
+        out.append(sample)
+    return out

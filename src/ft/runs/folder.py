@@ -1,0 +1,235 @@
+"""The run folder: file names, run.json, atomic writes, checkpoints, the loss plot.
+
+A run folder is finished when `run.json` exists: it is written last, through a temporary file and
+a rename, so an interrupted run never looks finished. Until then `.ft-run.json`, written when the
+run starts, marks the folder as ft's (ft.runs.outdir). A checkpoint is complete when its
+`trainer_state.json` reads: transformers writes it after the weights, optimizer, scheduler and RNG
+states (Trainer._save_checkpoint), so a checkpoint cut short by kill -9 or a full disk lacks it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ft.base.errors import FtError
+from ft.config.schema import FtConfig
+
+RUN_JSON = "run.json"
+CONFIG_YML = "config.yml"
+METRICS_JSONL = "metrics.jsonl"
+LOSS_PNG = "loss.png"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+CHECKPOINT_PREFIX = "checkpoint-"
+RUN_MARKER = ".ft-run.json"
+"""Written when a run starts, removed when run.json is written: an unfinished run is ft's too."""
+TRAINER_STATE = "trainer_state.json"
+FINAL_TMP = ".ft-final.tmp"
+"""Where the final model files are written before being moved to the top level."""
+MERGE_JSON = "ft_merge.json"
+"""Written by `ft merge` into a merged folder (it marks the folder as ft's); read by inference for an
+optional `terminator`."""
+
+RUN_KEYS = (
+    "ft_version",
+    "base_model",
+    "base_model_path",
+    "revision",
+    "adapter",
+    "quantization",
+    "dtype",
+    "prompt_format",
+    "terminator",
+    "added_tokens",
+    "library_versions",
+    "data_fingerprint",
+    "global_step",
+    "final_train_loss",
+    "final_eval_loss",
+    "started_at",
+    "finished_at",
+)
+LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_dir: Path
+    data: dict[str, Any]
+    config: FtConfig
+
+    @property
+    def adapter(self) -> str | None:
+        return self.data.get("adapter")
+
+    @property
+    def base_model_path(self) -> str:
+        return str(self.data["base_model_path"])
+
+    @property
+    def global_step(self) -> int:
+        return int(self.data.get("global_step") or 0)
+
+
+def read_run(run_dir: Path) -> RunInfo:
+    """run.json and config.yml of a finished run; FtError if the folder is not one."""
+    run_dir = Path(run_dir)
+    run_json = run_dir / RUN_JSON
+    if not run_json.is_file():
+        hint = (
+            "it has checkpoints but no run.json: the run did not finish; "
+            "continue it with ft train CONFIG --resume"
+            if list_checkpoints(run_dir)
+            else "give the output_dir of a finished ft train run"
+        )
+        raise FtError(f"{run_dir} is not a finished ft run folder (no {RUN_JSON})", hint=hint)
+    try:
+        data = json.loads(run_json.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise FtError(f"{run_json}: unreadable ({err})") from err
+    missing = [key for key in RUN_KEYS if key not in data]
+    if missing:
+        raise FtError(f"{run_json}: missing keys {missing}")
+    from ft.config.load import load_config
+
+    return RunInfo(run_dir, data, load_config(run_dir / CONFIG_YML))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder and rename: readers see all or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """checkpoint-N folders, oldest first (by N)."""
+    if not run_dir.is_dir():
+        return []
+    found = []
+    for child in run_dir.iterdir():
+        match = re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", child.name)
+        if match and child.is_dir():
+            found.append((int(match.group(1)), child))
+    return [path for _, path in sorted(found)]
+
+
+def checkpoint_complete(checkpoint: Path) -> bool:
+    """trainer_state.json is written last and must parse: a cut-short checkpoint fails this."""
+    try:
+        state = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and "global_step" in state
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """The global step a complete checkpoint was saved at."""
+    return int(json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))["global_step"])
+
+
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint (incomplete ones are never resumed from)."""
+    complete = [path for path in list_checkpoints(run_dir) if checkpoint_complete(path)]
+    return complete[-1] if complete else None
+
+
+def incomplete_checkpoints(run_dir: Path) -> list[Path]:
+    return [path for path in list_checkpoints(run_dir) if not checkpoint_complete(path)]
+
+
+def has_work_to_keep(run_dir: Path) -> bool:
+    """A finished run or a checkpoint to resume from: what starting over would lose."""
+    return (run_dir / RUN_JSON).is_file() or newest_checkpoint(run_dir) is not None
+
+
+def library_versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of metrics.jsonl; a line cut short by a kill is left out."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def trim_metrics(path: Path, last_step: int) -> int:
+    """Leave out the rows logged after `last_step` (a resumed run trains those steps again);
+    returns how many rows went."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = read_metrics(path)
+    kept = [json.dumps(row) for row in rows if int(row.get("step") or 0) <= last_step]
+    if len(kept) == len(lines):
+        return 0
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
+    return len(rows) - len(kept)  # a line cut short by a kill is not a row
+
+
+def plot_loss(metrics: list[dict[str, Any]], path: Path) -> str | None:
+    """loss.png with train and eval loss against the step; returns a note when it is skipped."""
+    train = [(row["step"], row["loss"]) for row in metrics if "loss" in row and "step" in row]
+    evals = [(row["step"], row["eval_loss"]) for row in metrics if "eval_loss" in row and "step" in row]
+    if not train and not evals:
+        return "no loss logged: loss.png not written"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: loss.png not written (pip install 'ft-finetune[plot]')"
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals, strict=True), marker="o", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return None

@@ -1,0 +1,8 @@
+"""Training: `ft train` from a config to a finished run folder.
+
+Owns the runner (`runner`: data, model, adapter, trainer, run folder), the trl SFTConfig and
+environment settings (`settings`), trainer callbacks (`callbacks`: metrics, progress, Ctrl-C) and
+the output_dir of a run (`output_dir`: start, resume, --force).
+
+May import: `ft.models`, `ft.runs`, `ft.data`, `ft.config`, `ft.base`; no other stage, never `ft.cli`.
+"""

@@ -1,0 +1,239 @@
+"""Trainer pieces: metrics.jsonl, progress events for the CLI, a clean stop on Ctrl-C/SIGTERM,
+checkpoint writes that fail cleanly.
+
+They subclass transformers' TrainerCallback, so this module imports transformers at import time:
+import it only from code that trains.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+from trl import SFTTrainer
+
+from ft.base.signals import signal_handler
+from ft.runs.folder import TRAINER_STATE, newest_checkpoint
+from ft.runs.outdir import is_write_failure, write_failed
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """What the CLI renders. `kind`: start, step, log, eval, interrupt, end, note."""
+
+    kind: str
+    step: int = 0
+    max_steps: int = 0
+    values: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+
+EventSink = Callable[[TrainEvent], None]
+
+
+class CollatedTokensCallback(TrainerCallback):
+    """Replaces trl's `num_tokens` with the real tokens ft's packed-rows collator handed out.
+
+    trl counts `position_ids.size(1)` when a batch has no attention mask, which is right for its
+    own one-row padding-free batches but counts one row of ours. The collator's count is this
+    rank's, times the number of processes (ranks get batches of similar size); it may run one
+    batch ahead of the step being logged (the data loader looks ahead).
+    """
+
+    def __init__(self, collator: Any, world_size: int = 1) -> None:
+        self.collator = collator
+        self.world_size = world_size
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        if logs is not None and "num_tokens" in logs:
+            logs["num_tokens"] = float(self.collator.real_tokens * self.world_size)
+
+
+class MetricsFileCallback(TrainerCallback):
+    """Appends every log (train and eval) to metrics.jsonl as one JSON object, on the main process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        if not logs or not state.is_world_process_zero:
+            return
+        row = {"step": state.global_step, "epoch": state.epoch, **logs}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+class ProgressCallback(TrainerCallback):
+    """Turns trainer progress into TrainEvents: steps with ETA, losses with tokens/s."""
+
+    def __init__(self, on_event: EventSink) -> None:
+        self.on_event = on_event
+        self.started = 0.0
+        self.start_step = 0
+        self.tokens_per_s: float | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.started = time.monotonic()
+        self.start_step = state.global_step
+        if state.is_world_process_zero:
+            self.on_event(TrainEvent("start", state.global_step, state.max_steps))
+
+    def eta_s(self, state: Any) -> float | None:
+        done = state.global_step - self.start_step
+        if done <= 0:
+            return None
+        per_step = (time.monotonic() - self.started) / done
+        return per_step * (state.max_steps - state.global_step)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            values = {"eta_s": self.eta_s(state), "tokens_per_s": self.tokens_per_s}
+            self.on_event(TrainEvent("step", state.global_step, state.max_steps, values))
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        if not logs or not state.is_world_process_zero:
+            return
+        values = dict(logs)
+        elapsed = time.monotonic() - self.started
+        # trl's num_tokens counts real (non-pad) tokens seen by all ranks since this process started.
+        if "num_tokens" in logs and elapsed > 0:
+            self.tokens_per_s = float(logs["num_tokens"]) / elapsed
+            values["tokens_per_s"] = self.tokens_per_s
+        values["eta_s"] = self.eta_s(state)
+        kind = "eval" if any(key.startswith("eval_") for key in logs) else "log"
+        self.on_event(TrainEvent(kind, state.global_step, state.max_steps, values))
+
+
+class StopRequest:
+    """Set by a signal handler; read by StopCallback at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+
+class StopCallback(TrainerCallback):
+    """On a stop request: save a checkpoint at the end of the current step, then stop training."""
+
+    def __init__(self, request: StopRequest) -> None:
+        self.request = request
+        self.stopped_at: int | None = None
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if _any_rank(self.request.requested):
+            control.should_save = True
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
+
+
+def _any_rank(flag: bool) -> bool:
+    """True when any process asked to stop: all ranks must stop at the same step or DDP hangs."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    if dist.get_backend() == "nccl":
+        value = value.cuda()
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+@contextmanager
+def stop_on_signals(request: StopRequest, on_event: EventSink) -> Iterator[StopRequest]:
+    """While inside: the first SIGINT/SIGTERM asks for a checkpoint and a stop; a second one aborts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        if request.requested:
+            raise KeyboardInterrupt
+        request.signal_name = signal.Signals(signum).name
+        on_event(
+            TrainEvent(
+                "interrupt",
+                message=f"{request.signal_name}: saving a checkpoint after this step "
+                "(again to abort without saving)",
+            )
+        )
+
+    with signal_handler(handle):
+        yield request
+
+
+CHECKPOINT_WRITE_HINT = (
+    "free some disk space (or lower save_total_limit), then continue with ft train CONFIG --resume"
+)
+
+
+def checkpoint_write_hint(run_dir: Path) -> str:
+    if newest_checkpoint(run_dir) is None:
+        return (
+            "free some disk space, then run the same command again (no checkpoint was saved: it starts over)"
+        )
+    return CHECKPOINT_WRITE_HINT
+
+
+class QuietSFTTrainer(SFTTrainer):
+    """SFTTrainer that leaves no Hub model card (README.md) in the run folder at each checkpoint,
+    and whose failed checkpoint writes leave no partial checkpoint folder."""
+
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        if self.args.should_save:
+            # Saved over an older checkpoint-N (resumed from an earlier checkpoint): without this,
+            # the old trainer_state.json would make a half-overwritten folder look complete.
+            (folder / TRAINER_STATE).unlink(missing_ok=True)
+        try:
+            super()._save_checkpoint(model, trial)
+        except Exception as err:
+            if not is_checkpoint_write_failure(err):
+                raise
+            # The folder is this save's own: removing it frees the space and leaves nothing that
+            # looks resumable. A save that got as far as trainer_state.json is complete: kept.
+            if self.args.should_save and not (folder / TRAINER_STATE).is_file():
+                shutil.rmtree(folder, ignore_errors=True)
+            raise write_failed(folder, err, checkpoint_write_hint(folder.parent)) from err
+
+
+WRITER_ERRORS = (
+    "os error 28",
+    "os error 27",
+    "os error 122",
+    "no space left",
+    "file too large",
+    "quota exceeded",
+    "file write failed",
+    "unexpected pos",
+)
+"""How a full disk reads when the writer gives no errno: safetensors (Rust I/O errors) and
+torch.save ("file write failed", "unexpected pos ...")."""
+
+
+def is_checkpoint_write_failure(err: BaseException) -> bool:
+    text = str(err).lower()
+    return is_write_failure(err) or any(words in text for words in WRITER_ERRORS)

@@ -1,0 +1,450 @@
+"""The training run: the trainer and the run folder (the SFTConfig is built in ft.train.settings).
+
+`run_training` is the whole `ft train`: it claims the output folder
+(ft.train.output_dir: refuse, start over, resume or replace), loads tokenizer, data, model and adapter,
+trains with trl's SFTTrainer on the pre-tokenized rows (masks and packing as ft.data.pipeline made them),
+stops cleanly on Ctrl-C/SIGTERM, and writes the run folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ft.base.errors import FtError, TrainingInterrupted
+from ft.config.schema import FtConfig
+from ft.data.packing import PackedRowsCollator, varlen_attention
+from ft.models.loading import use_offline_mode_if_local
+from ft.models.precision import Precision
+from ft.runs.folder import (
+    CONFIG_YML,
+    FINAL_TMP,
+    LOSS_PNG,
+    METRICS_JSONL,
+    RUN_JSON,
+    RUN_MARKER,
+    library_versions,
+    newest_checkpoint,
+    plot_loss,
+    read_metrics,
+    utc_now,
+    write_json_atomic,
+    write_text_atomic,
+)
+from ft.runs.outdir import writing
+from ft.train.settings import build_sft_config, is_main_process_from_env, set_wandb_env, world_size_from_env
+
+if TYPE_CHECKING:
+    from ft.train.callbacks import TrainEvent
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    global_step: int
+    final_train_loss: float | None
+    final_eval_loss: float | None
+    tokens_per_s: float | None
+    train_runtime_s: float | None
+    trainable_params: int
+    total_params: int
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def _no_event(event: TrainEvent) -> None:
+    return None
+
+
+def run_training(
+    cfg: FtConfig,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    on_event: Callable[[TrainEvent], None] | None = None,
+    config_path: Path | None = None,
+) -> TrainResult:
+    """The whole `ft train`; raises OutputExistsError, TrainingInterrupted, WriteFailedError, FtError.
+
+    Until the trainer takes over Ctrl-C/SIGTERM (a checkpoint, then a stop), a signal stops the
+    command with TrainingInterrupted, so that a --force replacement is settled on the way out.
+    """
+    from ft.base.signals import raise_on_signals
+    from ft.train.output_dir import claimed_run_dir
+
+    emit = on_event or _no_event
+    started_at = utc_now()
+    # Resolved: a symlinked output_dir is replaced where it points, and `.` or `x/..` get real names.
+    run_dir = Path(cfg.output_dir).expanduser().resolve()
+    main = is_main_process_from_env()
+    with (
+        raise_on_signals(stopped_before_training),
+        claimed_run_dir(
+            cfg,
+            run_dir,
+            resume=resume,
+            force=force,
+            main=main,
+            note=lambda line: emit(_note(line)),
+            config_path=config_path,
+        ) as claim,
+    ):
+        notes = [note for note in (use_offline_mode_if_local(cfg),) if note]
+        set_wandb_env(cfg)
+
+        from ft.data.chat_templates import chat_template_jinja
+        from ft.data.pipeline import prepare_data, summary_lines
+        from ft.models.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg)
+        data = prepare_data(cfg, tokenizer)
+        # Set before training so checkpoints carry it too: a template that renders the training format.
+        # After prepare_data: the tokenizer's own template (tokenizer_default) renders the data.
+        tokenizer.chat_template = chat_template_jinja(cfg, tokenizer)
+        notes += summary_lines(data.report)
+        return train_on_prepared(
+            cfg, tokenizer, data, resume_from=claim.resume_from, emit=emit, notes=notes, started_at=started_at
+        )
+
+
+def stopped_before_training(signal_name: str) -> TrainingInterrupted:
+    return TrainingInterrupted(
+        f"ft train stopped by {signal_name} before training started: nothing new was saved",
+        hint="run the same command again",
+    )
+
+
+def train_on_prepared(
+    cfg: FtConfig,
+    tokenizer: Any,
+    data: Any,
+    *,
+    resume_from: Path | None = None,
+    emit: Callable[[TrainEvent], None] = _no_event,
+    notes: list[str] | None = None,
+    started_at: str | None = None,
+) -> TrainResult:
+    """Model, adapter, trainer and run folder for data already prepared (`ft.data.pipeline.PreparedData`)."""
+    from transformers import set_seed
+
+    from ft.models.adapter import attach_adapter
+    from ft.models.loading import load_model_from_path, resolve_base_model_path
+    from ft.models.precision import resolve_precision
+
+    run_dir = Path(cfg.output_dir).expanduser()
+    notes = list(notes or [])
+    precision = resolve_precision(cfg)
+    if precision.note:
+        notes.append(precision.note)
+    for note in notes:
+        emit(_note(note))
+    if data.train is None or len(data.train) == 0:
+        raise FtError(
+            "datasets: no training rows left after preparation", hint="run ft preprocess CONFIG to see why"
+        )
+    base_path = resolve_base_model_path(cfg)
+    base_rows = _vocab_rows(base_path, cfg)
+    # New embedding rows and LoRA A matrices are drawn at random before the trainer seeds
+    # anything: without this, the same config trains differently after other work in the process.
+    set_seed(cfg.seed)
+    model = load_model_from_path(cfg, base_path, tokenizer, precision)
+    adapted = attach_adapter(cfg, model)
+    emit(
+        _note(
+            f"trainable parameters: {adapted.trainable_params:,} of {adapted.total_params:,} "
+            f"({100 * adapted.trainable_share:.2f}%)",
+            trainable_params=adapted.trainable_params,
+            total_params=adapted.total_params,
+        )
+    )
+    sft_config = build_sft_config(
+        cfg,
+        precision,
+        run_dir,
+        train_rows=len(data.train),
+        has_eval=data.eval is not None and len(data.eval) > 0,
+        world_size=world_size_from_env(),
+    )
+    context = RunContext(
+        cfg=cfg,
+        run_dir=run_dir,
+        precision=precision,
+        base_path=base_path,
+        added_tokens=_added_tokens(tokenizer, base_rows),
+        data_fingerprint=data.fingerprint,
+        data_counts=data.report.counts(),
+        terminator=terminator_of(cfg, tokenizer),
+        started_at=started_at or utc_now(),
+        notes=notes,
+    )
+    return _train_and_save(context, adapted, tokenizer, data, sft_config, resume_from, emit)
+
+
+@dataclass
+class RunContext:
+    cfg: FtConfig
+    run_dir: Path
+    precision: Precision
+    base_path: str
+    added_tokens: list[str]
+    data_fingerprint: str
+    data_counts: dict[str, int]
+    terminator: str
+    started_at: str
+    notes: list[str]
+
+
+def packed_rows_collator(cfg: FtConfig, tokenizer: Any) -> Any:
+    """ft's collator for packed rows when the attention kernel has no varlen path, else None (trl's)."""
+    if cfg.sample_packing and not varlen_attention(cfg.attn_implementation):
+        return PackedRowsCollator(tokenizer.pad_token_id)
+    return None
+
+
+def terminator_of(cfg: FtConfig, tokenizer: Any) -> str:
+    from ft.data.prompts import renderer_for_config, special_tokens_of
+
+    return renderer_for_config(cfg, tokenizer).terminator(special_tokens_of(tokenizer))
+
+
+def _note(message: str, **values: Any) -> TrainEvent:
+    from ft.train.callbacks import TrainEvent
+
+    return TrainEvent("note", message=message, values=values)
+
+
+def _vocab_rows(path: str, cfg: FtConfig) -> int | None:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(
+            path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+        )
+        return int(config.get_text_config().vocab_size)
+    except Exception:  # the loader reports unreadable models with a better message
+        return None
+
+
+def _added_tokens(tokenizer: Any, base_rows: int | None) -> list[str]:
+    if base_rows is None or len(tokenizer) <= base_rows:
+        return []
+    return [str(t) for t in tokenizer.convert_ids_to_tokens(list(range(base_rows, len(tokenizer))))]
+
+
+def _train_and_save(
+    context: RunContext,
+    adapted: Any,
+    tokenizer: Any,
+    data: Any,
+    sft_config: Any,
+    resume_from: Path | None,
+    emit: Callable[[TrainEvent], None],
+) -> TrainResult:
+    from transformers import EarlyStoppingCallback, PrinterCallback
+
+    from ft.train.callbacks import (
+        CHECKPOINT_WRITE_HINT,
+        CollatedTokensCallback,
+        MetricsFileCallback,
+        ProgressCallback,
+        QuietSFTTrainer,
+        StopCallback,
+        StopRequest,
+        stop_on_signals,
+    )
+
+    cfg, run_dir = context.cfg, context.run_dir
+    stop = StopCallback(StopRequest())
+    progress = ProgressCallback(emit)
+    collator = packed_rows_collator(cfg, tokenizer)
+    callbacks: list[Any] = [MetricsFileCallback(run_dir / METRICS_JSONL), progress, stop]
+    if collator is not None:
+        callbacks.insert(0, CollatedTokensCallback(collator, world_size_from_env()))
+    if cfg.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    trainer = QuietSFTTrainer(
+        model=adapted.model,
+        args=sft_config,
+        train_dataset=data.train,
+        eval_dataset=data.eval if data.eval is not None and len(data.eval) else None,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        data_collator=collator,
+    )
+    # Progress goes to on_event; transformers' printer would print every log dict to stdout.
+    trainer.remove_callback(PrinterCallback)
+    if context.precision.compute_dtype == "float32":
+        keep_trainable_in_float32(trainer.model)
+    if resume_from is not None:
+        emit(_note(f"resuming from {resume_from}"))
+    # The first signal during the final evaluation and save is noted and the run completes; a
+    # second one aborts (the last checkpoint stays resumable: run.json is written last).
+    try:
+        with stop_on_signals(stop.request, emit):
+            with writing(run_dir, CHECKPOINT_WRITE_HINT):
+                trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            if stop.stopped_at is not None:
+                raise interrupted(run_dir, stop.stopped_at, stop.request.signal_name)
+            if trainer.eval_dataset is not None and _last_eval_step(trainer) != trainer.state.global_step:
+                trainer.evaluate()
+            result = _result(context, trainer, adapted, progress.start_step)
+            save_run_folder(context, trainer, result)
+    except KeyboardInterrupt:  # the second signal
+        raise aborted(run_dir) from None
+    emit(_note("run folder written", run_dir=str(run_dir)))
+    return result
+
+
+def keep_trainable_in_float32(model: Any) -> None:
+    """trl casts a k-bit model's trainable parameters to bfloat16 (QLoRA paper's recipe); on a
+    CPU, bfloat16 is 10-80x slower than float32, so the float32 runs put them back."""
+    import torch
+
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.to(torch.float32)
+
+
+def _last_eval_step(trainer: Any) -> int | None:
+    steps = [row["step"] for row in trainer.state.log_history if "eval_loss" in row]
+    return steps[-1] if steps else None
+
+
+def _last(history: list[dict[str, Any]], key: str) -> Any:
+    for row in reversed(history):
+        if key in row:
+            return row[key]
+    return None
+
+
+def _session_tokens(history: list[dict[str, Any]], start_step: int) -> float | None:
+    """Tokens trained by this process: trl counts num_tokens from the process's start (not restored
+    on resume), while a resumed run's history also holds the rows restored from its checkpoint."""
+    return _last([row for row in history if row.get("step", 0) > start_step], "num_tokens")
+
+
+def _result(context: RunContext, trainer: Any, adapted: Any, start_step: int = 0) -> TrainResult:
+    history = trainer.state.log_history
+    runtime = _last(history, "train_runtime")
+    tokens = _session_tokens(history, start_step)
+    return TrainResult(
+        run_dir=context.run_dir,
+        global_step=trainer.state.global_step,
+        final_train_loss=_last(history, "loss"),
+        final_eval_loss=_last(history, "eval_loss"),
+        tokens_per_s=tokens / runtime if tokens and runtime else None,
+        train_runtime_s=runtime,
+        trainable_params=adapted.trainable_params,
+        total_params=adapted.total_params,
+        notes=context.notes,
+    )
+
+
+def save_run_folder(context: RunContext, trainer: Any, result: TrainResult) -> None:
+    """Model, tokenizer, config.yml, loss.png, then run.json last (its presence marks a finished run).
+
+    The model is saved through the trainer (a collective under FSDP/DeepSpeed, so every rank
+    calls it) into a temporary folder, then moved to the top level; only rank 0 writes files.
+    """
+    run_dir = context.run_dir
+    tmp = run_dir / FINAL_TMP
+    with writing(tmp, FINAL_WRITE_HINT, any_error=True):
+        trainer.save_model(str(tmp))
+    if not trainer.is_world_process_zero():
+        return
+    with writing(run_dir, FINAL_WRITE_HINT):
+        _publish_run_files(context, tmp, result)
+
+
+FINAL_WRITE_HINT = "free some disk space, then run ft train CONFIG --resume: it writes the run folder from the last checkpoint"
+
+
+def _publish_run_files(context: RunContext, tmp: Path, result: TrainResult) -> None:
+    run_dir = context.run_dir
+    for item in sorted(tmp.iterdir()):
+        if item.name in SKIPPED_SAVE_FILES:
+            continue
+        target = run_dir / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    from ft.config.load import dump_config
+
+    write_text_atomic(run_dir / CONFIG_YML, dump_config(context.cfg))
+    plot_note = plot_loss(read_metrics(run_dir / METRICS_JSONL), run_dir / LOSS_PNG)
+    if plot_note:
+        result.notes.append(plot_note)
+    write_json_atomic(run_dir / RUN_JSON, run_record(context, result))
+    # run.json marks the folder as ft's from now on.
+    (run_dir / RUN_MARKER).unlink(missing_ok=True)
+
+
+SKIPPED_SAVE_FILES = frozenset({"training_args.bin", "README.md"})
+"""training_args.bin is a pickle (run.json and config.yml say the same); README.md is a Hub model card."""
+
+
+def run_record(context: RunContext, result: TrainResult) -> dict[str, Any]:
+    """The content of run.json (keys listed in ft.runs.folder.RUN_KEYS)."""
+    from ft import __version__
+    from ft.models.precision import quantization_info
+
+    cfg = context.cfg
+    return {
+        "ft_version": __version__,
+        "base_model": cfg.base_model,
+        "base_model_path": context.base_path,
+        "revision": cfg.revision,
+        "adapter": cfg.adapter,
+        "quantization": quantization_info(cfg, context.precision),
+        "dtype": context.precision.weights_dtype(full_finetune=cfg.adapter is None),
+        "prompt_format": prompt_format_name(cfg),
+        "terminator": context.terminator,
+        "added_tokens": context.added_tokens,
+        "library_versions": library_versions(),
+        "data_fingerprint": context.data_fingerprint,
+        "data": context.data_counts,
+        "global_step": result.global_step,
+        "final_train_loss": result.final_train_loss,
+        "final_eval_loss": result.final_eval_loss,
+        "started_at": context.started_at,
+        "finished_at": utc_now(),
+    }
+
+
+def prompt_format_name(cfg: FtConfig) -> str:
+    first = cfg.datasets[0]
+    if first.format:
+        return "custom"
+    if first.type == "chat_template":
+        return f"chat_template:{first.chat_template or cfg.chat_template or 'tokenizer_default'}"
+    return first.type
+
+
+def interrupted(run_dir: Path, step: int, signal_name: str | None) -> TrainingInterrupted:
+    checkpoint = run_dir / f"checkpoint-{step}"
+    return TrainingInterrupted(
+        f"training stopped by {signal_name or 'a signal'} at step {step}; checkpoint saved in {checkpoint}",
+        hint="continue with: ft train CONFIG --resume",
+    )
+
+
+def aborted(run_dir: Path) -> TrainingInterrupted:
+    newest = newest_checkpoint(run_dir)
+    if newest is None:
+        return TrainingInterrupted(
+            "training aborted by a second signal, before its first checkpoint",
+            hint="run the same command again",
+        )
+    return TrainingInterrupted(
+        f"training aborted by a second signal; the newest complete checkpoint is {newest}",
+        hint="continue with: ft train CONFIG --resume",
+    )
