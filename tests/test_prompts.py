@@ -7,13 +7,13 @@ import pytest
 
 from ft.base.errors import FtError
 from ft.config.formats import CHAT_TEMPLATES, PROMPT_FORMATS, custom_format_problems
+from ft.data.jinja import TokenizerTemplate
 from ft.data.prompts import (
     FORMATS,
     CustomFormat,
     Message,
     RenderError,
     Segment,
-    TokenizerTemplate,
     get_format,
     segments_text,
     special_tokens_of,
@@ -145,8 +145,17 @@ def test_custom_format_with_and_without_input(tokens):
 
 def test_config_names_match_the_format_registry():
     """The schema checks names from ft.config.formats; each must render here, and each format be nameable."""
-    assert set(PROMPT_FORMATS) == {*FORMATS, "completion", "chat_template"}
-    assert set(CHAT_TEMPLATES) == {*FORMATS, "tokenizer_default"}
+    from ft.data.instruct import INSTRUCTION_TYPES
+    from ft.data.jinja import template_names
+
+    assert set(PROMPT_FORMATS) == {
+        *FORMATS,
+        "completion",
+        "chat_template",
+        "input_output",
+        *INSTRUCTION_TYPES,
+    }
+    assert set(CHAT_TEMPLATES) == {*template_names(), *FORMATS, "tokenizer_default", "jinja"}
 
 
 def test_unknown_format_lists_the_known_ones():
@@ -164,7 +173,8 @@ def test_saved_jinja_template_renders_the_training_format(name, messages, tiny_m
     from ft.config.load import load_config
 
     config = tmp_path / "c.yml"
-    config.write_text(f"base_model: {tiny_model_dir}\nchat_template: {name}\ndatasets: [{{path: x.jsonl}}]\n")
+    # The dataset type names ft's format (as a chat template, `alpaca` is axolotl's Jinja template).
+    config.write_text(f"base_model: {tiny_model_dir}\ndatasets: [{{path: x.jsonl, type: {name}}}]\n")
     cfg = load_config(config)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     from ft.data.chat_templates import chat_template_jinja
@@ -266,7 +276,7 @@ def test_a_token_across_the_prompt_answer_boundary_is_trained(tiny_tokenizer):
 
 def test_a_dataset_level_chat_template_is_the_saved_one(tiny_model_dir, tmp_path, tiny_tokenizer):
     from ft.config.load import load_config
-    from ft.data.prompts import renderer_for_config
+    from ft.data.renderers import renderer_for_config
 
     config = tmp_path / "c.yml"
     config.write_text(

@@ -6,11 +6,23 @@ inference time, and each token is trained when any of its characters lies in a t
 directly. Tokenizing the prompt and the answer as two separate strings instead would, with
 SentencePiece tokenizers (Llama, Mistral, Phi-3), put a stray "▁" token at the start of every
 answer that the model would then learn to emit.
+
+The boundary rule: the prompt of a trained answer is always encoded exactly as inference encodes
+it, on its own. One piece and two pieces give the same ids unless a token crosses the boundary,
+which happens when an answer starts with whitespace the tokenizer joins to the prompt's last
+characters (byte-level BPE reads "\n" + "  indented" as "\n " + " indented"). The model would
+then be trained on a prompt ending in "\n " but see one ending in "\n" at inference, and learn
+an answer that does not start where the inference prompt ends. So where a token crosses from an
+untrained prompt into a trained answer, the text is cut there: the prompt is encoded alone and the
+answer as its continuation (without the "▁" a SentencePiece tokenizer puts at a text's start).
+axolotl encodes every prompt and answer separately, so the rule gives its ids for byte-level
+tokenizers. A segment marked `separate` (input_output's) is always encoded on its own.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -58,12 +70,16 @@ def encode_many(
         plan: list[tuple[str, Any]] = []
         current: list[Segment] = []
         for segment in segments:
-            if segment.special:
+            if segment.special or segment.separate:
                 if current:
                     plan.append(("run", len(runs)))
                     runs.append(current)
                     current = []
-                plan.append(("special", segment))
+                if segment.special:
+                    plan.append(("special", segment))
+                elif segment.text:
+                    plan.append(("run", len(runs)))
+                    runs.append([segment])
             elif segment.text:
                 current.append(segment)
         if current:
@@ -115,12 +131,61 @@ BATCH = 1000
 def _tokenize_runs(tokenizer: Any, runs: list[list[Segment]]) -> list[tuple[list[int], list[int]]]:
     out: list[tuple[list[int], list[int]]] = []
     encode = _batch_encoder(tokenizer)
+    anchor: str | None = None
     for start in range(0, len(runs), BATCH):
         batch = runs[start : start + BATCH]
         texts = ["".join(s.text for s in run) for run in batch]
         for run, (ids, offsets) in zip(batch, encode(texts), strict=True):
+            cuts = _crossed_boundaries(run, offsets)
+            if cuts:
+                anchor = _continuation_anchor(encode) if anchor is None else anchor
+                ids, offsets = _encode_in_pieces(encode, "".join(s.text for s in run), cuts, anchor)
             out.append((ids, _labels_by_offset(run, ids, offsets)))
     return out
+
+
+def _crossed_boundaries(run: list[Segment], offsets: list[tuple[int, int]]) -> list[int]:
+    """Character positions where an untrained prompt meets a trained answer inside one token."""
+    cuts = []
+    position = 0
+    for before, after in itertools.pairwise(run):
+        position += len(before.text)
+        if not before.trained and after.trained:
+            at = bisect.bisect_right([end for _, end in offsets], position)
+            if at < len(offsets) and offsets[at][0] < position:
+                cuts.append(position)
+    return cuts
+
+
+ANCHOR = "\n"
+
+
+def _continuation_anchor(encode: Any) -> str:
+    """The text to encode before a continuation and drop: "\n" for a tokenizer that marks the start of
+    a text (SentencePiece's "▁"), so the continuation reads as the middle of a text; "" for the
+    others (a byte-level BPE would join the anchor to a continuation's leading spaces)."""
+    (alone, _), (anchored, offsets) = encode(["a", ANCHOR + "a"])
+    tail = [token for token, (begin, _) in zip(anchored, offsets, strict=True) if begin >= len(ANCHOR)]
+    return ANCHOR if alone != tail else ""
+
+
+def _encode_in_pieces(
+    encode: Any, text: str, cuts: list[int], anchor: str
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """`text` encoded as pieces cut at `cuts`: the first as it is, the others as continuations."""
+    bounds = [0, *cuts, len(text)]
+    pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
+    anchored = [pieces[0]] + [anchor + piece for piece in pieces[1:]]
+    ids: list[int] = []
+    offsets: list[tuple[int, int]] = []
+    for index, (piece_ids, piece_offsets) in enumerate(encode(anchored)):
+        skip = len(anchor) if index else 0
+        for token, (begin, end) in zip(piece_ids, piece_offsets, strict=True):
+            if end <= skip:
+                continue  # the anchor's own token
+            ids.append(token)
+            offsets.append((max(begin, skip) - skip + bounds[index], end - skip + bounds[index]))
+    return ids, offsets
 
 
 def _batch_encoder(tokenizer: Any) -> Any:

@@ -209,7 +209,8 @@ def packed_rows_collator(cfg: FtConfig, tokenizer: Any) -> Any:
 
 
 def terminator_of(cfg: FtConfig, tokenizer: Any) -> str:
-    from ft.data.prompts import renderer_for_config, special_tokens_of
+    from ft.data.prompts import special_tokens_of
+    from ft.data.renderers import renderer_for_config
 
     return renderer_for_config(cfg, tokenizer).terminator(special_tokens_of(tokenizer))
 
