@@ -221,7 +221,11 @@ class DatasetSettings(Section):
     field_instruction: str = Field("instruction", description="Column that holds the instruction.")
     field_input: str = Field("input", description="Column that holds the optional input/context.")
     field_output: str = Field("output", description="Column that holds the answer.")
-    field_system: str = Field("system", description="Column that holds a per-row system prompt, if any.")
+    field_system: str | None = Field(
+        None,
+        description="Column that holds a per-row system prompt. Default: `system` for a custom `format`; "
+        "alpaca-style types read one only when this is set (axolotl's ignore it).",
+    )
     field_messages: str | None = Field(
         None,
         description="Column with the chat turns for `chat_template` (default: messages or conversations).",

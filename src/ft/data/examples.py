@@ -136,7 +136,8 @@ def render_completion(text: str, tokens: SpecialTokens) -> list[Segment]:
 
 
 def system_of(row: dict[str, Any], dataset: DatasetSettings) -> str | None:
-    value = row.get(dataset.field_system)
+    column = dataset.field_system or ("system" if dataset.format else None)
+    value = row.get(column) if column else None
     if isinstance(value, str) and value.strip():
         return value
     return dataset.system_prompt

@@ -5,7 +5,10 @@ The text is the template's, rendered by transformers' `apply_chat_template` as a
 What is trained is found as axolotl finds it: each turn's content is located by rendering the
 conversation again with that content replaced by two placeholders (the span that differs is the
 content, wherever the template puts it), and the turn terminator is the first end-of-turn token
-(`eot_tokens`; else the template's own one, else EOS) within three tokens after the content.
+(`eot_tokens`; else the template's own one, else EOS) within three tokens after the content. An
+assistant answer starts where the prompt that inference renders (`add_generation_prompt`) ends, so
+text a template writes between the two (mistral's space after `[/INST]`) is trained as the answer's
+first characters: the model learns to write what follows the prompt it will be given.
 Which turns are trained is `roles_to_train`; which terminators, `train_on_eos` (turn, all, none,
 last). ft's default end-of-turn token is the template's own terminator, found by rendering a probe
 conversation: axolotl's default is EOS, so with a template whose turns end in another token
@@ -134,7 +137,7 @@ class JinjaTemplate:
             if start >= end:
                 continue
             if train:
-                marks.append((start, end, True))
+                marks.append((self._answer_start(messages, index, full, start), end, True))
             eot = self._terminator_after(full, end, eots)
             if eot is None:
                 continue
@@ -151,6 +154,22 @@ class JinjaTemplate:
             dummy = [*messages[:index], Message(messages[index].role, sentinel), *messages[index + 1 :]]
             spans.append(_diff_span(full, self.text(dummy)))
         return min(s for s, _ in spans), max(e for _, e in spans)
+
+    def _answer_start(self, messages: Sequence[Message], index: int, full: str, content_start: int) -> int:
+        """Where an assistant's answer starts: where the prompt that inference renders for it ends.
+
+        A template may write text between its generation prompt and the content (mistral's
+        `[/INST]` then `' ' + content`): that text is the answer's, as the model must write it after
+        the prompt it will be given. Where the generation prompt is not a prefix of the training
+        text (a template that moves the system prompt into the last user turn), the content's start,
+        spaces written just before it included, as ft's own formats do.
+        """
+        if messages[index].role != "assistant":
+            return content_start
+        prompt = self.text(messages[:index], add_generation_prompt=True)
+        if full.startswith(prompt) and len(prompt) <= content_start:
+            return len(prompt)
+        return len(full[:content_start].rstrip(" "))
 
     def _terminator_after(self, full: str, end: int, eots: Sequence[str]) -> tuple[int, int] | None:
         found = [(full.find(eot, end), eot) for eot in eots]

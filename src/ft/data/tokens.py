@@ -1,22 +1,20 @@
 """Rendered segments into token ids and labels (the tokenizer is loaded by `ft.models.tokenizer`).
 
-Encoding: consecutive text segments are tokenized together, as the whole string would be at
-inference time, and each token is trained when any of its characters lies in a trained segment
-(offset mapping of a fast tokenizer). Special segments (BOS, EOS, `<|end|>`) become their one id
-directly. Tokenizing the prompt and the answer as two separate strings instead would, with
-SentencePiece tokenizers (Llama, Mistral, Phi-3), put a stray "▁" token at the start of every
-answer that the model would then learn to emit.
+Encoding: each token is trained when any of its characters lies in a trained segment (offset
+mapping of a fast tokenizer). Special segments (BOS, EOS, `<|end|>`) become their one id directly.
 
-The boundary rule: the prompt of a trained answer is always encoded exactly as inference encodes
-it, on its own. One piece and two pieces give the same ids unless a token crosses the boundary,
-which happens when an answer starts with whitespace the tokenizer joins to the prompt's last
-characters (byte-level BPE reads "\n" + "  indented" as "\n " + " indented"). The model would
-then be trained on a prompt ending in "\n " but see one ending in "\n" at inference, and learn
-an answer that does not start where the inference prompt ends. So where a token crosses from an
-untrained prompt into a trained answer, the text is cut there: the prompt is encoded alone and the
-answer as its continuation (without the "▁" a SentencePiece tokenizer puts at a text's start).
-axolotl encodes every prompt and answer separately, so the rule gives its ids for byte-level
-tokenizers. A segment marked `separate` (input_output's) is always encoded on its own.
+The boundary rule: where an untrained prompt meets a trained answer, the prompt is encoded on its
+own, exactly as inference will encode it, and the answer as its continuation. Encoding the whole
+string in one piece would usually give the same ids, but not where whitespace meets the boundary:
+a byte-level BPE reads "\n" + "  indented" as "\n " + " indented", and a prompt's trailing "\n\n"
+as one token at the end of a text but as two before a word (GPT-2's pre-tokenizer looks one
+character ahead). The model would then learn answers after a prompt that inference never gives
+it. A continuation is encoded after an anchor ("\n", dropped) for a tokenizer that marks the start
+of a text (SentencePiece's "▁"): tokenized alone, every answer would start with a stray "▁" that
+the model would learn to emit. axolotl encodes the prompt and the answer of its instruction types
+apart too (so the ids are the same for byte-level tokenizers), and its chat templates in one piece.
+Consecutive untrained (or trained) segments are encoded together; a segment marked `separate`
+(input_output's) is always encoded on its own, as axolotl does.
 """
 
 from __future__ import annotations
@@ -131,30 +129,38 @@ BATCH = 1000
 def _tokenize_runs(tokenizer: Any, runs: list[list[Segment]]) -> list[tuple[list[int], list[int]]]:
     out: list[tuple[list[int], list[int]]] = []
     encode = _batch_encoder(tokenizer)
-    anchor: str | None = None
+    anchor = _continuation_anchor(encode)
     for start in range(0, len(runs), BATCH):
         batch = runs[start : start + BATCH]
         texts = ["".join(s.text for s in run) for run in batch]
-        for run, (ids, offsets) in zip(batch, encode(texts), strict=True):
-            cuts = _crossed_boundaries(run, offsets)
-            if cuts:
-                anchor = _continuation_anchor(encode) if anchor is None else anchor
-                ids, offsets = _encode_in_pieces(encode, "".join(s.text for s in run), cuts, anchor)
-            out.append((ids, _labels_by_offset(run, ids, offsets)))
+        pieces = [(k, begin, end) for k, run in enumerate(batch) for begin, end in _pieces(run)]
+        encoded = encode([(anchor if begin else "") + texts[k][begin:end] for k, begin, end in pieces])
+        joined: list[tuple[list[int], list[tuple[int, int]]]] = [([], []) for _ in batch]
+        for (k, begin, _), (piece_ids, piece_offsets) in zip(pieces, encoded, strict=True):
+            ids, offsets = joined[k]
+            skip = len(anchor) if begin else 0
+            for token, (first, last) in zip(piece_ids, piece_offsets, strict=True):
+                if last <= skip:
+                    continue  # the anchor's own token
+                ids.append(token)
+                offsets.append((max(first, skip) - skip + begin, last - skip + begin))
+        out += [
+            (ids, _labels_by_offset(run, ids, offsets))
+            for run, (ids, offsets) in zip(batch, joined, strict=True)
+        ]
     return out
 
 
-def _crossed_boundaries(run: list[Segment], offsets: list[tuple[int, int]]) -> list[int]:
-    """Character positions where an untrained prompt meets a trained answer inside one token."""
-    cuts = []
+def _pieces(run: list[Segment]) -> list[tuple[int, int]]:
+    """(start, end) of the run's pieces: it is cut where an untrained prompt meets a trained answer."""
+    cuts = [0]
     position = 0
     for before, after in itertools.pairwise(run):
         position += len(before.text)
         if not before.trained and after.trained:
-            at = bisect.bisect_right([end for _, end in offsets], position)
-            if at < len(offsets) and offsets[at][0] < position:
-                cuts.append(position)
-    return cuts
+            cuts.append(position)
+    cuts.append(position + len(run[-1].text))
+    return list(itertools.pairwise(cuts))
 
 
 ANCHOR = "\n"
@@ -167,25 +173,6 @@ def _continuation_anchor(encode: Any) -> str:
     (alone, _), (anchored, offsets) = encode(["a", ANCHOR + "a"])
     tail = [token for token, (begin, _) in zip(anchored, offsets, strict=True) if begin >= len(ANCHOR)]
     return ANCHOR if alone != tail else ""
-
-
-def _encode_in_pieces(
-    encode: Any, text: str, cuts: list[int], anchor: str
-) -> tuple[list[int], list[tuple[int, int]]]:
-    """`text` encoded as pieces cut at `cuts`: the first as it is, the others as continuations."""
-    bounds = [0, *cuts, len(text)]
-    pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
-    anchored = [pieces[0]] + [anchor + piece for piece in pieces[1:]]
-    ids: list[int] = []
-    offsets: list[tuple[int, int]] = []
-    for index, (piece_ids, piece_offsets) in enumerate(encode(anchored)):
-        skip = len(anchor) if index else 0
-        for token, (begin, end) in zip(piece_ids, piece_offsets, strict=True):
-            if end <= skip:
-                continue  # the anchor's own token
-            ids.append(token)
-            offsets.append((max(begin, skip) - skip + bounds[index], end - skip + bounds[index]))
-    return ids, offsets
 
 
 def _batch_encoder(tokenizer: Any) -> Any:
