@@ -194,9 +194,12 @@ def build_tokenizer(templates: dict[str, str], corpus: list[str]) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<s>", "</s>", "<unk>"] + sorted(
-        set().union(*map(template_tokens, templates.values())) - {"<s>", "</s>"}
-    )
+    specials = [
+        "<s>",
+        "</s>",
+        "<unk>",
+        *sorted(set().union(*map(template_tokens, templates.values())) - {"<s>", "</s>"}),
+    ]
     tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -227,7 +230,9 @@ def build_tokenizer(templates: dict[str, str], corpus: list[str]) -> Any:
 def record(result: dict[str, Any], row: int, **extra: Any) -> dict[str, Any]:
     """One row's result: its index in the rows, the ids, and which positions are trained."""
     ids, labels = list(result["input_ids"]), list(result["labels"])
-    assert all(label in (-100, token) for token, label in zip(ids, labels)), "labels are ids or -100"
+    assert all(label in (-100, token) for token, label in zip(ids, labels, strict=False)), (
+        "labels are ids or -100"
+    )
     trained = "".join("0" if label == -100 else "1" for label in labels)
     return {"row": row, "input_ids": " ".join(map(str, ids)), "trained": trained, **extra}
 
