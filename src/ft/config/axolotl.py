@@ -89,11 +89,6 @@ def is_unset(value: Any) -> bool:
     return value is None or value is False or value == "" or value == [] or value == {}
 
 
-def is_known(key: str) -> bool:
-    """A key of axolotl's that ft maps, ignores or reports as unsupported."""
-    return top_key_status(key, FtConfig.model_fields).kind not in ("unknown", "supported")
-
-
 def translate_axolotl(data: Mapping[str, Any]) -> Translation:
     """ft's view of a raw config mapping: axolotl keys mapped or dropped, with notes and problems."""
     out = Translation({})
@@ -117,6 +112,12 @@ def translate_axolotl(data: Mapping[str, Any]) -> Translation:
 
 def _special_value(out: Translation, key: str, value: Any) -> bool:
     """ft fields whose axolotl value needs reading first; True when handled here."""
+    if key == "eval_causal_lm_metrics" and isinstance(value, list) and "comet" in value:
+        out.data[key] = [metric for metric in value if metric != "comet"]
+        out.notes.append(
+            "eval_causal_lm_metrics: comet left out: it scores with a COMET model ft does not load"
+        )
+        return True
     if key == "tokens" and isinstance(value, Mapping):
         # axolotl before v0.3 named the special tokens `tokens`.
         out.data["special_tokens"] = {**dict(value), **(out.data.get("special_tokens") or {})}
@@ -158,6 +159,8 @@ def _translate_top_key(out: Translation, key: str, value: Any) -> None:
         pass
     elif status.feature is not None:
         out.refuse_feature(key, value, status)
+    elif key in SAME_AS_FT:
+        out.problems.append(f"{key}: {_show(value)} is not supported by ft: {status.note}")
     else:
         out.problems.append(f"{key}: axolotl's {key} is not supported by ft: {status.note}")
 

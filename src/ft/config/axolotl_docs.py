@@ -10,10 +10,8 @@ from typing import Any
 from ft.config.axolotl_table import (
     DATASET_MAPPED_BY_CODE,
     DATASET_RENAMED,
-    DATASET_SAME_AS_FT,
     MAPPED_BY_CODE,
     RENAMED,
-    SAME_AS_FT,
     KeyStatus,
     dataset_key_status,
     known_keys,
@@ -60,14 +58,11 @@ def _mapped_note(key: str, dataset: bool) -> str:
 
 
 def _what(key: str, status: KeyStatus, dataset: bool) -> str:
-    if status.kind == "supported":
-        model: Any = DatasetSettings if dataset else FtConfig
+    model: Any = DatasetSettings if dataset else FtConfig
+    if status.kind == "supported" and key in model.model_fields:
         return model.model_fields[key].description or ""
     if status.kind == "mapped":
         return _mapped_note(key, dataset)
-    same = (DATASET_SAME_AS_FT if dataset else SAME_AS_FT).get(key)
-    if same and status.kind == "unsupported":
-        return "only " + " or ".join(json.dumps(v) for v in same) + " (what ft always does)"
     if status.feature:
         return f"feature not in ft: {status.feature}"
     return status.note

@@ -293,6 +293,8 @@ IGNORED_PREFIXES: dict[str, str] = {
 # Keys whose value equals what ft always does: accepted silently; another value is unsupported.
 SAME_AS_FT: dict[str, tuple[Any, ...]] = {
     "mean_resizing_embeddings": (True,),
+    # axolotl loads the adapter on the CPU to merge it; `ft merge` always merges on the CPU.
+    "lora_on_cpu": (True,),
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -468,18 +470,21 @@ FEATURE_PREFIXES: dict[str, str] = {
 FEATURE_REASON = "ft does not have it; train this config with axolotl"
 
 # Values that leave a feature off: accepted silently, as unset.
-OFF_VALUES: dict[str, tuple[Any, ...]] = dict.fromkeys(
-    (
-        "context_parallel_size",
-        "sequence_parallel_degree",
-        "tensor_parallel_size",
-        "dp_shard_size",
-        "dp_replicate_size",
-        "expert_parallel_size",
-        "ray_num_workers",
+OFF_VALUES: dict[str, tuple[Any, ...]] = {
+    **dict.fromkeys(
+        (
+            "context_parallel_size",
+            "sequence_parallel_degree",
+            "tensor_parallel_size",
+            "dp_shard_size",
+            "dp_replicate_size",
+            "expert_parallel_size",
+            "ray_num_workers",
+        ),
+        (1,),
     ),
-    (1,),
-)
+    "cosine_constant_lr_ratio": (0,),  # no constant phase
+}
 
 DISTRIBUTED = "ft trains on one node through accelerate (DeepSpeed or FSDP via deepspeed / fsdp_config)"
 
@@ -620,7 +625,8 @@ def top_key_status(key: str, ft_fields: Mapping[str, Any]) -> KeyStatus:
     if key in UNSUPPORTED:
         return KeyStatus("unsupported", UNSUPPORTED[key])
     if key in SAME_AS_FT:
-        return KeyStatus("unsupported", "only " + " or ".join(json.dumps(v) for v in SAME_AS_FT[key]))
+        values = " or ".join(json.dumps(v) for v in SAME_AS_FT[key])
+        return KeyStatus("supported", f"only {values}: what ft always does")
     if key in known_keys()["top"]:
         return KeyStatus("unsupported", GENERIC)
     return KeyStatus("unknown")

@@ -422,7 +422,6 @@ class AdapterSettings(Section):
     loraplus_lr_embedding: float | None = Field(
         None, gt=0, description="LoRA+: learning rate of adapted embedding layers (default 1e-6)."
     )
-    lora_on_cpu: bool = Field(False, description="Load base and adapter on the CPU when merging (ft merge).")
 
     @classmethod
     def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
@@ -458,9 +457,11 @@ class DataSettings(Section):
     )
     dataset_prepared_path: str | None = Field(None, description="Cache folder for tokenized data.")
     sequence_len: int = Field(2048, gt=0, description="Maximum tokens per training sequence.")
-    excess_length_strategy: Literal["drop", "truncate", "error"] = Field(
+    excess_length_strategy: Literal["drop", "truncate", "error", "raise", "split"] = Field(
         "drop",
-        description="Rows longer than sequence_len: drop them (counted), truncate them, or fail.",
+        description="Rows longer than sequence_len: drop them (counted), truncate them, fail (error; "
+        "axolotl's raise), or split them into sequence_len pieces (the default for completion datasets, "
+        "as axolotl does).",
     )
     skip_invalid_rows: bool = Field(
         False,

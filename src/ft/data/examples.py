@@ -189,6 +189,8 @@ def conversation(row: dict[str, Any], dataset: DatasetSettings, roles: dict[str,
     role_key = dataset.message_property_mappings.get("role", "role")
     content_key = dataset.message_property_mappings.get("content", "content")
     messages = [_message(turn, number, role_key, content_key, roles) for number, turn in enumerate(turns, 1)]
+    if dataset.drop_system_message:
+        messages = [m for m in messages if m.role != "system"]
     if dataset.system_prompt and (not messages or messages[0].role != "system"):
         messages.insert(0, Message("system", dataset.system_prompt))
     if not any(m.role == "assistant" for m in messages):

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ft.base.errors import FtError
+from ft.data.metrics import GenerationScores, score_generations
 from ft.data.prompts import Segment, segments_text
-from ft.infer.metrics import GenerationScores, score_generations
 from ft.runs.folder import RunInfo, read_run, write_json_atomic
 
 if TYPE_CHECKING:

@@ -36,7 +36,14 @@ from ft.runs.folder import (
     write_text_atomic,
 )
 from ft.runs.outdir import writing
-from ft.train.settings import build_sft_config, is_main_process_from_env, set_wandb_env, world_size_from_env
+from ft.train.settings import (
+    build_sft_config,
+    is_main_process_from_env,
+    liger_note,
+    set_mlflow_env,
+    set_wandb_env,
+    world_size_from_env,
+)
 
 if TYPE_CHECKING:
     from ft.train.callbacks import TrainEvent
@@ -77,13 +84,16 @@ def run_training(
     command with TrainingInterrupted, so that a --force replacement is settled on the way out.
     """
     from ft.base.signals import raise_on_signals
-    from ft.train.output_dir import claimed_run_dir
+    from ft.train.output_dir import auto_resumes, claimed_run_dir
 
     emit = on_event or _no_event
     started_at = utc_now()
     # Resolved: a symlinked output_dir is replaced where it points, and `.` or `x/..` get real names.
     run_dir = Path(cfg.output_dir).expanduser().resolve()
     main = is_main_process_from_env()
+    if auto_resumes(cfg, run_dir, resume, force):
+        resume = True
+        emit(_note("auto_resume_from_checkpoints: resuming from the newest checkpoint of the run"))
     with (
         raise_on_signals(stopped_before_training),
         claimed_run_dir(
@@ -96,8 +106,9 @@ def run_training(
             config_path=config_path,
         ) as claim,
     ):
-        notes = [note for note in (use_offline_mode_if_local(cfg),) if note]
+        notes = [note for note in (use_offline_mode_if_local(cfg), liger_note(cfg)) if note]
         set_wandb_env(cfg)
+        set_mlflow_env(cfg)
 
         from ft.data.chat_templates import chat_template_jinja
         from ft.data.pipeline import prepare_data, summary_lines
@@ -281,6 +292,9 @@ def _train_and_save(
     )
     # Progress goes to on_event; transformers' printer would print every log dict to stdout.
     trainer.remove_callback(PrinterCallback)
+    if cfg.loraplus_lr_ratio and cfg.adapter:
+        trainer.loraplus = (cfg.loraplus_lr_ratio, cfg.loraplus_lr_embedding)
+    trainer.generation_eval = generation_eval_settings(cfg, tokenizer, context.terminator)
     if context.precision.compute_dtype == "float32":
         keep_trainable_in_float32(trainer.model)
     if resume_from is not None:
@@ -297,10 +311,32 @@ def _train_and_save(
                 trainer.evaluate()
             result = _result(context, trainer, adapted, progress.start_step)
             save_run_folder(context, trainer, result)
+            finish_wandb_run(sft_config.report_to)
     except KeyboardInterrupt:  # the second signal
         raise aborted(run_dir) from None
     emit(_note("run folder written", run_dir=str(run_dir)))
     return result
+
+
+def finish_wandb_run(report_to: list[str]) -> None:
+    """Close the W&B run, so that its files are complete when `ft train` returns (transformers'
+    callback leaves that to the interpreter's exit; an offline run's history was then unwritten)."""
+    if "wandb" in report_to:
+        import wandb
+
+        wandb.finish()
+
+
+def generation_eval_settings(cfg: FtConfig, tokenizer: Any, terminator: str) -> Any:
+    """What to generate and score at each evaluation (do_causal_lm_eval / eval_causal_lm_metrics)."""
+    if not cfg.do_causal_lm_eval:
+        return None
+    from ft.train.generation_eval import GenerationEval
+
+    stop = [int(tokenizer.eos_token_id), int(tokenizer.convert_tokens_to_ids(terminator))]
+    # axolotl's default metrics but COMET (which needs a model of its own).
+    metrics = tuple(cfg.eval_causal_lm_metrics or ("sacrebleu", "ter", "chrf", "perplexity"))
+    return GenerationEval(metrics=metrics, stop_ids=tuple(dict.fromkeys(stop)))
 
 
 def keep_trainable_in_float32(model: Any) -> None:
