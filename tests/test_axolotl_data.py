@@ -5,7 +5,9 @@ dataset_processes (the same examples from two processes). Tokenizer only (tests/
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +146,7 @@ def test_completion_rows_over_sequence_len_are_split_as_axolotl_does(tmp_path: P
     assert [len(p) for p in pieces] == [64] * (len(whole) // 64) + (
         [len(whole) % 64] if len(whole) % 64 else []
     )
-    assert sum(pieces, []) == whole
+    assert functools.reduce(operator.iadd, pieces, []) == whole
     assert prepared.report.split_long == 1 and prepared.report.dropped_too_long == 0
     # With a rule of its own, the dataset follows it.
     dropped = prepare(

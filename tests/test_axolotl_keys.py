@@ -41,7 +41,7 @@ def problems(tmp_path: Path, extra: dict[str, Any], dataset: dict[str, Any] | No
 
 def test_the_key_list_spans_axolotls_releases() -> None:
     keys = known_keys()
-    assert list(keys["releases"])[0] == "main@2023-04" and "v0.4.0" in keys["releases"]
+    assert next(iter(keys["releases"])) == "main@2023-04" and "v0.4.0" in keys["releases"]
     assert "v0.18.0" in keys["releases"] and len(keys["releases"]) >= 60
     assert keys["top"]["gptq_groupsize"][0] == "main@2023-04"  # a key of the first releases
     assert "lora_target_linear" in keys["top"] and "message_field_role" in keys["dataset"]
@@ -72,7 +72,7 @@ def test_an_unset_value_of_any_known_key_is_silent(tmp_path: Path) -> None:
 
 def test_axolotls_default_values_are_silent(tmp_path: Path) -> None:
     """A key set to axolotl's own default (or a parallelism of 1) changes nothing: no word."""
-    cfg, notes = read(
+    _cfg, notes = read(
         tmp_path,
         {
             "sample_packing_bin_size": 200,
@@ -170,7 +170,7 @@ def test_mapped_keys_are_read_as_ft_keys_with_a_note(
 
 
 def test_speed_only_kernels_and_other_trackers_are_ignored_with_a_note(tmp_path: Path) -> None:
-    cfg, notes = read(
+    _cfg, notes = read(
         tmp_path,
         {
             "plugins": ["axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin"],
@@ -232,7 +232,7 @@ def test_evals_per_epoch_zero_is_off_but_not_with_eval_steps(tmp_path: Path) -> 
 
 
 def test_a_custom_prompt_mapping_takes_axolotls_defaults(tmp_path: Path) -> None:
-    cfg, notes = read(
+    cfg, _notes = read(
         tmp_path, {}, {"type": {"format": "Q: {instruction} {input}\nA:", "field_instruction": "q"}}
     )
     dataset = cfg.datasets[0]
