@@ -53,6 +53,7 @@ def known_key_called_unknown(problems: list[str]) -> list[str]:
 
 def main() -> None:
     counts: dict[str, Counter[str]] = defaultdict(Counter)
+    features: Counter[str] = Counter()
     reasons: dict[str, list[str]] = defaultdict(list)
     wrongly_unknown: list[str] = []
     files = corpus_files()
@@ -60,6 +61,8 @@ def main() -> None:
     for path in files:
         kind, problems = classify(path)
         counts[group(path)][kind] += 1
+        if kind == "feature":
+            features.update({p.split(": ")[-1].split(" is not available")[0] for p in problems})
         wrongly_unknown += known_key_called_unknown(problems)
         if kind in ("config error", "crashed"):
             reasons[group(path)].append(
@@ -93,6 +96,8 @@ def main() -> None:
         print(f"{name}: refused for errors of their own / crashed:")
         for line in lines:
             print(f"  {line[:160]}")
+    print("features ft lacks, by configs refused for them:")
+    print("  " + ", ".join(f"{name} {n}" for name, n in features.most_common()))
     per_config = 1000 * ft_seconds / len(files)
     print(
         f"reading time: {per_config:.1f} ms per config with ft's checks, "

@@ -27,6 +27,7 @@ import gzip
 import json
 import random
 import re
+import sys
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -106,31 +107,11 @@ ODD_ANSWERS = [
     "```\ncode()\n```",
 ]
 
-INSTRUCTION_TYPES = [
-    *[f"alpaca:{s}" for s in ("instruct", "chat", "chatml", "phi")],
-    *[
-        name
-        for base in ("jeopardy", "oasst", "gpteacher", "explainchoice", "concisechoice", "summarizetldr")
-        for name in (base, *(f"{base}:{s}" for s in ("instruct", "chat", "chatml", "phi")))
-    ],
-    "alpaca",
-    "alpaca_chat",
-    "alpaca_chat.load_concise",
-    "alpaca_chat.load_qa",
-    "alpaca_chat.load_camel_ai",
-    "alpaca_chat.load_no_prompt",
-    "alpaca_instruct",
-    "alpaca_instruct.load_no_prompt",
-    "alpaca_w_system",
-    "alpaca_w_system.load_chat",
-    "alpaca_w_system.load_instruct",
-    "alpaca_w_system.load_open_orca",
-    "alpaca_w_system.load_open_orca_chatml",
-    "context_qa",
-    "context_qa.load_404",
-    "context_qa.load_v2",
-    "orcamini",
-]
+# ft's list of axolotl's instruction types (ft.config.formats imports nothing but the standard library).
+sys.path.insert(0, str(HERE.parent.parent / "src"))
+from ft.config.formats import INSTRUCTION_TYPES as FT_INSTRUCTION_TYPES  # noqa: E402
+
+INSTRUCTION_TYPES = [*FT_INSTRUCTION_TYPES, "alpaca"]
 FASTCHAT = ("vicuna_v1.1", "zephyr", "mistral", "llama-2", "chatml")
 
 
@@ -316,8 +297,8 @@ def main() -> None:
                 cases.append({"row": index, "error": str(err)})
         out["templates"][name] = cases
     out["fastchat"] = fastchat_texts(chats)
-    with gzip.open(HERE / "axolotl.json.gz", "wt", encoding="utf-8") as handle:
-        json.dump(out, handle, ensure_ascii=False, sort_keys=True)
+    text = json.dumps(out, ensure_ascii=False, sort_keys=True).encode()
+    (HERE / "axolotl.json.gz").write_bytes(gzip.compress(text, mtime=0))  # the same bytes on every run
     print(f"wrote {HERE / 'axolotl.json.gz'}: {len(out['types'])} types, {len(out['templates'])} templates")
 
 

@@ -25,7 +25,7 @@ from ft.data.prompts import (
     SpecialTokens,
     answer_segments,
     leading_bos,
-    turn_pairs,
+    render_turns,
 )
 from ft.data.values import as_text
 
@@ -182,18 +182,14 @@ class InstructionType(EndsAtEos):
         self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
     ) -> list[Segment]:
         """A conversation, each user turn as an instruction without input (for chat and generate)."""
-        system, pairs = turn_pairs(messages, add_generation_prompt)
-        segments = leading_bos(tokens)
-        for index, (user, answer) in enumerate(pairs):
-            turn_system = system if index == 0 else None
-            prompt = self.prompter.prompt(user, "", turn_system)
+
+        def prompt(index: int, user: str, system: str | None) -> str:
             if index and not self.prompter.system_from_row:
                 # Only the first turn carries the preamble.
-                prompt = self.prompter.turn_no_input.format_map({"instruction": user, "system": ""})
-            segments.append(Segment(prompt))
-            if answer is not None:
-                segments += answer_segments(answer, tokens)
-        return segments
+                return self.prompter.turn_no_input.format_map({"instruction": user, "system": ""})
+            return self.prompter.prompt(user, "", system if index == 0 else None)
+
+        return render_turns(messages, tokens, add_generation_prompt, prompt)
 
 
 def _family(base: str, make: Callable[[str], Prompter], fields: Fields | None) -> dict[str, InstructionType]:

@@ -16,7 +16,7 @@ The exact strings are those of DESIGN.md. Alpaca uses axolotl's form: a newline 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -137,6 +137,23 @@ def turn_pairs(
     return system, pairs
 
 
+def render_turns(
+    messages: Sequence[Message],
+    tokens: SpecialTokens,
+    add_generation_prompt: bool,
+    prompt_of: Callable[[int, str, str | None], str],
+) -> list[Segment]:
+    """BOS where the tokenizer adds one, then each turn's prompt (`prompt_of(index, user, system)`,
+    untrained) and its answer with EOS (trained)."""
+    system, pairs = turn_pairs(messages, add_generation_prompt)
+    segments = leading_bos(tokens)
+    for index, (user, answer) in enumerate(pairs):
+        segments.append(Segment(prompt_of(index, user, system)))
+        if answer is not None:
+            segments += answer_segments(answer, tokens)
+    return segments
+
+
 class EndsAtEos:
     """Formats whose turns end with the tokenizer's EOS (all but phi3)."""
 
@@ -153,16 +170,11 @@ class Alpaca(EndsAtEos):
     def render(
         self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
     ) -> list[Segment]:
-        system, pairs = turn_pairs(messages, add_generation_prompt)
-        segments = leading_bos(tokens)
-        for index, (user, answer) in enumerate(pairs):
-            preamble = ""
-            if index == 0:
-                preamble = (system if system is not None else ALPACA_PREAMBLE) + "\n\n"
-            segments.append(Segment(f"{preamble}### Instruction:\n{user}\n\n### Response:\n"))
-            if answer is not None:
-                segments += answer_segments(answer, tokens)
-        return segments
+        def prompt(index: int, user: str, system: str | None) -> str:
+            preamble = (system if system is not None else ALPACA_PREAMBLE) + "\n\n" if index == 0 else ""
+            return f"{preamble}### Instruction:\n{user}\n\n### Response:\n"
+
+        return render_turns(messages, tokens, add_generation_prompt, prompt)
 
     def render_instruction(
         self, instruction: str, input_text: str, system: str | None, tokens: SpecialTokens
@@ -255,13 +267,9 @@ class CustomFormat(EndsAtEos):
     def render(
         self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
     ) -> list[Segment]:
-        system, pairs = turn_pairs(messages, add_generation_prompt)
-        segments = leading_bos(tokens)
-        for user, answer in pairs:
-            segments.append(Segment(self.prompt(user, "", system)))
-            if answer is not None:
-                segments += answer_segments(answer, tokens)
-        return segments
+        return render_turns(
+            messages, tokens, add_generation_prompt, lambda _, user, system: self.prompt(user, "", system)
+        )
 
     def render_instruction(
         self, instruction: str, input_text: str, system: str | None, tokens: SpecialTokens

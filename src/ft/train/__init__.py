@@ -1,8 +1,9 @@
 """Training: `ft train` from a config to a finished run folder.
 
 Owns the runner (`runner`: data, model, adapter, trainer, run folder), the trl SFTConfig and
-environment settings (`settings`), trainer callbacks (`callbacks`: metrics, progress, Ctrl-C) and
-the output_dir of a run (`output_dir`: start, resume, --force).
+environment settings (`settings`), trainer callbacks (`callbacks`: metrics, progress, Ctrl-C; LoRA+
+and generation metrics at evaluation, `generation_eval`) and the output_dir of a run (`output_dir`:
+start, resume, --force, auto-resume).
 
 May import: `ft.models`, `ft.runs`, `ft.data`, `ft.config`, `ft.base`; no other stage, never `ft.cli`.
 """
