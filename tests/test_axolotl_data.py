@@ -212,3 +212,46 @@ def test_dataset_processes_give_the_same_examples(tmp_path: Path, tokenizer: Any
     assert two.train["input_ids"] == one.train["input_ids"] and two.train["labels"] == one.train["labels"]
     assert [str(r) for r in two.report.bad_rows] == [str(r) for r in one.report.bad_rows]
     assert two.report.counts() == one.report.counts()
+
+
+# ---------------------------------------------------------------------------------------------
+# The run folder's tokenizer carries the template trained on
+
+
+def saved_template_renders_the_training_text(tokenizer: Any, cfg: FtConfig, messages: list[Any]) -> None:
+    from ft.data.chat_templates import chat_template_jinja
+    from ft.data.prompts import segments_text
+    from ft.data.renderers import renderer_for_config
+
+    tokens = special_tokens_of(tokenizer)
+    fmt = renderer_for_config(cfg, tokenizer)
+    saved = chat_template_jinja(cfg, tokenizer)  # what ft train writes into the run's tokenizer
+    rows = [{"role": m.role, "content": m.content} for m in messages]
+    render = tokenizer.apply_chat_template
+    assert render(rows, chat_template=saved, tokenize=False) == segments_text(fmt.render(messages, tokens))
+    prompt = segments_text(fmt.render(messages[:-1], tokens, add_generation_prompt=True))
+    assert render(rows[:-1], chat_template=saved, tokenize=False, add_generation_prompt=True) == prompt
+
+
+def conversation_of(*turns: str, system: str | None = None) -> list[Any]:
+    from ft.data.prompts import Message
+
+    messages = [Message("system", system)] if system else []
+    return messages + [Message("user" if i % 2 == 0 else "assistant", text) for i, text in enumerate(turns)]
+
+
+@pytest.mark.parametrize("name", ["chatml", "llama3", "phi_3", "mistral_v1", "gemma", "qwen_25", "vicuna_v1.1", "inst"])
+def test_the_saved_template_is_axolotls_and_renders_what_was_trained(tokenizer: Any, name: str) -> None:
+    from ft.data.chat_templates import chat_template_jinja
+    from ft.data.jinja import named_template
+
+    cfg = FtConfig(base_model="x", chat_template=name, datasets=[{"path": "x", "type": "chat_template"}])
+    assert chat_template_jinja(cfg, tokenizer) == named_template(name)
+    saved_template_renders_the_training_text(tokenizer, cfg, conversation_of("Hi", "Hello", "Bye", "Ciao"))
+
+
+@pytest.mark.parametrize("name", ["alpaca:chat", "oasst:chatml", "alpaca_w_system.load_open_orca", "context_qa.load_v2", "orcamini"])
+def test_an_instruction_types_saved_template_renders_what_ft_chat_sends(tokenizer: Any, name: str) -> None:
+    cfg = FtConfig(base_model="x", datasets=[{"path": "x", "type": name}])
+    saved_template_renders_the_training_text(tokenizer, cfg, conversation_of("Hi", "Hello", "Bye", "Ciao"))
+    saved_template_renders_the_training_text(tokenizer, cfg, conversation_of("Hi", "Hello", system="Be brief."))

@@ -93,10 +93,13 @@ def test_early_stopping_needs_eval() -> None:
 
 
 def test_reporting_targets() -> None:
+    from ft.train.settings import _need
+
     assert report_to(make_cfg(use_tensorboard=True)) == ["tensorboard"]
-    with pytest.raises(FtError, match="wandb is not installed"):
-        report_to(make_cfg(wandb_project="demo"))
+    assert report_to(make_cfg(wandb_project="demo", use_mlflow=True)) == ["wandb", "mlflow"]
     assert report_to(make_cfg(wandb_project="demo", wandb_mode="disabled")) == []
+    with pytest.raises(FtError, match="no_such_tracker_ft is not installed"):
+        _need("no_such_tracker_ft", "use_tracker is set", "pip install it")
 
 
 def test_real_sft_config_accepts_the_arguments(tmp_path: Path) -> None:

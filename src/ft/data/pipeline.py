@@ -312,18 +312,21 @@ def read_sources(datasets: list[DatasetSettings], prefix: str, limit: int | None
     return [read_source(f"{prefix}[{i}]", settings, limit) for i, settings in enumerate(datasets)]
 
 
-def encode_sources(cfg: FtConfig, sources: list[Source], tokenizer: Any, report: DataReport) -> list[Example]:
-    """The sources' examples, concatenated; shuffled (seeded) each before or all after, as set."""
+def encode_sources(
+    cfg: FtConfig, sources: list[Source], tokenizer: Any, report: DataReport, shuffle: bool = False
+) -> list[Example]:
+    """The sources' examples, concatenated; with `shuffle` (the training data, not a preview),
+    shuffled (seeded) each before or all after concatenating, as the config says."""
     examples: list[Example] = []
     for source in sources:
         report.rows_read += len(source.rows)
         encoded = encode_source_maybe_in_processes(cfg, source, tokenizer, report)
-        if cfg.shuffle_before_merging_datasets:
+        if shuffle and cfg.shuffle_before_merging_datasets:
             random.Random(cfg.seed).shuffle(encoded)
         examples += encoded
     if cfg.dataset_exact_deduplication:
         examples = drop_duplicates(examples, report)
-    if cfg.shuffle_merged_datasets and not cfg.curriculum_sampling:
+    if shuffle and cfg.shuffle_merged_datasets and not cfg.curriculum_sampling:
         random.Random(cfg.seed).shuffle(examples)
     return examples
 
@@ -472,7 +475,7 @@ def prepare_data(cfg: FtConfig, tokenizer: Any, use_cache: bool = True) -> Prepa
     if cache is not None and (cache / REPORT_FILE).exists():
         return load_prepared(cache, fingerprint)
     report = DataReport()
-    train_examples = encode_sources(cfg, train_sources, tokenizer, report)
+    train_examples = encode_sources(cfg, train_sources, tokenizer, report, shuffle=True)
     eval_examples = encode_sources(cfg, eval_sources, tokenizer, report)
     check_bad_rows(cfg, report)
     if not eval_sources:

@@ -82,8 +82,8 @@ def _eval_settings(cfg: TrainingSettings, has_eval: bool, per_epoch: int) -> dic
         if cfg.early_stopping_patience or cfg.load_best_model_at_end:
             key = "early_stopping_patience" if cfg.early_stopping_patience else "load_best_model_at_end"
             raise FtError(
-                f"{key} needs evaluations, and " + ("evaluation is off" if off else "there is no eval split"),
-                hint=f"set val_set_size or test_datasets and evaluate, or remove {key}",
+                f"{key} needs " + ("evaluations, and evaluation is off" if off else "an eval split"),
+                hint=f"set val_set_size or test_datasets (and evaluate), or remove {key}",
             )
         return {"eval_strategy": "no"}
     settings: dict[str, Any] = {"per_device_eval_batch_size": cfg.eval_batch_size or cfg.micro_batch_size}
