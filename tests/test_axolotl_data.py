@@ -240,7 +240,9 @@ def conversation_of(*turns: str, system: str | None = None) -> list[Any]:
     return messages + [Message("user" if i % 2 == 0 else "assistant", text) for i, text in enumerate(turns)]
 
 
-@pytest.mark.parametrize("name", ["chatml", "llama3", "phi_3", "mistral_v1", "gemma", "qwen_25", "vicuna_v1.1", "inst"])
+@pytest.mark.parametrize(
+    "name", ["chatml", "llama3", "phi_3", "mistral_v1", "gemma", "qwen_25", "vicuna_v1.1", "inst"]
+)
 def test_the_saved_template_is_axolotls_and_renders_what_was_trained(tokenizer: Any, name: str) -> None:
     from ft.data.chat_templates import chat_template_jinja
     from ft.data.jinja import named_template
@@ -250,8 +252,13 @@ def test_the_saved_template_is_axolotls_and_renders_what_was_trained(tokenizer: 
     saved_template_renders_the_training_text(tokenizer, cfg, conversation_of("Hi", "Hello", "Bye", "Ciao"))
 
 
-@pytest.mark.parametrize("name", ["alpaca:chat", "oasst:chatml", "alpaca_w_system.load_open_orca", "context_qa.load_v2", "orcamini"])
+@pytest.mark.parametrize(
+    "name",
+    ["alpaca:chat", "oasst:chatml", "alpaca_w_system.load_open_orca", "context_qa.load_v2", "orcamini"],
+)
 def test_an_instruction_types_saved_template_renders_what_ft_chat_sends(tokenizer: Any, name: str) -> None:
     cfg = FtConfig(base_model="x", datasets=[{"path": "x", "type": name}])
     saved_template_renders_the_training_text(tokenizer, cfg, conversation_of("Hi", "Hello", "Bye", "Ciao"))
-    saved_template_renders_the_training_text(tokenizer, cfg, conversation_of("Hi", "Hello", system="Be brief."))
+    saved_template_renders_the_training_text(
+        tokenizer, cfg, conversation_of("Hi", "Hello", system="Be brief.")
+    )

@@ -168,9 +168,14 @@ def show_report(console: Console, report: DataReport, cfg: DataSettings, whole_s
         pct = " ".join(f"{k} {v}" for k, v in train.percentiles().items())
         console.print(f"tokens per row: {pct} (sequence_len {cfg.sequence_len})", highlight=False)
     if report.too_long:
-        action = {"drop": "dropped", "truncate": "truncated", "error": "an error in training"}[
-            cfg.excess_length_strategy
-        ]
+        done = {
+            "dropped": report.dropped_too_long,
+            "truncated": report.truncated,
+            "split into sequence_len pieces": report.split_long,
+        }
+        action = (
+            ", ".join(f"{count} {what}" for what, count in done.items() if count) or "an error in training"
+        )
         console.print(
             f"[yellow]{report.too_long} row(s) over sequence_len {cfg.sequence_len}: {action}[/]",
             highlight=False,

@@ -457,11 +457,11 @@ class DataSettings(Section):
     )
     dataset_prepared_path: str | None = Field(None, description="Cache folder for tokenized data.")
     sequence_len: int = Field(2048, gt=0, description="Maximum tokens per training sequence.")
-    excess_length_strategy: Literal["drop", "truncate", "error", "raise", "split"] = Field(
-        "drop",
+    excess_length_strategy: Literal["drop", "truncate", "error", "raise", "split"] | None = Field(
+        None,
         description="Rows longer than sequence_len: drop them (counted), truncate them, fail (error; "
-        "axolotl's raise), or split them into sequence_len pieces (the default for completion datasets, "
-        "as axolotl does).",
+        "axolotl's raise), or split them into sequence_len pieces. Default: drop, but split for "
+        "completion datasets (as axolotl does).",
     )
     skip_invalid_rows: bool = Field(
         False,

@@ -271,7 +271,9 @@ def apply_length_rule(
 ) -> list[Example]:
     """The example as it is, truncated, split into pieces, or none (dropped); raises for `error`."""
     limit = cfg.sequence_len
-    strategy = strategy or ("error" if cfg.excess_length_strategy == "raise" else cfg.excess_length_strategy)
+    strategy = strategy or {"raise": "error", None: "drop"}.get(
+        cfg.excess_length_strategy, cfg.excess_length_strategy
+    )
     # A row cut before tokenizing counts as too long even should its cut text (through a
     # normalizer that drops characters) come to sequence_len tokens or fewer: never trained uncounted.
     if len(example.input_ids) <= limit and not example.chars_before_cut:
