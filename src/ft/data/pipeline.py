@@ -208,15 +208,12 @@ SPLIT_PIECES = 64
 
 
 def length_strategy(cfg: DataSettings, dataset: DatasetSettings) -> str:
-    """What happens to a row over sequence_len: the config's rule; for a completion dataset without
-    one, split into pieces (axolotl's completion type does so whatever its rule)."""
-    if (
-        dataset.type == "completion"
-        and not dataset.format
-        and "excess_length_strategy" not in cfg.model_fields_set
-    ):
-        return "split"
-    return "error" if cfg.excess_length_strategy == "raise" else cfg.excess_length_strategy
+    """What happens to a row over sequence_len: the config's rule; unset, drop, but split a
+    completion dataset's rows into pieces (axolotl's completion type does so)."""
+    given = cfg.excess_length_strategy
+    if given is None:
+        return "split" if dataset.type == "completion" and not dataset.format else "drop"
+    return "error" if given == "raise" else given
 
 
 def drop_duplicates(examples: list[Example], report: DataReport) -> list[Example]:
@@ -267,13 +264,11 @@ def cut_to_budget(segments: list[Segment], budget: int) -> tuple[list[Segment], 
 
 
 def apply_length_rule(
-    cfg: DataSettings, example: Example, path: str, report: DataReport, strategy: str | None = None
+    cfg: DataSettings, example: Example, path: str, report: DataReport, strategy: str
 ) -> list[Example]:
-    """The example as it is, truncated, split into pieces, or none (dropped); raises for `error`."""
+    """The example as it is, truncated, split into pieces, or none (dropped): `strategy` as
+    length_strategy gives it; raises for `error`."""
     limit = cfg.sequence_len
-    strategy = strategy or {"raise": "error", None: "drop"}.get(
-        cfg.excess_length_strategy, cfg.excess_length_strategy
-    )
     # A row cut before tokenizing counts as too long even should its cut text (through a
     # normalizer that drops characters) come to sequence_len tokens or fewer: never trained uncounted.
     if len(example.input_ids) <= limit and not example.chars_before_cut:
