@@ -269,6 +269,12 @@ def test_legacy_sharegpt_reads_as_the_fastchat_template(
     )
 
 
+def test_sharegpt_chat_and_loaders_are_legacy_sharegpt_too(tmp_path: Path) -> None:
+    for kind in ("sharegpt:chat", "sharegpt.load_role"):
+        cfg, _ = read(tmp_path, {}, {"type": kind, "conversation": "chatml"})
+        assert (cfg.datasets[0].type, cfg.datasets[0].chat_template) == ("chat_template", "chatml")
+
+
 def test_an_unknown_fastchat_template_says_which_there_are(tmp_path: Path) -> None:
     assert problems(tmp_path, {}, {"type": "sharegpt", "conversation": "koala_v1"}) == [
         "datasets[0].conversation: FastChat's 'koala_v1' template is not available in ft: use one of chatml, "

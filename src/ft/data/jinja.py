@@ -102,6 +102,8 @@ class JinjaTemplate:
         self.train_on_eos = train_on_eos
         self.template_kwargs = dict(template_kwargs or {})
         self._eot_tokens = tuple(eot_tokens) if eot_tokens else None
+        self._detected: dict[str, tuple[str, ...]] = {}
+        """The terminator found by rendering a probe, per EOS (found once, not per row)."""
 
     # ----------------------------------------------------------------------------------------
     # Rendering
@@ -189,8 +191,10 @@ class JinjaTemplate:
         """`eot_tokens` when given, else the template's own terminator, else EOS."""
         if self._eot_tokens:
             return self._eot_tokens
-        found = detect_terminator(self, tokens)
-        return (found,) if found else (tokens.eos,)
+        if tokens.eos not in self._detected:
+            found = detect_terminator(self, tokens)
+            self._detected[tokens.eos] = (found,) if found else (tokens.eos,)
+        return self._detected[tokens.eos]
 
     def terminator(self, tokens: SpecialTokens) -> str:
         return self.eot_tokens(tokens)[0]
