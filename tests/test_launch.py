@@ -1,0 +1,52 @@
+"""What ft train says or refuses under an FSDP / DeepSpeed launch (ft.train.launch), from the
+environment accelerate launch sets and the run config's keys. No weights."""
+
+from __future__ import annotations
+
+import pytest
+
+from ft.base.errors import FtError
+from ft.config.schema import FtConfig
+from ft.train.launch import check_launch
+
+FSDP_ENV = {"ACCELERATE_USE_FSDP": "true", "FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT", "WORLD_SIZE": "2"}
+
+
+def config(**keys: object) -> FtConfig:
+    return FtConfig(base_model="m", datasets=[{"path": "d.jsonl", "type": "alpaca"}], **keys)
+
+
+def test_fsdp_on_a_cpu_is_said_to_run_as_ddp() -> None:
+    assert check_launch(config(), use_cpu=True, env=FSDP_ENV) == [
+        "FSDP asked for, but accelerate shards only on GPUs: on this machine without CUDA the 2 "
+        "process(es) train data-parallel (DDP over gloo), each holding the whole model"
+    ]
+
+
+def test_deepspeed_on_a_cpu_is_said_to_run_as_ddp() -> None:
+    env = {"ACCELERATE_USE_DEEPSPEED": "true", "WORLD_SIZE": "2"}
+    assert check_launch(config(), use_cpu=True, env=env)[0].startswith("DeepSpeed asked for, but accelerate")
+    assert check_launch(config(deepspeed="ds.json"), use_cpu=True, env={})[0].startswith("DeepSpeed asked")
+
+
+def test_on_a_gpu_or_without_sharding_nothing_is_said() -> None:
+    assert check_launch(config(), use_cpu=False, env=FSDP_ENV) == []
+    assert check_launch(config(), use_cpu=True, env={"WORLD_SIZE": "2"}) == []
+
+
+@pytest.mark.parametrize(
+    ("keys", "env"),
+    [
+        ({}, {**FSDP_ENV, "FSDP_STATE_DICT_TYPE": "SHARDED_STATE_DICT"}),
+        ({"fsdp": ["full_shard"], "fsdp_config": {"fsdp_state_dict_type": "sharded_state_dict"}}, {}),
+        ({"fsdp": ["full_shard"], "fsdp_config": {"state_dict_type": "SHARDED_STATE_DICT"}}, {}),
+    ],
+)
+def test_sharded_state_dict_is_refused_on_any_machine(keys: dict, env: dict) -> None:
+    for use_cpu in (True, False):
+        with pytest.raises(FtError) as caught:
+            check_launch(config(**keys), use_cpu=use_cpu, env=env)
+        assert caught.value.message.startswith(
+            "fsdp_state_dict_type: SHARDED_STATE_DICT: transformers' Trainer"
+        )
+        assert "FULL_STATE_DICT" in (caught.value.hint or "")
