@@ -115,7 +115,7 @@ def test_the_whole_check_in_tiny_mode_on_the_cpu(tmp_path: Path) -> None:
         assert not missed, missed
     precision = measurements(report, "precision")
     assert precision["qlora: bf16: auto resolves to"]["value"] == "float32"
-    assert precision["lora: Linear outputs while training"]["value"] == ["float32"]
+    assert precision["qlora: Linear layers compute in (training)"]["value"] == ["float32"]
     assert measurements(report, "resume")["final loss: resumed vs uninterrupted |Δ|"]["value"] <= 1e-3
     assert (
         measurements(report, "distributed")["fsdp lora: on a CPU ft says it trains as DDP"]["value"] is True

@@ -45,7 +45,7 @@ def precision(part: Part) -> None:
             learning_rate=1e-2,
             **keys,
         )
-        with linear_output_dtypes() as seen:
+        with linear_compute_dtypes() as seen:
             result = train(config)
         info = run_info(result.run_dir)
         part.measure(
@@ -56,7 +56,11 @@ def precision(part: Part) -> None:
             part.measure("qlora: 4-bit compute dtype", compute, "", expected, compute == expected)
         dtypes = sorted(seen)
         part.measure(
-            f"{adapter}: Linear outputs while training", dtypes, "", f"{expected} only", dtypes == [expected]
+            f"{adapter}: Linear layers compute in (training)",
+            dtypes,
+            "",
+            f"{expected} only",
+            dtypes == [expected],
         )
         curve = losses(result.run_dir)
         part.measure(
@@ -68,8 +72,11 @@ def precision(part: Part) -> None:
         )
 
 
-class linear_output_dtypes:
-    """Context manager: the dtypes of every torch.nn.Linear output (bitsandbytes' layers included)."""
+class linear_compute_dtypes:
+    """Context manager: the dtypes every torch.nn.Linear computes in while it is open. For a plain
+    Linear that is its output's dtype (autocast decides it); bitsandbytes' 4-bit layers cast their
+    input to their compute_dtype and their output back to the input's dtype (float32 in k-bit
+    training, whose residual stream peft keeps in float32), so theirs is their compute_dtype."""
 
     def __enter__(self) -> set[str]:
         import torch
@@ -78,7 +85,8 @@ class linear_output_dtypes:
 
         def hook(module: Any, inputs: Any, output: Any) -> None:
             if isinstance(module, torch.nn.Linear) and isinstance(output, torch.Tensor):
-                self.seen.add(str(output.dtype).removeprefix("torch."))
+                dtype = getattr(module, "compute_dtype", None) or output.dtype
+                self.seen.add(str(dtype).removeprefix("torch."))
 
         self.handle = torch.nn.modules.module.register_module_forward_hook(hook)
         return self.seen
@@ -202,7 +210,7 @@ def throughput(part: Part) -> None:
     from ft.plan.memory import training_flops
     from train import alpaca_like_rows, ft_config, ft_run, trl_notebook_run
 
-    count, batch = (32, 8) if part.tiny else (1024, 8)
+    count, batch = (16, 8) if part.tiny else (1024, 8)
     model = big_model(part.work, part.tiny)
     data = alpaca_rows(part.work, count)
     runs = part.work / "runs"
