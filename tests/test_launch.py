@@ -40,6 +40,8 @@ def test_on_a_gpu_or_without_sharding_nothing_is_said() -> None:
         ({}, {**FSDP_ENV, "FSDP_STATE_DICT_TYPE": "SHARDED_STATE_DICT"}),
         ({"fsdp": ["full_shard"], "fsdp_config": {"fsdp_state_dict_type": "sharded_state_dict"}}, {}),
         ({"fsdp": ["full_shard"], "fsdp_config": {"state_dict_type": "SHARDED_STATE_DICT"}}, {}),
+        # An accelerate config that names no type: accelerate's FSDP2 plugin defaults to the sharded one.
+        ({}, {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}),
     ],
 )
 def test_sharded_state_dict_is_refused_on_any_machine(keys: dict, env: dict) -> None:
@@ -50,3 +52,11 @@ def test_sharded_state_dict_is_refused_on_any_machine(keys: dict, env: dict) -> 
             "fsdp_state_dict_type: SHARDED_STATE_DICT: transformers' Trainer"
         )
         assert "FULL_STATE_DICT" in (caught.value.hint or "")
+
+
+def test_full_state_dict_by_default_where_the_trainer_gathers() -> None:
+    # FSDP1's default, and transformers' default for the run config's fsdp keys.
+    assert (
+        check_launch(config(), use_cpu=False, env={"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}) == []
+    )
+    assert check_launch(config(fsdp=["full_shard"]), use_cpu=False, env={}) == []

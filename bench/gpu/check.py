@@ -117,6 +117,29 @@ def worker_command(args: argparse.Namespace, journal: Journal) -> Callable[[list
     return command
 
 
+@dataclass
+class Progress:
+    """Where one worker is: the part it runs and since when."""
+
+    current: str | None = None
+    since: float = 0.0
+    began: bool = False
+
+    def take(self, rows: list[dict[str, Any]], outcomes: dict[str, Outcome]) -> None:
+        for row in rows:
+            if row["event"] == "start":
+                self.current, self.since, self.began = row["part"], time.monotonic(), True
+            elif row["event"] == "end":
+                outcomes.setdefault(
+                    row["part"],
+                    Outcome(row["status"], row.get("seconds"), row.get("error"), row.get("traceback", [])),
+                )
+                self.current = None
+
+    def running_for(self) -> float:
+        return time.monotonic() - self.since
+
+
 def supervise(
     parts: list[str],
     timeouts: dict[str, float],
@@ -127,53 +150,52 @@ def supervise(
 ) -> dict[str, Outcome]:
     """Run the parts in workers (`command_for(parts)` starts one), each part within its timeout and
     all within the budget; returns each part's outcome."""
-    started = time.monotonic()
+    deadline = time.monotonic() + budget
     outcomes: dict[str, Outcome] = {}
     while remaining := [p for p in parts if p not in outcomes]:
-        if time.monotonic() - started >= budget:
+        if time.monotonic() >= deadline:
             outcomes.update({p: Outcome("not reached", error="the budget was spent") for p in remaining})
             break
         with log.open("a") as out:
             proc = subprocess.Popen(
                 command_for(remaining), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        current, since, began_any = None, 0.0, False
-        while True:
-            for row in journal.read_new():
-                if row["event"] == "start":
-                    current, since, began_any = row["part"], time.monotonic(), True
-                elif row["event"] == "end":
-                    outcomes[row["part"]] = Outcome(
-                        row["status"], row.get("seconds"), row.get("error"), row.get("traceback", [])
-                    )
-                    current = None
-            if proc.poll() is not None:
-                break
-            if current is not None and time.monotonic() - since > timeouts[current]:
-                stop(proc)
-                outcomes[current] = Outcome(
-                    "timeout", time.monotonic() - since, f"stopped after {timeouts[current]} s"
-                )
-                break
-            if time.monotonic() - started > budget:
-                stop(proc)
-                if current is not None:
-                    outcomes[current] = Outcome(
-                        "timeout", time.monotonic() - since, "stopped: the budget was spent"
-                    )
-                break
-            time.sleep(0.2)
-        journal.read_new()
-        if current is not None and current not in outcomes:
-            outcomes[current] = Outcome(
-                "crashed", time.monotonic() - since, f"worker exit status {proc.returncode}"
-            )
-        if not began_any:
+        progress = Progress()
+        watch(proc, progress, journal, outcomes, timeouts, deadline)
+        progress.take(journal.read_new(), outcomes)
+        if progress.current is not None and progress.current not in outcomes:
+            status = f"worker exit status {proc.returncode}"
+            outcomes[progress.current] = Outcome("crashed", progress.running_for(), status)
+        if not progress.began:
             tail = log.read_text()[-2000:] if log.is_file() else ""
             outcomes.update(
                 {p: Outcome("not run", error=f"the worker did not start: {tail}") for p in remaining}
             )
     return outcomes
+
+
+def watch(
+    proc: subprocess.Popen,
+    progress: Progress,
+    journal: Journal,
+    outcomes: dict[str, Outcome],
+    timeouts: dict[str, float],
+    deadline: float,
+) -> None:
+    """Follow one worker until it ends, or stop it when its part runs past its timeout or the budget."""
+    while proc.poll() is None:
+        progress.take(journal.read_new(), outcomes)
+        part = progress.current
+        if part is not None and progress.running_for() > timeouts[part]:
+            stop(proc)
+            outcomes[part] = Outcome("timeout", progress.running_for(), f"stopped after {timeouts[part]} s")
+            return
+        if time.monotonic() > deadline:
+            stop(proc)
+            if part is not None:
+                outcomes[part] = Outcome("timeout", progress.running_for(), "stopped: the budget was spent")
+            return
+        time.sleep(0.2)
 
 
 def build_report(

@@ -33,14 +33,17 @@ def deepspeed_requested(cfg: DistributedSettings, env: Mapping[str, str]) -> boo
     return _flag(env, "ACCELERATE_USE_DEEPSPEED") or bool(cfg.deepspeed)
 
 
-def fsdp_state_dict_type(cfg: DistributedSettings, env: Mapping[str, str]) -> str | None:
-    """From the run config's fsdp_config (with or without axolotl's `fsdp_` prefix), else accelerate's."""
-    settings: Mapping[str, Any] = cfg.fsdp_config or {}
-    for key in ("fsdp_state_dict_type", "state_dict_type"):
-        if settings.get(key):
-            return str(settings[key]).upper()
-    value = env.get("FSDP_STATE_DICT_TYPE")
-    return value.upper() if value else None
+def fsdp_state_dict_type(cfg: DistributedSettings, env: Mapping[str, str]) -> str:
+    """The state dict type the trainer will use: the run config's fsdp_config (with or without
+    axolotl's `fsdp_` prefix; transformers' default FULL_STATE_DICT), else accelerate's variable,
+    else accelerate's plugin default: SHARDED_STATE_DICT for FSDP2, FULL_STATE_DICT for FSDP1."""
+    if cfg.fsdp:
+        settings: Mapping[str, Any] = cfg.fsdp_config or {}
+        value = settings.get("fsdp_state_dict_type") or settings.get("state_dict_type") or "FULL_STATE_DICT"
+        return str(value).upper()
+    if env.get("FSDP_STATE_DICT_TYPE"):
+        return env["FSDP_STATE_DICT_TYPE"].upper()
+    return "SHARDED_STATE_DICT" if env.get("FSDP_VERSION", "1").strip() == "2" else "FULL_STATE_DICT"
 
 
 def check_launch(cfg: DistributedSettings, use_cpu: bool, env: Mapping[str, str]) -> list[str]:
@@ -51,7 +54,8 @@ def check_launch(cfg: DistributedSettings, use_cpu: bool, env: Mapping[str, str]
             "fsdp_state_dict_type: SHARDED_STATE_DICT: transformers' Trainer saves no model for a sharded "
             "state dict, so the run folder would end without its adapter or weights",
             hint="set fsdp_state_dict_type: FULL_STATE_DICT in the accelerate config (the shards are "
-            "gathered on rank 0 when saving; configs/accelerate/fsdp.yaml does)",
+            "gathered on rank 0 when saving; configs/accelerate/fsdp.yaml does); with fsdp_version: 2 "
+            "accelerate's default is SHARDED_STATE_DICT",
         )
     sharding = "FSDP" if fsdp else "DeepSpeed" if deepspeed_requested(cfg, env) else None
     if sharding is None or not use_cpu:

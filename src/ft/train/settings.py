@@ -201,8 +201,10 @@ def with_known_checkpointing_names(kwargs: dict[str, Any], config_class: Any) ->
     known = {field.name for field in dataclasses.fields(config_class)}
     if "activation_checkpointing" in known:
         return kwargs
-    renamed = {"activation_checkpointing": "gradient_checkpointing"}
-    renamed["activation_checkpointing_kwargs"] = "gradient_checkpointing_kwargs"
+    renamed = {
+        "activation_checkpointing": "gradient_checkpointing",
+        "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs",
+    }
     return {renamed.get(key, key): value for key, value in kwargs.items()}
 
 
