@@ -1,7 +1,10 @@
 """What ft train says or refuses under an FSDP / DeepSpeed launch (ft.train.launch), from the
-environment accelerate launch sets and the run config's keys. No weights."""
+environment accelerate launch sets and the run config's keys; every shipped configs/accelerate file
+parsed by accelerate's own launcher and passed through those checks. No weights."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +63,36 @@ def test_full_state_dict_by_default_where_the_trainer_gathers() -> None:
         check_launch(config(), use_cpu=False, env={"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}) == []
     )
     assert check_launch(config(fsdp=["full_shard"]), use_cpu=False, env={}) == []
+
+
+ACCELERATE_CONFIGS = sorted(
+    (Path(__file__).resolve().parent.parent / "configs" / "accelerate").glob("*.yaml")
+)
+
+
+def launch_env(config_file: Path) -> dict[str, str]:
+    """The variables `accelerate launch --config_file FILE` gives the processes it starts."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    args = launch_command_parser().parse_args(["--config_file", str(config_file), "train.py"])
+    args, _, _ = _validate_launch_command(args)
+    return prepare_multi_gpu_env(args)
+
+
+@pytest.mark.parametrize("config_file", ACCELERATE_CONFIGS, ids=lambda p: p.name)
+def test_shipped_accelerate_configs_launch_and_pass_ft_train_checks(config_file: Path) -> None:
+    env = launch_env(config_file)
+    assert check_launch(config(), use_cpu=False, env=env) == []
+    if "fsdp" in config_file.name:
+        assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_VERSION"] == "2"
+
+
+def test_an_fsdp2_accelerate_config_naming_no_state_dict_type_is_refused(tmp_path: Path) -> None:
+    shipped = (Path(__file__).resolve().parent.parent / "configs" / "accelerate" / "fsdp.yaml").read_text()
+    edited = tmp_path / "fsdp.yaml"
+    edited.write_text(
+        "".join(line for line in shipped.splitlines(True) if "fsdp_state_dict_type" not in line)
+    )
+    with pytest.raises(FtError, match="SHARDED_STATE_DICT"):
+        check_launch(config(), use_cpu=False, env=launch_env(edited))
