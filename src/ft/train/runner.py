@@ -19,7 +19,7 @@ from ft.base.errors import FtError, TrainingInterrupted
 from ft.config.schema import FtConfig
 from ft.data.packing import PackedRowsCollator, varlen_attention
 from ft.models.loading import use_offline_mode_if_local
-from ft.models.precision import Precision
+from ft.models.precision import Precision, resolve_precision
 from ft.runs.folder import (
     CONFIG_YML,
     FINAL_TMP,
@@ -36,6 +36,7 @@ from ft.runs.folder import (
     write_text_atomic,
 )
 from ft.runs.outdir import writing
+from ft.train.launch import check_launch
 from ft.train.settings import build_sft_config, is_main_process_from_env, set_wandb_env, world_size_from_env
 
 if TYPE_CHECKING:
@@ -84,6 +85,8 @@ def run_training(
     # Resolved: a symlinked output_dir is replaced where it points, and `.` or `x/..` get real names.
     run_dir = Path(cfg.output_dir).expanduser().resolve()
     main = is_main_process_from_env()
+    # Before the output folder is claimed: a launch that would save no weights is refused first.
+    launch_notes = check_launch(cfg, resolve_precision(cfg).use_cpu, os.environ)
     with (
         raise_on_signals(stopped_before_training),
         claimed_run_dir(
@@ -96,7 +99,7 @@ def run_training(
             config_path=config_path,
         ) as claim,
     ):
-        notes = [note for note in (use_offline_mode_if_local(cfg),) if note]
+        notes = [note for note in (use_offline_mode_if_local(cfg),) if note] + launch_notes
         set_wandb_env(cfg)
 
         from ft.data.chat_templates import chat_template_jinja
@@ -136,7 +139,6 @@ def train_on_prepared(
 
     from ft.models.adapter import attach_adapter
     from ft.models.loading import load_model_from_path, resolve_base_model_path
-    from ft.models.precision import resolve_precision
 
     run_dir = Path(cfg.output_dir).expanduser()
     notes = list(notes or [])
