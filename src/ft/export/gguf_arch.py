@@ -214,7 +214,7 @@ def llama3_rope_factors(hparams: HParams) -> np.ndarray | None:
     low_wavelen, high_wavelen = old_context / low_freq_factor, old_context / high_freq_factor
     factors = []
     for i in range(0, dim, 2):
-        freq = 1.0 / (base ** (np.float32(i) / dim))
+        freq = float(1.0 / (base ** (np.float32(i) / dim)))
         wavelen = 2 * math.pi / freq
         if wavelen < high_wavelen:
             factors.append(1.0)

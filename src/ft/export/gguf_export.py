@@ -306,7 +306,8 @@ def _export_model(
         "library_versions": {**library_versions(), "gguf": _gguf_version()},
         "exported_at": utc_now(),
     }
-    record["seconds"] = round(time.monotonic() - started, 2)
+    seconds = round(time.monotonic() - started, 2)
+    record["seconds"] = seconds
     os.replace(tmp, out)
     write_text_atomic(modelfile_path, modelfile.text)
     write_json_atomic(record_path, record)
@@ -422,7 +423,7 @@ def _export_adapter(
         "max_relative_tensor_error": checked.worst_relative_error,
     }
     _, record_path = sidecars(out)
-    record = {
+    record: dict[str, Any] = {
         "ft_version": _version(),
         "source": str(source.path),
         "base_model": source.record.get("base_model"),
@@ -432,8 +433,9 @@ def _export_adapter(
         "verification": verification,
         "library_versions": {**library_versions(), "gguf": _gguf_version()},
         "exported_at": utc_now(),
-        "seconds": round(time.monotonic() - started, 2),
     }
+    seconds = round(time.monotonic() - started, 2)
+    record["seconds"] = seconds
     os.replace(tmp, out)
     write_json_atomic(record_path, record)
     return ExportResult(
@@ -443,7 +445,7 @@ def _export_adapter(
         kind_name,
         out.stat().st_size,
         len(plans),
-        record["seconds"],
+        seconds,
         verification,
         None,
     )

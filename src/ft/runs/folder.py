@@ -33,6 +33,8 @@ RUN_MARKER = ".ft-run.json"
 TRAINER_STATE = "trainer_state.json"
 FINAL_TMP = ".ft-final.tmp"
 """Where the final model files are written before being moved to the top level."""
+EVAL_JSON = "eval.json"
+"""Written by `ft eval` into the run folder; read by the model card."""
 MERGE_JSON = "ft_merge.json"
 """Written by `ft merge` into a merged folder (it marks the folder as ft's); read by inference for an
 optional `terminator`."""
