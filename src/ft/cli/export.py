@@ -105,6 +105,10 @@ def export_command(
     ),
 ) -> None:
     """A GGUF file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile, verified."""
+    import os
+
+    # transformers' GGUF loader (the verification) draws its own tqdm bar; tqdm reads this on import.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     from ft.base.quiet import quiet_libraries
 
     quiet_libraries()
