@@ -23,7 +23,12 @@ PROBE = "Give three tips for staying healthy."
 @pytest.fixture(scope="module")
 def lora_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_run(
-        tmp_path_factory.mktemp("export"), tiny_model_dir, "run", max_steps=10, save_steps=10, learning_rate=0.02
+        tmp_path_factory.mktemp("export"),
+        tiny_model_dir,
+        "run",
+        max_steps=10,
+        save_steps=10,
+        learning_rate=0.02,
     )
 
 
@@ -113,7 +118,9 @@ def test_metadata_holds_tokenizer_and_training_template(merged: Path, tmp_path: 
     ("kind", "weight_type", "embedding_type"),
     [("bf16", "BF16", "BF16"), ("q8_0", "Q8_0", "Q8_0"), ("q4_0", "Q4_0", "Q8_0"), ("q5_1", "Q5_1", "Q8_0")],
 )
-def test_types_and_tensor_rules(merged: Path, tmp_path: Path, kind: str, weight_type: str, embedding_type: str) -> None:
+def test_types_and_tensor_rules(
+    merged: Path, tmp_path: Path, kind: str, weight_type: str, embedding_type: str
+) -> None:
     """Norms stay float32; the embeddings and the head keep q8_0 under the 4/5-bit types; rows that
     are not whole blocks (the tiny model's 64-wide rows fit, its 400-token vocab is not a row size)
     would fall back to f16."""
@@ -137,7 +144,9 @@ def test_modelfile_renders_the_training_format(lora_run: Path, merged: Path, tmp
     assert run_cli("export", str(merged), "--gguf", "q8_0", "--out", str(out)) == 0
     text = (tmp_path / "m.Modelfile").read_text()
     assert text.startswith("FROM ./m.gguf\n")
-    assert f'SYSTEM """{ALPACA_PREAMBLE}"""' in text  # the preamble a conversation without a system prompt gets
+    assert (
+        f'SYSTEM """{ALPACA_PREAMBLE}"""' in text
+    )  # the preamble a conversation without a system prompt gets
     assert 'PARAMETER stop "</s>"' in text
     assert (
         '{{ else if eq $m.Role "user" }}{{ if eq $i 0 }}Below is an instruction that describes a task. '
@@ -162,11 +171,20 @@ def test_adapter_only(lora_run: Path, tmp_path: Path) -> None:
     source = load_file(lora_run / "adapter_model.safetensors")
     assert len(tensors) == len(source)  # every A and B, nothing else
     prefix = "base_model.model.model.layers.0.self_attn."
-    a = dequantize(tensors["blk.0.attn_q.weight.lora_a"].data, tensors["blk.0.attn_q.weight.lora_a"].tensor_type)
-    b = dequantize(tensors["blk.0.attn_k.weight.lora_b"].data, tensors["blk.0.attn_k.weight.lora_b"].tensor_type)
-    assert np.array_equal(a.reshape(source[prefix + "q_proj.lora_A.weight"].shape), source[prefix + "q_proj.lora_A.weight"])
+    a = dequantize(
+        tensors["blk.0.attn_q.weight.lora_a"].data, tensors["blk.0.attn_q.weight.lora_a"].tensor_type
+    )
+    b = dequantize(
+        tensors["blk.0.attn_k.weight.lora_b"].data, tensors["blk.0.attn_k.weight.lora_b"].tensor_type
+    )
+    assert np.array_equal(
+        a.reshape(source[prefix + "q_proj.lora_A.weight"].shape), source[prefix + "q_proj.lora_A.weight"]
+    )
     # k's B rows in llama.cpp's rotary order (2 key/value heads)
-    assert np.array_equal(b.reshape(source[prefix + "k_proj.lora_B.weight"].shape), permute_rows(source[prefix + "k_proj.lora_B.weight"], 2))
+    assert np.array_equal(
+        b.reshape(source[prefix + "k_proj.lora_B.weight"].shape),
+        permute_rows(source[prefix + "k_proj.lora_B.weight"], 2),
+    )
     assert not (tmp_path / "lora.Modelfile").exists()
 
 
@@ -189,7 +207,9 @@ def test_refusals(lora_run: Path, merged: Path, tmp_path: Path, capsys) -> None:
 def test_unsupported_architecture_is_named_before_any_work(tmp_path: Path, capsys) -> None:
     folder = tmp_path / "falcon"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"architectures": ["FalconForCausalLM"], "model_type": "falcon"}))
+    (folder / "config.json").write_text(
+        json.dumps({"architectures": ["FalconForCausalLM"], "model_type": "falcon"})
+    )
     assert run_cli("export", str(folder), "--gguf", "f16") == 2
     err = capsys.readouterr().err
     assert "ft cannot write FalconForCausalLM as GGUF" in err and "LlamaForCausalLM" in err

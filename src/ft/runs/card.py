@@ -160,11 +160,15 @@ def results_lines(run: RunInfo, evaluation: dict[str, Any] | None, merge: dict[s
             f"  eval loss {_number(evaluation.get('loss'))}, perplexity {_number(evaluation.get('perplexity'))}"
         )
         metrics = evaluation.get("metrics") or {}
-        shown = ", ".join(f"{k} {_number(v)}" for k, v in metrics.items() if isinstance(v, int | float))
+        shown = ", ".join(
+            f"{k} {_number(v)}" for k, v in metrics.items() if k != "rows" and isinstance(v, int | float)
+        )
         if shown:
             lines.append(f"  {shown}")
         base = (evaluation.get("base") or {}).get("metrics") or {}
-        base_shown = ", ".join(f"{k} {_number(v)}" for k, v in base.items() if isinstance(v, int | float))
+        base_shown = ", ".join(
+            f"{k} {_number(v)}" for k, v in base.items() if k != "rows" and isinstance(v, int | float)
+        )
         if base_shown:
             lines.append(f"  base model: {base_shown}")
     if merge:
