@@ -19,7 +19,8 @@ import gguf
 
 from ft.base.errors import FtError
 from ft.export.gguf_arch import GgufArch, HParams, gguf_tensor_name, row_transform, tensor_name_map
-from ft.export.gguf_write import GgufType, TensorPlan, tensor_type, write_planned
+from ft.export.gguf_write import GgufType, TensorPlan, check_dtype, tensor_type, write_planned
+from ft.export.merge_stream import read_header
 
 PEFT_PREFIX = "base_model.model."
 LORA_PARTS = {".lora_A.weight": ".lora_a", ".lora_B.weight": ".lora_b"}
@@ -55,7 +56,9 @@ def read_adapter_config(run_dir: Path) -> dict[str, Any]:
 def plan_lora(run_dir: Path, recipe: GgufArch, hparams: HParams, kind: GgufType) -> list[TensorPlan]:
     names = tensor_name_map(recipe, hparams)
     plans = []
-    for shard, source, shape in safetensors_headers_of_adapter(run_dir):
+    for stored in read_header(run_dir / "adapter_model.safetensors"):
+        source, shape = stored.name, stored.shape
+        check_dtype(stored)
         part = next((suffix for suffix in LORA_PARTS if source.endswith(suffix)), None)
         if part is None or not source.startswith(PEFT_PREFIX):
             raise FtError(
@@ -65,15 +68,8 @@ def plan_lora(run_dir: Path, recipe: GgufArch, hparams: HParams, kind: GgufType)
         weight = source[len(PEFT_PREFIX) : -len(part)] + ".weight"
         name = gguf_tensor_name(names, weight, str(run_dir)) + LORA_PARTS[part]
         transform = row_transform(recipe, hparams, weight) if part == ".lora_B.weight" else None
-        plans.append(TensorPlan(source, shard, name, shape, tensor_type(kind, name, shape), transform))
+        plans.append(TensorPlan(stored, name, shape, tensor_type(kind, name, shape), transform))
     return plans
-
-
-def safetensors_headers_of_adapter(run_dir: Path) -> list[tuple[Path, str, tuple[int, ...]]]:
-    from ft.export.merge_stream import read_header
-
-    shard = run_dir / "adapter_model.safetensors"
-    return [(shard, t.name, tuple(t.shape)) for t in read_header(shard)]
 
 
 def write_lora(

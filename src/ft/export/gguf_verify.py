@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import gguf
 import numpy as np
 
 from ft.base.errors import FtError
-from ft.export.gguf_write import TensorPlan, open_shard
+from ft.export.gguf_write import TensorPlan, read_tensor
 
 Q = gguf.GGMLQuantizationType
 RELATIVE_ERROR = {
@@ -79,33 +79,39 @@ def read_back(path: Path, plans: list[TensorPlan], fields: dict[str, Any]) -> Re
     if sorted(stored) != sorted(p.name for p in plans):
         raise FtError(f"{path}: the tensors read back are not those written", hint="report this as a bug")
     worst, worst_name = 0.0, ""
-    handles: dict[Path, Any] = {}
-    for plan in plans:
-        tensor = stored[plan.name]
-        if tensor.tensor_type != plan.qtype or tuple(reversed(tensor.shape.tolist())) != plan.shape:
-            raise FtError(
-                f"{path}: {plan.name} reads back as {tensor.tensor_type.name} {tensor.shape.tolist()}"
-            )
-        values = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(plan.shape)
-        if plan.values is not None:
-            expected = plan.values
-        else:
-            assert plan.shard is not None
-            handle = open_shard(handles, plan.shard)
-            expected = handle.get_tensor(plan.source).float().numpy()
-            if plan.transform is not None:
-                expected = plan.transform(expected)
-        error = relative_error(values, expected.reshape(plan.shape))
-        allowed = RELATIVE_ERROR.get(plan.qtype, 0.6)
-        if not error <= allowed:
-            raise FtError(
-                f"{path}: {plan.name} ({plan.qtype.name}) differs from the merged weights by "
-                f"{error:.3g} relative (allowed {allowed:g})",
-                hint="report this as a bug in ft export",
-            )
-        if error >= worst:
-            worst, worst_name = error, plan.name
+    files: dict[Path, BinaryIO] = {}
+    try:
+        for plan in plans:
+            error = _tensor_error(path, plan, stored[plan.name], files)
+            if error >= worst:
+                worst, worst_name = error, plan.name
+    finally:
+        for handle in files.values():
+            handle.close()
     return ReadBack(len(plans), worst_name, worst)
+
+
+def _tensor_error(path: Path, plan: TensorPlan, tensor: Any, files: dict[Path, BinaryIO]) -> float:
+    """The relative error of one tensor read back; FtError beyond what its type allows."""
+    if tensor.tensor_type != plan.qtype or tuple(reversed(tensor.shape.tolist())) != plan.shape:
+        raise FtError(f"{path}: {plan.name} reads back as {tensor.tensor_type.name} {tensor.shape.tolist()}")
+    values = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(plan.shape)
+    if plan.values is not None:
+        expected = plan.values
+    else:
+        assert plan.stored is not None
+        expected = read_tensor(files, plan.stored)
+        if plan.transform is not None:
+            expected = plan.transform(expected)
+    error = relative_error(values, expected.reshape(plan.shape))
+    allowed = RELATIVE_ERROR.get(plan.qtype, 0.6)
+    if not error <= allowed:
+        raise FtError(
+            f"{path}: {plan.name} ({plan.qtype.name}) differs from the merged weights by "
+            f"{error:.3g} relative (allowed {allowed:g})",
+            hint="report this as a bug in ft export",
+        )
+    return error
 
 
 def compare_logits(

@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import gguf
 import numpy as np
@@ -36,6 +36,7 @@ from ft.export.gguf_arch import (
     write_hparams,
 )
 from ft.export.gguf_vocab import Vocab, write_vocab
+from ft.export.merge_stream import StoredTensor
 
 Q = gguf.GGMLQuantizationType
 F = gguf.LlamaFileType
@@ -84,14 +85,17 @@ ROW_SLICE_BYTES = 32 * 2**20
 
 @dataclass(frozen=True)
 class TensorPlan:
-    source: str
-    """Name in the safetensors shard ('' for a tensor ft computes, such as rope_freqs)."""
-    shard: Path | None
+    stored: StoredTensor | None
+    """Where the tensor lies in its safetensors file (None for a tensor ft computes: rope_freqs)."""
     name: str
     shape: tuple[int, ...]
     qtype: gguf.GGMLQuantizationType
     transform: Callable[[np.ndarray], np.ndarray] | None = None
     values: np.ndarray | None = None
+
+    @property
+    def source(self) -> str:
+        return self.stored.name if self.stored is not None else self.name
 
     @property
     def nbytes(self) -> int:
@@ -110,12 +114,11 @@ def read_hparams(folder: Path) -> HParams:
     return {**data, **data["text_config"]} if "text_config" in data else data
 
 
-def safetensors_headers(folder: Path) -> list[tuple[Path, str, tuple[int, ...]]]:
-    """(shard, tensor name, shape) of every tensor, in the shards' order."""
+def safetensors_headers(folder: Path) -> list[StoredTensor]:
+    """Every tensor of the model folder's safetensors files, in the files' order."""
     from ft.export.merge_stream import base_shards, read_header
 
-    shards = base_shards(folder)
-    return [(shard, t.name, tuple(t.shape)) for shard in shards for t in read_header(shard)]
+    return [tensor for shard in base_shards(folder) for tensor in read_header(shard)]
 
 
 def tensor_type(kind: GgufType, name: str, shape: tuple[int, ...]) -> gguf.GGMLQuantizationType:
@@ -135,14 +138,15 @@ def plan_tensors(folder: Path, recipe: GgufArch, hparams: HParams, kind: GgufTyp
     plans: list[TensorPlan] = []
     factors = llama3_rope_factors(hparams)
     if factors is not None:
-        plans.append(TensorPlan("", None, "rope_freqs.weight", factors.shape, Q.F32, values=factors))
-    for shard, source, shape in safetensors_headers(folder):
-        if source.endswith(SKIPPED_SUFFIXES):
+        plans.append(TensorPlan(None, "rope_freqs.weight", factors.shape, Q.F32, values=factors))
+    for stored in safetensors_headers(folder):
+        if stored.name.endswith(SKIPPED_SUFFIXES):
             continue
-        name = gguf_tensor_name(names, source, str(folder))
-        shape = output_shape(recipe, source, shape)
-        transform = row_transform(recipe, hparams, source)
-        plans.append(TensorPlan(source, shard, name, shape, tensor_type(kind, name, shape), transform))
+        check_dtype(stored)
+        name = gguf_tensor_name(names, stored.name, str(folder))
+        shape = output_shape(recipe, stored.name, stored.shape)
+        transform = row_transform(recipe, hparams, stored.name)
+        plans.append(TensorPlan(stored, name, shape, tensor_type(kind, name, shape), transform))
     return plans
 
 
@@ -150,32 +154,61 @@ def plan_tensors(folder: Path, recipe: GgufArch, hparams: HParams, kind: GgufTyp
 # Writing
 
 
-def float_rows(handle: Any, plan: TensorPlan) -> Iterator[np.ndarray]:
-    """The tensor as float32 numpy rows: whole when it must be transformed, else in slices."""
+STORED_DTYPES: dict[str, np.dtype[Any]] = {
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),
+}
+
+
+def check_dtype(stored: StoredTensor) -> None:
+    if stored.dtype not in STORED_DTYPES:
+        raise FtError(
+            f"{stored.file}: tensor {stored.name} is {stored.dtype}; ft exports float32, float16 and bfloat16 weights",
+            hint="merge the run again with ft merge (it writes unquantized weights)",
+        )
+
+
+def open_file(files: dict[Path, BinaryIO], path: Path) -> BinaryIO:
+    """One open handle per safetensors file."""
+    if path not in files:
+        files[path] = path.open("rb")
+    return files[path]
+
+
+def read_values(handle: BinaryIO, stored: StoredTensor, offset: int, count: int) -> np.ndarray:
+    """`count` values from the `offset`-th on, as float32, with plain file reads: no memory map, so
+    the process holds only what it reads now, not every page of the file it has touched."""
+    dtype = STORED_DTYPES[stored.dtype]
+    handle.seek(stored.begin + offset * dtype.itemsize)
+    raw = np.fromfile(handle, dtype=dtype, count=count)
+    if stored.dtype == "BF16":  # bfloat16 is the upper half of a float32
+        raw = (raw.astype(np.uint32) << 16).view(np.float32)
+    return raw.astype(np.float32, copy=False)
+
+
+def read_tensor(files: dict[Path, BinaryIO], stored: StoredTensor) -> np.ndarray:
+    count = stored.nbytes // STORED_DTYPES[stored.dtype].itemsize
+    return read_values(open_file(files, stored.file), stored, 0, count).reshape(stored.shape)
+
+
+def float_rows(files: dict[Path, BinaryIO], plan: TensorPlan) -> Iterator[np.ndarray]:
+    """The tensor as float32 rows: whole when it must be transformed or is 1-d, else in slices."""
     if plan.values is not None:
         yield plan.values
         return
-    if plan.transform is not None:
-        yield plan.transform(handle.get_tensor(plan.source).float().numpy())
+    stored = plan.stored
+    assert stored is not None
+    if plan.transform is not None or len(stored.shape) < 2:
+        whole = read_tensor(files, stored)
+        yield whole if plan.transform is None else plan.transform(whole)
         return
-    view = handle.get_slice(plan.source)
-    shape = view.get_shape()
-    if len(shape) < 2:
-        yield handle.get_tensor(plan.source).float().numpy()
-        return
-    row_bytes = 4 * int(np.prod(shape[1:]))
-    step = max(1, ROW_SLICE_BYTES // row_bytes)
-    for start in range(0, shape[0], step):
-        yield view[start : start + step].float().numpy()
-
-
-def open_shard(handles: dict[Path, Any], shard: Path) -> Any:
-    """One open safetensors handle per shard (memory-mapped: reading a slice reads only it)."""
-    if shard not in handles:
-        from safetensors import safe_open
-
-        handles[shard] = safe_open(str(shard), framework="pt")
-    return handles[shard]
+    row = int(np.prod(stored.shape[1:]))
+    step = max(1, ROW_SLICE_BYTES // (4 * row))
+    handle = open_file(files, stored.file)
+    for start in range(0, stored.shape[0], step):
+        rows = min(step, stored.shape[0] - start)
+        yield read_values(handle, stored, start * row, rows * row).reshape((rows, *stored.shape[1:]))
 
 
 def encode(rows: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
@@ -201,6 +234,7 @@ def write_planned(
 ) -> None:
     """Header, metadata and tensor table first, then the tensors one at a time, at `out`."""
     writer = gguf.GGUFWriter(out, arch_name)
+    files: dict[Path, BinaryIO] = {}
     try:
         write_metadata(writer)
         for plan in plans:
@@ -212,14 +246,10 @@ def write_planned(
         writer.write_ti_data_to_file()
         assert writer.fout is not None
         fout = writer.fout[0]
-        handles: dict[Path, Any] = {}
         for index, plan in enumerate(plans):
-            handle = None
-            if plan.shard is not None:
-                handle = open_shard(handles, plan.shard)
             writer.write_padding(fout, fout.tell())
             written = 0
-            for rows in float_rows(handle, plan):
+            for rows in float_rows(files, plan):
                 data = encode(rows, plan.qtype)
                 data.tofile(fout)
                 written += data.nbytes
@@ -232,6 +262,8 @@ def write_planned(
         os.fsync(fout.fileno())
     finally:
         writer.close()
+        for handle in files.values():
+            handle.close()
 
 
 def write_model(
