@@ -23,30 +23,13 @@ compared tensor by tensor (bytes) and key by key.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from _child import run_child
 from _env import REPO  # importing it sets up the environment
-
-PRELUDE = """
-import json, time, sys
-from pathlib import Path
-
-def rss_mb(field):
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-
-def report(seconds, after_imports, **extra):
-    peak = rss_mb("VmHWM")
-    print("BENCH " + json.dumps({"seconds": seconds, "rss_after_imports_mb": after_imports,
-                                 "peak_rss_mb": peak, "extra_mb": peak - after_imports, **extra}))
-"""
 
 FT_EXPORT = """
 import torch, transformers, gguf, safetensors, numpy
@@ -107,17 +90,6 @@ with open(OUT, "wb") as out:
                 handle.get_tensor(name).numpy().tofile(out)
 report(time.perf_counter() - start, after)
 """
-
-
-def run_child(body: str, **names: Any) -> dict[str, Any]:
-    assignments = "".join(f"{key} = {value!r}\n" for key, value in names.items())
-    result = subprocess.run(
-        [sys.executable, "-c", PRELUDE + assignments + body], capture_output=True, text=True, cwd=REPO
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH ")]
-    if result.returncode != 0 or not lines:
-        raise SystemExit(f"bench child failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return dict(json.loads(lines[-1][len("BENCH ") :]))
 
 
 def default_model() -> Path:

@@ -22,14 +22,9 @@ PROBE = "Give three tips for staying healthy."
 
 @pytest.fixture(scope="module")
 def lora_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_run(
-        tmp_path_factory.mktemp("export"),
-        tiny_model_dir,
-        "run",
-        max_steps=10,
-        save_steps=10,
-        learning_rate=0.02,
-    )
+    """test_merge's one fact, in 10 steps: enough for the adapter to move the logits."""
+    tmp = tmp_path_factory.mktemp("export")
+    return train_run(tmp, tiny_model_dir, "run", max_steps=10, save_steps=10, learning_rate=0.02)
 
 
 @pytest.fixture(scope="module")

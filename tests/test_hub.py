@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_train import run_cli, write_config
+from test_train import ADAPTER_RUN_FILES, run_cli, write_config
 
 FAKE_TOKEN = "hf_ftTestTokenThatMustNeverBePrinted0123"
 CLOSED_PORT = "http://127.0.0.1:9"
@@ -81,19 +81,11 @@ def test_files_pushed_are_exactly_the_run(run: Path) -> None:
     from ft.runs.hub import files_to_push
 
     names = [name for _, name in files_to_push(run)]
-    assert names == [
-        "adapter_config.json",
-        "adapter_model.safetensors",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "chat_template.jinja",
-        "config.yml",
-        "run.json",
-        "metrics.jsonl",
-        "loss.png",
-        *(["eval.json"] if (run / "eval.json").exists() else []),
-    ]
-    assert not any(name.startswith("checkpoint-") for name in names)
+    assert len(names) == len(set(names))
+    # everything the run wrote but its card (pushed as generated) and its checkpoints
+    assert set(names) == (ADAPTER_RUN_FILES - {"README.md"}) | (
+        {"eval.json"} if (run / "eval.json").exists() else set()
+    )
 
 
 def test_files_pushed_for_a_gguf_file(tmp_path: Path) -> None:

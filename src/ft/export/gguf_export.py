@@ -28,6 +28,7 @@ from ft.runs.folder import (
     MERGE_JSON,
     RUN_JSON,
     library_versions,
+    read_json,
     utc_now,
     write_json_atomic,
     write_text_atomic,
@@ -112,7 +113,7 @@ def read_source(path: Path) -> Source:
         system = next((d.system_prompt for d in run.config.datasets if d.system_prompt), None)
         return Source(path, path, run.adapter is not None, dict(run.data), system)
     if (path / "config.json").is_file():
-        record = _read_json(path / MERGE_JSON)
+        record = read_json(path / MERGE_JSON) or {}
         system = None
         run_dir = Path(record["run_dir"]) if record.get("run_dir") else None
         if run_dir is not None and (run_dir / RUN_JSON).is_file():
@@ -126,16 +127,6 @@ def read_source(path: Path) -> Source:
         f"{path} is neither an ft run folder (run.json) nor a model folder (config.json)",
         hint="give the output_dir of ft train or the folder ft merge wrote",
     )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def architecture_config(source: Source) -> Path:

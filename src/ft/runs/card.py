@@ -9,12 +9,11 @@ how the model was trained and how to load it with plain transformers / peft.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ft.config.sources import HUB_ID, PACKAGE_SCHEME, resolve_model_source
-from ft.runs.folder import EVAL_JSON, MERGE_JSON, RunInfo, read_run, write_text_atomic
+from ft.runs.folder import EVAL_JSON, MERGE_JSON, RunInfo, read_json, read_run, write_text_atomic
 
 CARD = "README.md"
 HYPER_PARAMETERS = (
@@ -44,14 +43,6 @@ HYPER_PARAMETERS = (
     "max_grad_norm",
     "seed",
 )
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def hub_base_model(reference: str | None) -> str | None:
