@@ -2,7 +2,7 @@
 
 Runs in llama-cpp-python's own virtual environment and imports nothing of ft:
 
-    LLAMA_PYTHON scripts/llama_answers.py MODEL.gguf < requests.json > answers.json
+    LLAMA_PYTHON scripts/llama_answers.py MODEL.gguf [LORA.gguf] < requests.json > answers.json
 
 The request holds `questions` (each asked as one user turn through llama-cpp-python's chat
 completion, which renders the chat template stored in the GGUF file: the training format), greedy,
@@ -20,7 +20,10 @@ def main() -> None:
     from llama_cpp import Llama
 
     request = json.load(sys.stdin)
-    llm = Llama(model_path=sys.argv[1], n_ctx=512, n_threads=2, logits_all=True, verbose=False, seed=0)
+    lora = sys.argv[2] if len(sys.argv) > 2 else None
+    llm = Llama(
+        model_path=sys.argv[1], lora_path=lora, n_ctx=512, n_threads=2, logits_all=True, verbose=False, seed=0
+    )
     answers = []
     for question in request["questions"]:
         reply = llm.create_chat_completion(

