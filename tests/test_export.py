@@ -183,6 +183,52 @@ def test_adapter_only(lora_run: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "lora.Modelfile").exists()
 
 
+def sentencepiece_model(folder: Path) -> Path:
+    """A tiny model with a SentencePiece-style tokenizer (BPE with byte fallback, `<0xNN>` tokens,
+    Metaspace), as Llama 2 and Mistral save theirs."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from tiny import BOS, CORPUS, EOS, UNK, build_model
+
+    tok = Tokenizer(models.BPE(unk_token=UNK, byte_fallback=True, fuse_unk=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
+    trainer = trainers.BpeTrainer(
+        vocab_size=600, special_tokens=[UNK, BOS, EOS, *byte_tokens], show_progress=False
+    )
+    tok.train_from_iterator(CORPUS * 4, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tok.token_to_id(BOS))]
+    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token=UNK)
+    build_model(tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_sentencepiece_tokenizer(tmp_path: Path) -> None:
+    """Written as llama.cpp's `llama` tokenizer with scores and BYTE tokens; transformers rebuilds
+    it from the file and encodes the probes (accents through byte fallback included) the same way."""
+    from transformers import AutoTokenizer
+
+    model = sentencepiece_model(tmp_path / "spm")
+    out = tmp_path / "spm.gguf"
+    assert run_cli("export", str(model), "--gguf", "f32", "--out", str(out)) == 0
+    assert field(out, "tokenizer.ggml.model") == "llama"
+    types = field(out, "tokenizer.ggml.token_type")
+    tokens = field(out, "tokenizer.ggml.tokens")
+    assert types[tokens.index("<0x0A>")] == 6 and types[tokens.index("<s>")] == 3  # BYTE, CONTROL
+    scores = field(out, "tokenizer.ggml.scores")
+    assert len(scores) == len(tokens) and min(scores) < 0
+    rebuilt = AutoTokenizer.from_pretrained(str(out.parent), gguf_file=out.name)
+    text = "The quick brown fox, ünïcode 0123!"
+    assert rebuilt(text)["input_ids"] == AutoTokenizer.from_pretrained(model)(text)["input_ids"]
+
+
 def test_refusals(lora_run: Path, merged: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "x.gguf"
     assert run_cli("export", str(merged), "--gguf", "q3", "--out", str(out)) == 2
@@ -195,8 +241,18 @@ def test_refusals(lora_run: Path, merged: Path, tmp_path: Path, capsys) -> None:
     out.write_text("mine")
     assert run_cli("export", str(merged), "--gguf", "f16", "--out", str(out)) == 2
     assert "already exists" in capsys.readouterr().err and out.read_text() == "mine"
+    # a killed export's working folder (its process is gone) is cleared by the next one
+    from ft.runs.outdir import host_name
+
+    stale = tmp_path / f".x.gguf.ft-export-999999999-{host_name()}.abc.tmp"
+    stale.mkdir()
     assert run_cli("export", str(merged), "--gguf", "f16", "--out", str(out), "--force", "--no-verify") == 0
     assert out.read_bytes()[:4] == b"GGUF"
+    assert not stale.exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "x.Modelfile",
+        "x.ft_export.json",
+        "x.gguf",
+    ]
 
 
 def test_unsupported_architecture_is_named_before_any_work(tmp_path: Path, capsys) -> None:

@@ -105,6 +105,7 @@ def export_command(
     ),
 ) -> None:
     """A GGUF file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile, verified."""
+    import logging
     import os
 
     # transformers' GGUF loader (the verification) draws its own tqdm bar; tqdm reads this on import.
@@ -112,6 +113,7 @@ def export_command(
     from ft.base.quiet import quiet_libraries
 
     quiet_libraries()
+    logging.getLogger("gguf").setLevel(logging.ERROR)  # the writer's notes; ft reports what it wrote
     from ft.base.signals import raise_on_signals
     from ft.export.gguf_export import export_gguf
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +32,11 @@ from ft.runs.folder import (
     write_json_atomic,
     write_text_atomic,
 )
+from ft.runs.outdir import new_sibling, stale_siblings
 
+EXPORT_TAG = "export"
+"""The hidden working folder beside the output (ft.runs.outdir): a run's temporary merge and the
+file being written live there until the file is renamed into place."""
 Log = Callable[[str], None]
 OnTensor = Callable[[int, int], None]
 K_QUANT_HINT = (
@@ -145,6 +148,15 @@ def architecture_config(source: Source) -> Path:
     return source.path
 
 
+def check_tokenizer(folder: Path) -> None:
+    """The tokenizer is one ft can write (a run folder holds the tokenizer its merge will have)."""
+    from transformers import AutoTokenizer
+
+    from ft.export.gguf_vocab import tokenizer_kind
+
+    tokenizer_kind(AutoTokenizer.from_pretrained(str(folder)), folder)
+
+
 def default_out(source: Source, type_name: str, adapter_only: bool) -> Path:
     suffix = f"lora-{type_name}" if adapter_only else type_name
     return source.path.parent / f"{source.path.name}-{suffix}.gguf"
@@ -199,10 +211,15 @@ def export_gguf(
 
     hparams = read_hparams(architecture_config(source))
     recipe = arch_for(hparams, str(source.path))
+    if not adapter_only:
+        check_tokenizer(source.path)
     out = (out or default_out(source, kind_name, adapter_only)).expanduser().resolve()
     check_out(out, source, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.ft-export-{os.getpid()}.", dir=out.parent))
+    for stale in stale_siblings(out, EXPORT_TAG):  # left by an ft export that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+        log(f"removed {stale}: left by an earlier ft export that was killed")
+    work = new_sibling(out, EXPORT_TAG, ".tmp")
     try:
         if adapter_only:
             return _export_adapter(source, recipe, hparams, kind_name, out, work, started, log)

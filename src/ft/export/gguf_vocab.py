@@ -91,33 +91,44 @@ def read_tokenizer_json(folder: Path) -> dict[str, Any]:
     return data
 
 
+BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
 def is_sentencepiece(tokenizer_json: dict[str, Any]) -> bool:
     """A SentencePiece model converted to tokenizer.json: BPE with byte fallback (`<0x0A>` tokens)."""
     model = tokenizer_json.get("model", {})
     return model.get("type") == "BPE" and bool(model.get("byte_fallback"))
 
 
-def build_vocab(tokenizer: Any, folder: Path, vocab_size: int) -> Vocab:
+def tokenizer_kind(tokenizer: Any, folder: Path) -> tuple[str, str]:
+    """llama.cpp's tokenizer model and pre-tokenizer names; FtError for a tokenizer ft cannot write
+    (checked before a run is merged, so the refusal comes before the work)."""
     tokenizer_json = read_tokenizer_json(folder)
+    if is_sentencepiece(tokenizer_json):
+        return "llama", "default"
+    return "gpt2", pre_tokenizer_name(tokenizer, tokenizer_json, str(folder))
+
+
+def build_vocab(tokenizer: Any, folder: Path, vocab_size: int) -> Vocab:
+    model, pre = tokenizer_kind(tokenizer, folder)
     if max(tokenizer.get_vocab().values()) >= vocab_size:
         raise FtError(
             f"{folder}: the tokenizer has ids beyond the model's vocab_size {vocab_size}",
             hint="the embeddings were not resized for added tokens: merge the run again",
         )
-    tokens, types = _tokens_and_types(tokenizer, vocab_size)
-    if is_sentencepiece(tokenizer_json):
-        types = [
-            gguf.TokenType.BYTE if re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", t) else k
-            for t, k in zip(tokens, types, strict=True)
-        ]
-        scores = merge_rank_scores(tokens, tokenizer_json)
-        return Vocab("llama", "default", tokens, [int(t) for t in types], scores)
-    pre = pre_tokenizer_name(tokenizer, tokenizer_json, str(folder))
-    return Vocab("gpt2", pre, tokens, [int(t) for t in types], None)
+    tokens, types = _tokens_and_types(tokenizer, vocab_size, sentencepiece=model == "llama")
+    if model == "llama":
+        scores = merge_rank_scores(tokens, read_tokenizer_json(folder))
+        return Vocab(model, pre, tokens, [int(t) for t in types], scores)
+    return Vocab(model, pre, tokens, [int(t) for t in types], None)
 
 
-def _tokens_and_types(tokenizer: Any, vocab_size: int) -> tuple[list[str], list[gguf.TokenType]]:
-    """The converter's get_vocab_base: every id up to vocab_size, unused ids as [PADn]."""
+def _tokens_and_types(
+    tokenizer: Any, vocab_size: int, sentencepiece: bool
+) -> tuple[list[str], list[gguf.TokenType]]:
+    """Every id up to vocab_size, unused ids as [PADn]: the converter's get_vocab_base for byte-level
+    BPE (added tokens written as they decode), its LlamaHfVocab for SentencePiece (tokens as they
+    are, `<0xNN>` byte tokens typed BYTE)."""
     reverse = {index: token for token, index in tokenizer.get_vocab().items()}
     added = tokenizer.get_added_vocab()
     decoder = tokenizer.added_tokens_decoder
@@ -130,8 +141,10 @@ def _tokens_and_types(tokenizer: Any, vocab_size: int) -> tuple[list[str], list[
             types.append(gguf.TokenType.UNUSED)
             continue
         kind = gguf.TokenType.NORMAL
-        if token in added:
-            if not decoder[index].normalized:
+        if sentencepiece and BYTE_TOKEN.fullmatch(token):
+            kind = gguf.TokenType.BYTE
+        elif token in added:
+            if not sentencepiece and not decoder[index].normalized:
                 token = tokenizer.decode(tokenizer.encode(token, add_special_tokens=False))
             if decoder[index].special or looks_special(token):
                 kind = gguf.TokenType.CONTROL
@@ -163,7 +176,9 @@ def write_vocab(
         writer.add_token_scores(vocab.scores)
     # SpecialVocab reads merges, special ids and add_*_token from the saved files, as the
     # converter does; the chat template and add_bos come from ft (probed, and the training format).
-    special = gguf.SpecialVocab(folder, load_merges=vocab.model == "gpt2", n_vocab=len(vocab.tokens))
+    # Merges for SentencePiece too: llama.cpp merges by score and ignores them, transformers'
+    # GGUF loader rebuilds its tokenizer from them.
+    special = gguf.SpecialVocab(folder, load_merges=True, n_vocab=len(vocab.tokens))
     special.chat_template = None
     special.add_special_token["bos"] = adds_bos
     special.add_to_gguf(writer, quiet=True)
