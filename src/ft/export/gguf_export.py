@@ -389,7 +389,12 @@ def _chat_probe(tokenizer: Any) -> str | None:
 
 def _k_quantize(f16: Path, out: Path, file_type: int, log: Log) -> Path:
     """llama.cpp's own quantizer, through llama-cpp-python, from the f16 file."""
-    import llama_cpp
+    try:
+        import llama_cpp
+    except ImportError as err:  # installed but broken (a missing dependency, a failed build)
+        raise FtError(
+            f"llama-cpp-python is installed but cannot be imported ({err})", hint=K_QUANT_HINT
+        ) from None
 
     log(f"quantizing with llama.cpp (file type {file_type})")
     params = llama_cpp.llama_model_quantize_default_params()
