@@ -497,7 +497,7 @@ def _write_merge(
     write_json_atomic(tmp / MERGE_JSON, merge_record(run, result, eos))
     from ft.runs.card import write_merged_card, write_run_card
 
-    write_merged_card(tmp, run)
+    write_merged_card(tmp, run, location=out)
     write_run_card(run.run_dir, repo=run.config.hub_model_id)
     return result
 

@@ -282,15 +282,16 @@ def write_run_card(run_dir: Path, repo: str | None = None) -> Path:
     """README.md of a finished run folder, from its run.json (and eval.json when ft eval ran)."""
     run = read_run(run_dir)
     path = run.run_dir / CARD
-    write_text_atomic(path, render_card(run, repo=repo))
+    write_text_atomic(path, render_card(run, repo=repo or str(run.run_dir.resolve())))
     return path
 
 
-def write_merged_card(folder: Path, run: RunInfo, repo: str | None = None) -> Path:
-    """README.md of a merged folder, from its run's record and the merge's ft_merge.json."""
+def write_merged_card(folder: Path, run: RunInfo, location: Path) -> Path:
+    """README.md of a merged folder (written into `folder`, to be found at `location`), from its
+    run's record and the merge's ft_merge.json."""
     merge = read_json(folder / MERGE_JSON) or {}
     path = folder / CARD
-    write_text_atomic(path, render_card(run, merged=merge, repo=repo))
+    write_text_atomic(path, render_card(run, merged=merge, repo=str(location)))
     return path
 
 
