@@ -81,6 +81,10 @@ def run_training(
     from ft.train.output_dir import claimed_run_dir
 
     emit = on_event or _no_event
+    if cfg.hub_model_id:
+        from ft.runs.hub import hub_token
+
+        hub_token()  # no token: stop now, not after the training
     started_at = utc_now()
     # Resolved: a symlinked output_dir is replaced where it points, and `.` or `x/..` get real names.
     run_dir = Path(cfg.output_dir).expanduser().resolve()
@@ -112,9 +116,36 @@ def run_training(
         # After prepare_data: the tokenizer's own template (tokenizer_default) renders the data.
         tokenizer.chat_template = chat_template_jinja(cfg, tokenizer)
         notes += summary_lines(data.report)
-        return train_on_prepared(
+        result = train_on_prepared(
             cfg, tokenizer, data, resume_from=claim.resume_from, emit=emit, notes=notes, started_at=started_at
         )
+    if cfg.hub_model_id and main:
+        emit(_note(push_run_folder(run_dir, cfg)))
+    return result
+
+
+def push_run_folder(run_dir: Path, cfg: FtConfig) -> str:
+    """The finished run folder to cfg.hub_model_id (hub_strategy: end); the line to show."""
+    from ft.runs.card import card_for_push
+    from ft.runs.hub import HubError, push
+
+    assert cfg.hub_model_id is not None
+    try:
+        pushed = push(
+            run_dir,
+            cfg.hub_model_id,
+            card_for_push(run_dir, cfg.hub_model_id),
+            private=bool(cfg.hub_private_repo),
+            revision=cfg.hub_revision,
+        )
+    except HubError as err:
+        raise HubError(
+            f"the run is saved in {run_dir}, but the push failed: {err.message}",
+            hint=f"{err.hint}; then: ft push {run_dir} {cfg.hub_model_id}",
+        ) from None
+    return f"pushed {len(pushed.files)} files to {pushed.repo_id}" + (
+        f" ({pushed.url})" if pushed.url else ""
+    )
 
 
 def stopped_before_training(signal_name: str) -> TrainingInterrupted:
@@ -388,6 +419,9 @@ def _publish_run_files(context: RunContext, tmp: Path, result: TrainResult) -> N
     write_json_atomic(run_dir / RUN_JSON, run_record(context, result))
     # run.json marks the folder as ft's from now on.
     (run_dir / RUN_MARKER).unlink(missing_ok=True)
+    from ft.runs.card import write_run_card
+
+    write_run_card(run_dir, repo=context.cfg.hub_model_id)
 
 
 SKIPPED_SAVE_FILES = frozenset({"training_args.bin", "README.md"})
