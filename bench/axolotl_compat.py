@@ -8,7 +8,7 @@ Per release, and the user-written set on its own line:
 - accepted: loads (the supervised fine-tuning configs);
 - refused, feature: one line naming a feature ft lacks (DPO, multimodal, unsloth, ...);
 - refused, config error: the config's own error (a key no axolotl release defined, a key given
-  twice, a broken custom format), with the reasons;
+  twice, a broken custom format, a placeholder Hub repo), with the reasons;
 - crashed: anything else (goal: 0);
 - and "unknown key" problems for a key that some axolotl release defined (goal: 0).
 Goal: every config not refused for a feature is accepted, but those with errors of their own.

@@ -180,11 +180,12 @@ def test_speed_only_kernels_and_other_trackers_are_ignored_with_a_note(tmp_path:
         },
     )
     assert notes == [
+        "hub_strategy: every_save (axolotl) read as end: ft pushes the finished run once, not its "
+        "checkpoints on the way",
         "plugins: axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin ignored: a speed or memory "
         "option; ft computes the same result without it",
         "lora_mlp_kernel: true ignored: a speed or memory option; ft computes the same result without it",
         "use_comet: true ignored: metrics go to metrics.jsonl, and to TensorBoard, W&B or MLflow when set",
-        'hub_strategy: "every_save" ignored: ft does not push to the Hub',
     ]
 
 

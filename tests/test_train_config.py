@@ -166,3 +166,31 @@ def test_an_optimizer_whose_package_is_missing_is_named_before_training() -> Non
         pytest.skip("torchao is installed here")
     with pytest.raises(FtError, match="optimizer adamw_torch_8bit is set but torchao is not installed"):
         kwargs_for(make_cfg(optimizer="adamw_torch_8bit"))
+
+
+def test_checkpointing_keys_renamed_for_transformers_before_5_23() -> None:
+    import dataclasses
+
+    from ft.train.settings import with_known_checkpointing_names
+
+    @dataclasses.dataclass
+    class Before523:
+        gradient_checkpointing: bool = False
+        gradient_checkpointing_kwargs: dict | None = None
+
+    @dataclasses.dataclass
+    class Since523:
+        activation_checkpointing: bool = False
+        activation_checkpointing_kwargs: dict | None = None
+
+    kwargs = {
+        "activation_checkpointing": True,
+        "activation_checkpointing_kwargs": {"use_reentrant": False},
+        "seed": 1,
+    }
+    assert with_known_checkpointing_names(kwargs, Before523) == {
+        "gradient_checkpointing": True,
+        "gradient_checkpointing_kwargs": {"use_reentrant": False},
+        "seed": 1,
+    }
+    assert with_known_checkpointing_names(kwargs, Since523) == kwargs

@@ -41,6 +41,9 @@ from ft.config.axolotl_table import (
 from ft.config.formats import CONVERSATIONS
 from ft.config.schema import DatasetSettings, FtConfig
 
+# transformers' push strategies other than "end": ft pushes the same final model, once.
+AXOLOTL_HUB_STRATEGIES = ("every_save", "checkpoint", "all_checkpoints")
+
 # axolotl's user-defined prompt (`type:` given as a mapping) holds these dataset keys.
 USER_DEFINED_TYPE_KEYS = (
     "system_prompt",
@@ -116,6 +119,13 @@ def _special_value(out: Translation, key: str, value: Any) -> bool:
         out.data[key] = [metric for metric in value if metric != "comet"]
         out.notes.append(
             "eval_causal_lm_metrics: comet left out: it scores with a COMET model ft does not load"
+        )
+        return True
+    if key == "hub_strategy" and value in AXOLOTL_HUB_STRATEGIES:
+        out.data[key] = "end"
+        out.notes.append(
+            f"hub_strategy: {value} (axolotl) read as end: ft pushes the finished run once, "
+            "not its checkpoints on the way"
         )
         return True
     if key == "tokens" and isinstance(value, Mapping):

@@ -66,6 +66,8 @@ RENAMED: dict[str, Mapper] = {
     "evaluation_strategy": _to("eval_strategy"),
     "dataset_num_proc": _to("dataset_processes"),
     "model_config": _to("overrides_of_model_config"),
+    # axolotl's 2023 name: it set TrainingArguments' push_to_hub with this repo.
+    "push_to_hub_model_id": _to("hub_model_id"),
     # axolotl's old packing key: pack up to this many tokens.
     "max_packed_sequence_len": lambda n: {"sequence_len": n, "sample_packing": True},
     # Liger's Triton kernels compute the same model faster: trl's use_liger_kernel on CUDA.
@@ -86,6 +88,8 @@ MAPPED_BY_CODE: dict[str, str] = {
     "(ignored when gradient_accumulation_steps is set, as in axolotl)",
     "cosine_min_lr_ratio": "read as lr_scheduler: cosine_with_min_lr, lr_scheduler_kwargs: {min_lr_rate: ratio}",
     "fsdp_version": "read as fsdp_config.version",
+    "hub_strategy": "end as in ft; every_save, checkpoint and all_checkpoints read as end (the finished "
+    "run is pushed once, without the checkpoints on the way)",
     "default_system_message": "the system prompt of legacy ShareGPT datasets (conversation:) without one",
     "tokens": "a list: tokens to add; a mapping (axolotl before v0.3): read as special_tokens",
 }
@@ -124,7 +128,7 @@ def _roles(dataset: Mapping[str, Any]) -> dict[str, Any]:
 SAME_RESULT = "a speed or memory option; ft computes the same result without it"
 LOGGER = "metrics go to metrics.jsonl, and to TensorBoard, W&B or MLflow when set"
 LAUNCHER = "set by the launcher (accelerate, torchrun)"
-NO_HUB = "ft does not push to the Hub"
+NO_HUB = "ft pushes only the finished run folder (hub_model_id), not datasets"
 EVAL_ELSEWHERE = "an extra evaluation outside training; use `ft eval` after training"
 
 IGNORED: dict[str, str] = {
@@ -239,7 +243,7 @@ IGNORED: dict[str, str] = {
         ),
         LOGGER,
     ),
-    **dict.fromkeys(("hub_strategy", "hub_revision", "push_to_hub_model_id", "push_dataset_to_hub"), NO_HUB),
+    "push_dataset_to_hub": NO_HUB,
     "hf_use_auth_token": "ft reads HF_TOKEN from the environment",
     **dict.fromkeys(
         ("bfloat16", "float16", "float32", "bloat16", "torch_dtype"),
