@@ -415,6 +415,16 @@ def split_eval(cfg: FtConfig, examples: list[Example]) -> tuple[list[Example], l
     ]
 
 
+def split_training_data(cfg: FtConfig, tokenizer: Any) -> tuple[list[Example], list[Example]]:
+    """The training and held-out examples of `datasets`, chosen as `prepare_data` chooses them
+    (shuffled as the config says, then `val_set_size` held out unless test_datasets are given),
+    without datasets objects."""
+    examples = encode_sources(
+        cfg, read_sources(cfg.datasets, "datasets"), tokenizer, DataReport(), shuffle=True
+    )
+    return (examples, []) if cfg.test_datasets else split_eval(cfg, examples)
+
+
 def summarize(examples: list[Example], report: SplitReport) -> None:
     report.rows = len(examples)
     report.lengths = [len(e.input_ids) for e in examples]

@@ -46,11 +46,10 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 
 
 def _counted_tokens(cfg: FtConfig, rows_per_step: int) -> Tokens:
-    from ft.data.pipeline import preview_examples, split_eval
+    from ft.data.pipeline import split_training_data
     from ft.models.tokenizer import load_tokenizer
 
-    examples, _ = preview_examples(cfg, load_tokenizer(offline_tokenizer_config(cfg)), None)
-    train, _ = split_eval(cfg, examples)
+    train, _ = split_training_data(cfg, load_tokenizer(offline_tokenizer_config(cfg)))
     if not train:
         raise FtError("no training rows")
     lengths = [cfg.sequence_len if cfg.pad_to_sequence_len else len(e.input_ids) for e in train]
