@@ -113,14 +113,14 @@ def check_reachable(endpoint: str | None = None, timeout: float = REACH_TIMEOUT_
 def push(
     path: Path,
     repo_id: str,
-    card: str,
+    card: Callable[[str], str],
     *,
     private: bool = False,
     revision: str | None = None,
     message: str | None = None,
 ) -> Push:
-    """Upload the files of `path` and the card to `repo_id` in one commit (the repo is created when
-    missing); returns what was uploaded and the commit's URL."""
+    """Upload the files of `path` and the card (made for the full repo id) to `repo_id` in one commit
+    (the repo is created when missing); returns what was uploaded and the commit's URL."""
     token = hub_token()
     files = files_to_push(path)
     check_reachable()
@@ -129,7 +129,8 @@ def push(
     api = HfApi(token=token)
     repo_id = full_repo_id(repo_id, lambda: api.whoami()["name"])
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(local)) for local, name in files]
-    operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8")))
+    readme = card(repo_id).encode("utf-8")
+    operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=readme))
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if revision:

@@ -145,7 +145,7 @@ def push_run_folder(run_dir: Path, cfg: FtConfig) -> str:
         pushed = push(
             run_dir,
             cfg.hub_model_id,
-            card_for_push(run_dir, cfg.hub_model_id),
+            lambda repo: card_for_push(run_dir, repo),
             private=bool(cfg.hub_private_repo),
             revision=cfg.hub_revision,
         )
