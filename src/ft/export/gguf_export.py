@@ -366,7 +366,9 @@ def _logits(path: Path, folder: Path, kind_name: str, tokenizer: Any, log: Log) 
     if not check.tokenizer_ids_equal:
         raise FtError(
             f"{path}: the tokenizer read back from the GGUF file encodes the probe texts differently",
-            hint="report this as a bug in ft export; the file was not kept",
+            hint="report this as a bug in ft export; the file was not kept (a Qwen2 model with a tokenizer "
+            "that is not Qwen's: transformers reads every qwen2 file's tokenizer as Qwen's, llama.cpp does "
+            "not; --no-verify writes it)",
         )
     if check.tolerance is not None and not check.max_abs_logit_diff <= check.tolerance:
         raise FtError(
