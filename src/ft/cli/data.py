@@ -50,12 +50,16 @@ def validate_command(
 
 
 def _load(config: Path, overrides: list[str], console: Console) -> tuple[FtConfig, Any]:
+    from ft.config.hub import prepare_hub_access
     from ft.config.load import read_config
-    from ft.models.tokenizer import load_tokenizer
 
     cfg, notes = read_config(config, overrides)
+    # Before transformers and datasets are imported: they read the offline switch when imported.
+    notes += prepare_hub_access(cfg, ("tokenizer", "data"))
     for note in notes:
         console.print(f"[dim]note: {escape(note)}[/]", highlight=False)
+    from ft.models.tokenizer import load_tokenizer
+
     return cfg, load_tokenizer(cfg)
 
 

@@ -70,13 +70,16 @@ def plan_command(
 
     The exit status is 0 whether or not the run fits: the plan is a report (--json has `fits`).
     """
+    from ft.config.hub import prepare_hub_access
     from ft.config.load import read_config
-    from ft.plan.estimate import build_plan
 
     budget = parse_memory(memory) if memory is not None else None
     # No file checks: a plan needs the model's config.json, not its weights; a missing local
     # dataset only makes the token count an estimate (said in the output).
     cfg, _ = read_config(config, overrides, check_files=False)
+    prepare_hub_access(cfg, ("config",))
+    from ft.plan.estimate import build_plan
+
     plan = build_plan(cfg, gpu=gpu, memory_bytes=budget, mfu=mfu)
     if as_json:
         typer.echo(json.dumps(plan.to_json(), indent=2))

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ft.base.errors import FtError, OutputExistsError
+from ft.base.perms import follow_umask
 from ft.models.precision import Precision, torch_dtype
 from ft.runs.folder import (
     ADAPTER_CONFIG,
@@ -495,6 +496,7 @@ def _write_merge(
     tokenizer.save_pretrained(str(tmp))
     eos = write_generation_config(tmp, base_dir, tokenizer, run.data.get("terminator"))
     write_json_atomic(tmp / MERGE_JSON, merge_record(run, result, eos))
+    follow_umask(tmp)
     return result
 
 

@@ -92,10 +92,11 @@ def inference_precision(cfg: FtConfig | None) -> Precision:
 
 def load_run_folder(run: RunInfo) -> LoadedModel:
     """Base model (k-bit when the run was trained so) plus the run's adapter, or the run's full weights."""
-    from ft.models.loading import load_model_from_path, use_offline_mode_if_local
+    from ft.config.hub import prepare_hub_access
+    from ft.models.loading import load_model_from_path
 
     cfg = run.config
-    use_offline_mode_if_local(cfg)
+    prepare_hub_access(cfg.model_copy(update={"base_model": run.base_model_path}), ("weights",))
     tokenizer = load_folder_tokenizer(run.run_dir)
     precision = inference_precision(cfg)
     bits = (run.data.get("quantization") or {}).get("bits")

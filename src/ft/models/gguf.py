@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ft.base.errors import ModelLoadError
+from ft.base.perms import dir_mode, follow_umask
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -75,10 +76,11 @@ def materialize_gguf(path: Path, cache_dir: Path | None = None) -> Path:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
+    staging.chmod(dir_mode())  # mkdtemp makes it private; the cache is an ordinary folder
     try:
         model, tokenizer = load_gguf(path)
         save_materialized(model, tokenizer, staging, source=path)
+        follow_umask(staging)
         if final.exists():  # a leftover without the marker, or a concurrent writer that finished first
             if is_materialized(final):
                 return final
