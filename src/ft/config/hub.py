@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from ft.base.errors import FtError
-from ft.config.sources import resolve_model_source
+from ft.config.sources import HUB_ID, PACKAGE_SCHEME
 
 if TYPE_CHECKING:
     from ft.config.schema import FtConfig, ModelSettings
@@ -91,12 +91,11 @@ def is_hub_dataset(path: str) -> bool:
 
 
 def _hub_model(ref: str | None) -> bool:
-    if not ref:
+    """As ft.config.sources.resolve_model_source classifies it, without its errors for local paths."""
+    if not ref or ref.startswith(PACKAGE_SCHEME):
         return False
-    try:
-        return resolve_model_source(ref).kind == "hub"
-    except FtError:  # a missing local path: not the Hub's business (ft validate says so)
-        return False
+    looks_local = ref.startswith((".", "/", "~")) or ref.endswith(".gguf") or Path(ref).expanduser().exists()
+    return not looks_local and HUB_ID.match(ref) is not None
 
 
 def model_refs(cfg: ModelSettings, need: Need) -> list[HubRef]:
