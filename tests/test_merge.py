@@ -133,9 +133,21 @@ def test_merged_folder_is_a_plain_transformers_model(lora_run: Path, merged: Pat
     assert out[0]["generated_text"].startswith(QUESTION)
 
     terminator = json.loads((lora_run / "run.json").read_text())["terminator"]
-    terminator_id = AutoTokenizer.from_pretrained(merged).convert_tokens_to_ids(terminator)
-    eos = json.loads((merged / "generation_config.json").read_text())["eos_token_id"]
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    terminator_id = tokenizer.convert_tokens_to_ids(terminator)
+    generation = json.loads((merged / "generation_config.json").read_text())
+    eos = generation["eos_token_id"]
     assert terminator_id in (eos if isinstance(eos, list) else [eos])
+    # config.json agrees with the tokenizer and generation_config.json (the tiny base has no pad id;
+    # the run pads with UNK).
+    config = json.loads((merged / "config.json").read_text())
+    assert config["pad_token_id"] == tokenizer.pad_token_id == generation["pad_token_id"] is not None
+    assert config["eos_token_id"] == tokenizer.eos_token_id == eos[0]
+    assert config["bos_token_id"] == tokenizer.bos_token_id == generation["bos_token_id"]
+    # Nothing names a folder of this machine's caches; ft_merge.json names the base as run.json does.
+    record = json.loads((merged / "ft_merge.json").read_text())
+    assert record["base_model_name"] == json.loads((lora_run / "run.json").read_text())["base_model_name"]
+    assert "_name_or_path" not in config
 
 
 def test_overfitted_fact_survives_the_merge(lora_run: Path, merged: Path) -> None:

@@ -168,6 +168,14 @@ def cached_file(repo_id: str, filename: str, revision: str | None = None) -> Pat
     return path if path is not None and path.is_file() else None
 
 
+def repo_id_of_cached_path(path: str) -> str | None:
+    """'.../hub/models--org--name/snapshots/abc/' -> 'org/name': a folder of the Hub cache."""
+    for part in Path(path).parts:
+        if part.startswith("models--") and part.count("--") >= 2:
+            return part.removeprefix("models--").replace("--", "/", 1)
+    return None
+
+
 def is_cached(ref: HubRef) -> bool:
     """The cache holds what the command needs of `ref`."""
     if ref.need == "data":

@@ -252,11 +252,15 @@ def publish(tmp: Path, out: Path) -> None:
 
 def local_base_dir(run: RunInfo) -> Path | None:
     """The base model's local folder: run.json's base_model_path (a GGUF base's converted folder),
-    or a Hub id's snapshot in the local cache."""
-    path = Path(run.base_model_path).expanduser()
+    found again from the config when the run folder came from another machine, or a Hub id's
+    snapshot in the local cache."""
+    from ft.models.loading import locate_base_model
+
+    located = locate_base_model(run.base_model_path, run.config)
+    path = Path(located).expanduser()
     if path.is_dir():
         return path
-    if path.is_absolute() or run.base_model_path.startswith("."):
+    if path.is_absolute() or located.startswith("."):
         raise FtError(
             f"the base model folder {path} (run.json base_model_path) no longer exists",
             hint="put the base model back there (a .gguf base is converted again by ft train's first step)",
@@ -264,9 +268,7 @@ def local_base_dir(run: RunInfo) -> Path | None:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(
-            snapshot_download(run.base_model_path, revision=run.data.get("revision"), local_files_only=True)
-        )
+        return Path(snapshot_download(located, revision=run.data.get("revision"), local_files_only=True))
     except Exception:  # not cached: transformers reports it when loading
         return None
 
@@ -391,6 +393,21 @@ def write_generation_config(
     return list(generation.eos_token_id)
 
 
+def align_special_ids(tmp: Path, tokenizer: Any) -> None:
+    """config.json's BOS/EOS/pad ids as the tokenizer has them (generation_config.json says the same,
+    with the terminator added to its EOS list): the base's config may lack a pad id the run chose."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(tmp))
+    text_config = config.get_text_config()
+    for target in [config] if text_config is config else [config, text_config]:
+        target.pad_token_id = tokenizer.pad_token_id
+        target.eos_token_id = tokenizer.eos_token_id
+        if tokenizer.bos_token_id is not None:
+            target.bos_token_id = tokenizer.bos_token_id
+    config.save_pretrained(str(tmp))
+
+
 def merge_record(run: RunInfo, result: MergeResult, eos: list[int]) -> dict[str, Any]:
     from ft import __version__
 
@@ -398,6 +415,7 @@ def merge_record(run: RunInfo, result: MergeResult, eos: list[int]) -> dict[str,
         "ft_version": __version__,
         "base_model": run.data.get("base_model"),
         "base_model_path": run.base_model_path,
+        "base_model_name": run.data.get("base_model_name") or run.data.get("base_model"),
         "run_dir": str(run.run_dir.resolve()),
         "adapter": run.adapter,
         "dtype": result.dtype,
@@ -494,6 +512,7 @@ def _write_merge(
     result = MergeResult(out, dtype, mode, diff, tolerance, 0.0, _weight_files(tmp))
     tokenizer = load_run_tokenizer(run)
     tokenizer.save_pretrained(str(tmp))
+    align_special_ids(tmp, tokenizer)
     eos = write_generation_config(tmp, base_dir, tokenizer, run.data.get("terminator"))
     write_json_atomic(tmp / MERGE_JSON, merge_record(run, result, eos))
     follow_umask(tmp)

@@ -302,11 +302,12 @@ def base_model(loaded: LoadedModel, cfg: FtConfig, run: RunInfo) -> Iterator[Any
             yield loaded.model
         return
     from ft.infer.loading import inference_precision, prepare_for_generation
-    from ft.models.loading import load_model_from_path
+    from ft.models.loading import load_model_from_path, locate_base_model
 
     quantized = (run.data.get("quantization") or {}).get("bits") is not None
+    base_path = locate_base_model(run.base_model_path, cfg)
     model = load_model_from_path(
-        cfg, run.base_model_path, loaded.tokenizer, inference_precision(cfg), quantize=quantized
+        cfg, base_path, loaded.tokenizer, inference_precision(cfg), quantize=quantized
     )
     yield prepare_for_generation(model, quantized)
 

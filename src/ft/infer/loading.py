@@ -93,10 +93,11 @@ def inference_precision(cfg: FtConfig | None) -> Precision:
 def load_run_folder(run: RunInfo) -> LoadedModel:
     """Base model (k-bit when the run was trained so) plus the run's adapter, or the run's full weights."""
     from ft.config.hub import prepare_hub_access
-    from ft.models.loading import load_model_from_path
+    from ft.models.loading import load_model_from_path, locate_base_model
 
     cfg = run.config
     prepare_hub_access(cfg.model_copy(update={"base_model": run.base_model_path}), ("weights",))
+    base_path = locate_base_model(run.base_model_path, cfg)
     tokenizer = load_folder_tokenizer(run.run_dir)
     precision = inference_precision(cfg)
     bits = (run.data.get("quantization") or {}).get("bits")
@@ -104,7 +105,7 @@ def load_run_folder(run: RunInfo) -> LoadedModel:
     # The adapter goes on the base as it was trained: k-bit when the run was (run.json's quantization).
     quantized = bits is not None and has_adapter
     if has_adapter:
-        base = load_model_from_path(cfg, run.base_model_path, tokenizer, precision, quantize=quantized)
+        base = load_model_from_path(cfg, base_path, tokenizer, precision, quantize=quantized)
         model = attach_saved_adapter(base, run.run_dir)
         what = f"base + {run.adapter or 'lora'} adapter" + (f", {bits}-bit base" if quantized else "")
     else:

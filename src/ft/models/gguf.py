@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -141,3 +142,29 @@ def load_gguf_tokenizer(path: Path, cache_dir: Path | None = None) -> Any:
     if is_materialized(folder):
         return AutoTokenizer.from_pretrained(folder)
     return AutoTokenizer.from_pretrained(str(Path(path).parent), gguf_file=Path(path).name)
+
+
+ORIGIN_KEYS = ("general.source.huggingface.repository", "general.base_model.0.repo_url", "general.source.url")
+"""GGUF metadata that names where a model came from (llama.cpp's converter writes them when it knows)."""
+HUB_URL = re.compile(r"https?://huggingface\.co/([A-Za-z0-9][\w.\-]*/[\w.\-]+)")
+
+
+def gguf_hub_origin(path: Path) -> str | None:
+    """The Hub id a .gguf file says it was converted from, when its metadata says so."""
+    try:
+        from gguf import GGUFReader
+
+        fields = GGUFReader(str(path)).fields
+    except Exception:  # not readable as GGUF here: the loader reports that with a better message
+        return None
+    for key in ORIGIN_KEYS:
+        field = fields.get(key)
+        if field is None:
+            continue
+        value = str(field.contents())
+        match = HUB_URL.match(value)
+        if match:
+            return match.group(1)
+        if key.endswith("repository") and "/" in value:
+            return value
+    return None

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ft.base.errors import FtError, ModelLoadError
-from ft.config.hub import HubRef, hub_offline, is_cached, probe_hub
+from ft.config.hub import HubRef, hub_offline, is_cached, probe_hub, repo_id_of_cached_path
 from ft.config.schema import AdapterSettings, FtConfig, ModelSettings
-from ft.config.sources import ModelSource, resolve_model_source
+from ft.config.sources import PACKAGE_SCHEME, ModelSource, package_hub_origin, resolve_model_source
 from ft.models.precision import Precision, build_bnb_config, quantization_bits, torch_dtype
 
 if TYPE_CHECKING:
@@ -41,6 +41,37 @@ def resolve_base_model_path(cfg: ModelSettings, note: Callable[[str], None] = _n
     if source.kind == "hub":
         _check_hub_reachable(source, cfg.revision)
     return source.location
+
+
+def portable_base_name(cfg: ModelSettings) -> str:
+    """How files that leave this machine name the base model (the adapter's base_model_name_or_path,
+    run.json's base_model_name): the Hub id when the base came from the Hub or its origin is known
+    (a Hub cache folder, a .gguf whose metadata or package names its repository), else the config's
+    base_model as written, never a path into this machine's caches."""
+    source = resolve_model_source(cfg.base_model)
+    if source.kind == "hub":
+        return source.location
+    if source.kind == "gguf":
+        from ft.models.gguf import gguf_hub_origin
+
+        origin = gguf_hub_origin(Path(source.location))
+        if origin is None and cfg.base_model.startswith(PACKAGE_SCHEME):
+            origin = package_hub_origin(cfg.base_model)
+        return origin or cfg.base_model
+    return repo_id_of_cached_path(source.location) or cfg.base_model
+
+
+def locate_base_model(saved_path: str, cfg: ModelSettings, note: Callable[[str], None] = _no_note) -> str:
+    """run.json's base_model_path while it is there (or a Hub id); else the config's base_model
+    resolved again here, so a run folder copied or moved to another machine finds its base (a
+    pkg:// GGUF is converted again, a Hub id is read from the cache)."""
+    path = Path(saved_path).expanduser()
+    if path.exists() or not saved_path.startswith(("/", ".", "~")):
+        return saved_path
+    note(
+        f"the base model folder {saved_path} (run.json) is not on this machine: using base_model {cfg.base_model}"
+    )
+    return resolve_base_model_path(cfg, note)
 
 
 def _check_hub_reachable(source: ModelSource, revision: str | None) -> None:

@@ -173,7 +173,12 @@ def train_on_prepared(
     from transformers import set_seed
 
     from ft.models.adapter import attach_adapter
-    from ft.models.loading import load_model_from_path, resolve_base_model_path, weights_description
+    from ft.models.loading import (
+        load_model_from_path,
+        portable_base_name,
+        resolve_base_model_path,
+        weights_description,
+    )
     from ft.models.precision import resolve_precision
 
     run_dir = Path(cfg.output_dir).expanduser()
@@ -197,6 +202,11 @@ def train_on_prepared(
     model = load_model_from_path(cfg, base_path, tokenizer, precision)
     emit(_note(f"base model loaded in {time.monotonic() - began:.1f} s"))
     adapted = attach_adapter(cfg, model)
+    base_name = portable_base_name(cfg)
+    # Saved in every adapter_config.json (checkpoints too): the Hub id, not a path of this machine,
+    # so the adapter loads elsewhere (peft's AutoPeftModel reads it).
+    for adapter_config in getattr(adapted.model, "peft_config", {}).values():
+        adapter_config.base_model_name_or_path = base_name
     emit(
         _note(
             f"trainable parameters: {adapted.trainable_params:,} of {adapted.total_params:,} "
@@ -218,6 +228,7 @@ def train_on_prepared(
         run_dir=run_dir,
         precision=precision,
         base_path=base_path,
+        base_name=base_name,
         added_tokens=_added_tokens(tokenizer, base_rows),
         data_fingerprint=data.fingerprint,
         data_counts=data.report.counts(),
@@ -235,6 +246,7 @@ class RunContext:
     run_dir: Path
     precision: Precision
     base_path: str
+    base_name: str
     added_tokens: list[str]
     data_fingerprint: str
     data_counts: dict[str, int]
@@ -443,6 +455,7 @@ def run_record(context: RunContext, result: TrainResult) -> dict[str, Any]:
         "ft_version": __version__,
         "base_model": cfg.base_model,
         "base_model_path": context.base_path,
+        "base_model_name": context.base_name,
         "revision": cfg.revision,
         "adapter": cfg.adapter,
         "quantization": quantization_info(cfg, context.precision),
