@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ft.base.errors import FtError, OutputExistsError
+from ft.base.host import available_memory
 from ft.base.perms import follow_umask
 from ft.models.precision import Precision, torch_dtype
 from ft.runs.folder import (
@@ -126,19 +127,6 @@ def tolerance_for(dtype: str, reference_max: float) -> float:
     if dtype == "float32":
         return max(FP32_TOLERANCE, FP32_RELATIVE_TOLERANCE * reference_max)
     return RELATIVE_TOLERANCE_16BIT[dtype] * max(1.0, reference_max)
-
-
-def available_memory() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return None
 
 
 def merged_bytes(base_dir: Path, dtype: str) -> int | None:

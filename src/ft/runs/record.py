@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ft.base.host import total_memory
+
 GIT_TIMEOUT_S = 5.0
 
 
@@ -80,16 +82,6 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
-def total_memory_bytes() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def hardware_info() -> dict[str, Any]:
     """CPU model and cores, memory, GPUs (name and memory) and the CUDA version torch was built with."""
     import torch
@@ -104,7 +96,7 @@ def hardware_info() -> dict[str, Any]:
         "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "cpu_cores_usable": usable,
-        "memory_bytes": total_memory_bytes(),
+        "memory_bytes": total_memory(),
         "gpus": gpus,
         "cuda": torch.version.cuda if gpus else None,
         "platform": platform.platform(),
