@@ -186,7 +186,10 @@ def chat_command(
     temperature: float = typer.Option(0.7, "--temperature", min=0.0, help="Sampling temperature; 0: greedy."),
     top_p: float = TOP_P_OPTION,
 ) -> None:
-    """Talk to a run or a merged model, multi-turn, in the format it was trained on."""
+    """Talk to a run or a merged model, multi-turn, in the format it was trained on.
+
+    In the chat: /reset starts a new conversation; /exit or /quit (or Ctrl-D) leaves; /help shows these.
+    """
     from ft.infer.generate import ChatSession
 
     console = Console(soft_wrap=True, highlight=False)
