@@ -13,13 +13,13 @@ printed). Goal: at least 3x at batch 8 on a 2-core CPU.
 
 from __future__ import annotations
 
-import _env  # noqa: F401  (offline, quiet)
-
 import argparse
 import json
 import os
 import time
 from pathlib import Path
+
+import _env  # noqa: F401  (offline, quiet)
 
 REPO = Path(__file__).resolve().parent.parent
 HELD_OUT = REPO / "examples" / "dates_heldout.jsonl"
@@ -40,7 +40,9 @@ def input_rows(count: int) -> list[dict[str, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None, help="run or model folder (default: quickstart base)")
+    parser.add_argument(
+        "--model", type=Path, default=None, help="run or model folder (default: quickstart base)"
+    )
     parser.add_argument("--rows", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=32)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -283,7 +284,12 @@ def preprocess_command(config: Path = CONFIG_ARG, overrides: list[str] = SET_OPT
         console.print(
             f"[dim]dataset_prepared_path not set: using {DEFAULT_PREPARED_PATH}[/]", highlight=False
         )
-    prepared = prepare_data(cfg, tokenizer)
+    began = time.monotonic()
+
+    def note(line: str) -> None:  # each stage a line, with the time so far (plain in a log file)
+        console.print(f"[dim]{time.monotonic() - began:6.1f} s  {escape(line)}[/]", highlight=False)
+
+    prepared = prepare_data(cfg, tokenizer, note=note)
     report = prepared.report
     where = cache_dir(cfg, prepared.fingerprint)
     status = "up to date (cached)" if report.from_cache else "written"

@@ -39,16 +39,20 @@ def merge_command(
     ),
 ) -> None:
     """Fold the adapter into the unquantized base: sharded safetensors, tokenizer, generation config."""
-    from ft.base.quiet import quiet_libraries
-
-    quiet_libraries()  # before ft.train.callbacks and ft.export.merge import bitsandbytes, which logs on import
-    from ft.base.signals import raise_on_signals
-    from ft.export.merge import merge_run
+    from ft.runs.folder import run_hub_access
 
     console = Console(soft_wrap=True)
 
     def log(message: str) -> None:
         console.print(f"[dim]{escape(message)}[/]", highlight=False)
+
+    for note in run_hub_access(run_dir):  # before the Hugging Face libraries read the offline switch
+        log(note)
+    from ft.base.quiet import quiet_libraries
+
+    quiet_libraries()  # before ft.train.callbacks and ft.export.merge import bitsandbytes, which logs on import
+    from ft.base.signals import raise_on_signals
+    from ft.export.merge import merge_run
 
     with raise_on_signals(merge_stopped):  # SIGTERM too: the temporary folder is removed on the way out
         result = merge_run(

@@ -38,6 +38,11 @@ def _settings(max_new_tokens: int, temperature: float, top_p: float) -> Generati
 
 
 def _load(model_dir: Path, console: Console) -> LoadedModel:
+    from ft.runs.folder import run_hub_access
+
+    # Before the Hugging Face libraries are imported: they read the offline switch then.
+    for note in run_hub_access(model_dir):
+        console.print(f"[dim]{escape(note)}[/]", highlight=False)
     from ft.base.quiet import quiet_libraries
     from ft.infer.loading import load_for_inference
 
@@ -263,11 +268,10 @@ def eval_command(
     ),
 ) -> None:
     """Eval loss, perplexity and generation metrics (ROUGE-1/2/L, BLEU, exact match) on the held-out split."""
-    from ft.base.quiet import quiet_libraries
     from ft.cli.progress import StageProgress
-    from ft.infer.evaluate import EVAL_JSON, EvalSettings, run_eval
+    from ft.config.hub import TRAIN_NEEDS, prepare_hub_access
+    from ft.infer.evaluate import EVAL_JSON, EvalSettings, resolve_target, run_eval
 
-    quiet_libraries()
     console = Console(soft_wrap=True, highlight=False)
     settings = EvalSettings(
         limit=limit, compare_base=compare_base, max_new_tokens=max_new_tokens, batch_size=batch_size
@@ -275,6 +279,14 @@ def eval_command(
 
     def note(line: str) -> None:
         console.print(f"[dim]{escape(line)}[/]")
+
+    # Before the Hugging Face libraries are imported: they read the offline switch then.
+    cfg, run = resolve_target(target)
+    for line in prepare_hub_access(cfg.model_copy(update={"base_model": run.base_model_path}), TRAIN_NEEDS):
+        note(line)
+    from ft.base.quiet import quiet_libraries
+
+    quiet_libraries()
 
     with StageProgress(console) as progress:
         report = run_eval(target, settings, progress, note)

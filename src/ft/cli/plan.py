@@ -80,7 +80,9 @@ def plan_command(
     from ft.plan.estimate import build_plan, pick_gpu
 
     pick_gpu(gpu)  # an unknown --gpu is said before anything is read
-    prepare_hub_access(cfg, ("config",))
+    notes = Console(stderr=True, soft_wrap=True)
+    for note in prepare_hub_access(cfg, ("config",)):
+        notes.print(f"[dim]note: {escape(note)}[/]", highlight=False)
     plan = build_plan(cfg, gpu=gpu, memory_bytes=budget, mfu=mfu)
     if as_json:
         typer.echo(json.dumps(plan.to_json(), indent=2))

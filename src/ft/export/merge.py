@@ -20,7 +20,8 @@ import gc
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from ft.runs.folder import (
     RunInfo,
     library_versions,
     read_run,
+    run_hub_access,
     utc_now,
     write_json_atomic,
 )
@@ -451,6 +453,8 @@ def merge_run(
     renamed into place (a test can raise there to check that nothing is left behind)."""
     started = time.monotonic()
     run = read_adapter_run(Path(run_dir))
+    for note in run_hub_access(run.run_dir):  # a Hub base: cached, or a quick failure
+        log(note)
     dtype_name = resolve_dtype(dtype, run)
     # Resolved: `.` or `..` get real names, a symlink is replaced where it points.
     out = (out or default_out(run.run_dir)).expanduser().resolve()
@@ -507,6 +511,15 @@ def _write_merge(
     return result
 
 
+@contextmanager
+def timed(log: Log, what: str) -> Iterator[None]:
+    """`what ...` before, `what: 12.3 s` after: each long step of a merge is a line in a log file."""
+    log(f"{what} ...")
+    began = time.monotonic()
+    yield
+    log(f"{what}: {time.monotonic() - began:.1f} s")
+
+
 def _weight_files(folder: Path) -> int:
     return len(list(folder.glob("*.safetensors")))
 
@@ -524,22 +537,28 @@ def _merge_into(
     """Write the merged weights and config into `tmp`; returns (max |Δlogit|, tolerance)."""
     tokenizer = load_run_tokenizer(run)
     batch = probe_batch(tokenizer)
-    model = load_base_with_adapter(run, tokenizer, dtype) if verify or not use_streaming else None
+    model = None
+    if verify or not use_streaming:
+        with timed(log, f"loading the base model ({dtype}) with the adapter"):
+            model = load_base_with_adapter(run, tokenizer, dtype)
     reference = probe_logits(model, batch) if verify and model is not None else None
     if use_streaming:
         if model is not None:
             del model
             gc.collect()
         assert base_dir is not None
-        write_streamed(run, base_dir, tmp, dtype, shard_bytes)
+        with timed(log, "merging and writing tensor by tensor"):
+            write_streamed(run, base_dir, tmp, dtype, shard_bytes)
     else:
-        merge_in_memory(model, tmp, shard_bytes)
+        with timed(log, "merging and writing the weights"):
+            merge_in_memory(model, tmp, shard_bytes)
         del model
         gc.collect()
     if reference is None:
         log("verification skipped (--no-verify)")
         return None, None
-    merged = probe_logits(load_merged(tmp, dtype), batch)
+    with timed(log, "loading the merged model to compare its logits"):
+        merged = probe_logits(load_merged(tmp, dtype), batch)
     diff = max_abs_diff(merged, reference)
     tolerance = tolerance_for(dtype, float(reference.abs().max()))
     log(f"max |logit difference| merged vs base+adapter: {diff:.3g} (tolerance {tolerance:.3g} for {dtype})")

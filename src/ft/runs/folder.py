@@ -20,6 +20,7 @@ from typing import Any
 
 from ft.base.errors import FtError
 from ft.base.perms import file_mode
+from ft.config.hub import Need, prepare_hub_access
 from ft.config.schema import FtConfig
 
 RUN_JSON = "run.json"
@@ -101,6 +102,23 @@ def read_run(run_dir: Path) -> RunInfo:
     from ft.config.load import load_config
 
     return RunInfo(run_dir, data, load_config(run_dir / CONFIG_YML))
+
+
+def is_run_folder(path: Path) -> bool:
+    """A finished run folder: run.json and config.yml."""
+    return (path / RUN_JSON).is_file() and (path / CONFIG_YML).is_file()
+
+
+def run_hub_access(path: Path, needs: tuple[Need, ...] = ("weights",)) -> list[str]:
+    """ft.config.hub.prepare_hub_access for the base model of a run folder (run.json's
+    base_model_path, a Hub id or a local folder) and its data when `needs` says: called by the
+    commands that load a run before the Hugging Face libraries are imported. Nothing for another
+    folder (a merged model is local)."""
+    path = Path(path).expanduser()
+    if not is_run_folder(path):
+        return []
+    run = read_run(path)
+    return prepare_hub_access(run.config.model_copy(update={"base_model": run.base_model_path}), needs)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
