@@ -365,11 +365,14 @@ def run_history(run_dir: Path) -> dict[str, Any]:
 
 
 def record_data_content(claim: RunDirClaim, digest: str) -> None:
-    """Keep the digest of the data in the marker, so a resume of an unfinished run can compare."""
+    """Keep the digest of the data in the marker, so a resume of an unfinished run can compare,
+    with the resumes as they stand (a data change allowed on this one is in its entry)."""
     claim.data_content = digest
     marker = _read_json(claim.run_dir / RUN_MARKER)
     if marker is not None:
-        write_json_atomic(claim.run_dir / RUN_MARKER, {**marker, "data_content": digest})
+        write_json_atomic(
+            claim.run_dir / RUN_MARKER, {**marker, "data_content": digest, "resumes": claim.resumes}
+        )
 
 
 def _claim_for_start(
