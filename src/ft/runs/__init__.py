@@ -1,7 +1,9 @@
 """Run folders: their layout and files, run.json, checkpoints, and which folders ft owns.
 
 Owns the run folder's file names, run.json, atomic writes, checkpoints and the loss plot
-(`folder`), and output-folder ownership, replacement and write failures (`outdir`).
+(`folder`), what run.json records of how and where the run ran (`record`: command line, git
+commit, hardware, peak memory), and output-folder ownership, replacement and write failures
+(`outdir`).
 
 May import: `ft.config`, `ft.base` (and `ft.data` below). Used by train, infer and export.
 """
