@@ -303,3 +303,19 @@ def test_only_write_failures_are_reported_as_a_full_disk() -> None:
     )
     assert not is_checkpoint_write_failure(RuntimeError("NCCL communicator was aborted on rank 1"))
     assert not is_checkpoint_write_failure(ValueError("checkpoint-3 is not a directory"))
+
+
+def test_a_stop_passes_through_library_code_that_catches_exception() -> None:
+    """transformers turns any error while loading a tokenizer into an OSError: a Ctrl-C landing there
+    must still stop the command as a stop, not as a tokenizer that cannot be loaded."""
+    from ft.base.errors import TrainingInterrupted
+    from ft.base.signals import raise_on_signals
+
+    swallowed = []
+    with pytest.raises(TrainingInterrupted, match="stopped by SIGTERM"):
+        with raise_on_signals(lambda name: TrainingInterrupted(f"stopped by {name}")):
+            try:
+                signal.raise_signal(signal.SIGTERM)
+            except Exception as err:  # what a library wrapping every error does
+                swallowed.append(err)
+    assert swallowed == []

@@ -148,6 +148,14 @@ def test_merged_folder_is_a_plain_transformers_model(lora_run: Path, merged: Pat
     record = json.loads((merged / "ft_merge.json").read_text())
     assert record["base_model_name"] == json.loads((lora_run / "run.json").read_text())["base_model_name"]
     assert "_name_or_path" not in config
+    # The folder and its files get the umask's modes, not mkdtemp's 0700 and safetensors' 0600.
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(merged.stat().st_mode) == 0o777 & ~umask
+    for path in (merged / "model.safetensors", merged / "ft_merge.json", merged / "config.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
 
 
 def test_overfitted_fact_survives_the_merge(lora_run: Path, merged: Path) -> None:
