@@ -312,10 +312,12 @@ def test_a_stop_passes_through_library_code_that_catches_exception() -> None:
     from ft.base.signals import raise_on_signals
 
     swallowed = []
-    with pytest.raises(TrainingInterrupted, match="stopped by SIGTERM"):
-        with raise_on_signals(lambda name: TrainingInterrupted(f"stopped by {name}")):
-            try:
-                signal.raise_signal(signal.SIGTERM)
-            except Exception as err:  # what a library wrapping every error does
-                swallowed.append(err)
+    with (
+        pytest.raises(TrainingInterrupted, match="stopped by SIGTERM"),
+        raise_on_signals(lambda name: TrainingInterrupted(f"stopped by {name}")),
+    ):
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except Exception as err:  # what a library wrapping every error does
+            swallowed.append(err)
     assert swallowed == []
