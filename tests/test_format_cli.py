@@ -74,6 +74,9 @@ def test_preprocess_writes_once_then_reuses(tmp_path, tiny_model_dir):
     first = run("preprocess", str(config))
     assert first.exit_code == 0, first.output
     assert ": written" in first.output and "bad rows skipped: 1" in first.output
+    # Each stage a plain line with the time so far (the output is not a terminal).
+    assert "s  rendering, tokenizing and masking 3 rows" in first.output
+    assert "s  saving the prepared data in" in first.output
     second = run("preprocess", str(config))
     assert "up to date (cached)" in second.output
     assert len([p for p in (tmp_path / "p").iterdir() if p.is_dir()]) == 1

@@ -195,3 +195,17 @@ def test_the_base_model_is_named_portably(tmp_path: Path) -> None:
     assert locate_base_model(str(other), make_cfg(base_model="org/x")) == str(other)
     assert locate_base_model("/elsewhere/models/tiny", make_cfg(base_model=str(other))) == str(other)
     assert locate_base_model("org/name", make_cfg(base_model=str(other))) == "org/name"
+
+
+def test_the_final_adapter_config_names_the_portable_base(tmp_path: Path) -> None:
+    import json
+
+    from ft.train.runner import name_base_portably
+
+    (tmp_path / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": "/root/.cache/x", "r": 8})
+    )
+    name_base_portably(tmp_path, "HuggingFaceTB/SmolLM2-135M-Instruct")
+    saved = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert saved == {"base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct", "r": 8}
+    name_base_portably(tmp_path / "missing", "x")  # a full fine-tune has no adapter_config.json

@@ -350,7 +350,8 @@ def pack_examples(examples: list[Example], capacity: int, report: SplitReport) -
     return bins
 
 
-def data_fingerprint(cfg: FtConfig, sources: list[Source], tokenizer: Any) -> str:
+def data_fingerprint(cfg: FtConfig, sources: list[Source], tokenizer_digest: str) -> str:
+    """The cache key: the data, its settings and the tokenizer (`tokenizer_fingerprint`'s digest)."""
     from ft import __version__
 
     settings = {key: getattr(cfg, key) for key in DATA_KEYS}
@@ -360,14 +361,14 @@ def data_fingerprint(cfg: FtConfig, sources: list[Source], tokenizer: Any) -> st
         "settings": settings,
         "datasets": [s.settings.model_dump(mode="json") for s in sources],
         "content": [s.fingerprint for s in sources],
-        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "tokenizer": tokenizer_digest,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def content_digest(sources: list[Source], tokenizer: Any) -> str:
+def content_digest(sources: list[Source], tokenizer_digest: str) -> str:
     """The datasets' content and the tokenizer, without paths or settings (the config has those)."""
-    parts = {"content": [s.fingerprint for s in sources], "tokenizer": tokenizer_fingerprint(tokenizer)}
+    parts = {"content": [s.fingerprint for s in sources], "tokenizer": tokenizer_digest}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -377,8 +378,9 @@ def prepare_data(cfg: FtConfig, tokenizer: Any, use_cache: bool = True, note: No
     note(f"reading {len(cfg.datasets) + len(cfg.test_datasets or [])} dataset(s)")
     train_sources = read_sources(cfg.datasets, "datasets")
     eval_sources = read_sources(cfg.test_datasets or [], "test_datasets")
-    fingerprint = data_fingerprint(cfg, train_sources + eval_sources, tokenizer)
-    content = content_digest(train_sources + eval_sources, tokenizer)
+    tokenizer_digest = tokenizer_fingerprint(tokenizer)  # hashes the whole vocabulary: once
+    fingerprint = data_fingerprint(cfg, train_sources + eval_sources, tokenizer_digest)
+    content = content_digest(train_sources + eval_sources, tokenizer_digest)
     cache = cache_dir(cfg, fingerprint) if use_cache else None
     if cache is not None and (cache / REPORT_FILE).exists():
         note(f"prepared data found in {cache}")

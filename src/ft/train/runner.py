@@ -8,6 +8,7 @@ stops cleanly on Ctrl-C/SIGTERM, and writes the run folder.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -24,6 +25,7 @@ from ft.config.schema import FtConfig
 from ft.data.packing import PackedRowsCollator, varlen_attention
 from ft.models.precision import Precision
 from ft.runs.folder import (
+    ADAPTER_CONFIG,
     CONFIG_YML,
     FINAL_TMP,
     LOSS_PNG,
@@ -203,10 +205,6 @@ def train_on_prepared(
     emit(_note(f"base model loaded in {time.monotonic() - began:.1f} s"))
     adapted = attach_adapter(cfg, model)
     base_name = portable_base_name(cfg)
-    # Saved in every adapter_config.json (checkpoints too): the Hub id, not a path of this machine,
-    # so the adapter loads elsewhere (peft's AutoPeftModel reads it).
-    for adapter_config in getattr(adapted.model, "peft_config", {}).values():
-        adapter_config.base_model_name_or_path = base_name
     emit(
         _note(
             f"trainable parameters: {adapted.trainable_params:,} of {adapted.total_params:,} "
@@ -412,9 +410,22 @@ def save_run_folder(context: RunContext, trainer: Any, result: TrainResult) -> N
         trainer.save_model(str(tmp))
     if not trainer.is_world_process_zero():
         return
+    name_base_portably(tmp, context.base_name)
     follow_umask(tmp)
     with writing(run_dir, FINAL_WRITE_HINT):
         _publish_run_files(context, tmp, result)
+
+
+def name_base_portably(folder: Path, base_name: str) -> None:
+    """The final adapter_config.json names the base by its Hub id, not a folder of this machine, so
+    the adapter loads elsewhere (peft's AutoPeftModel reads it). Only the final one: while training,
+    peft looks the name up at each save (a Hub request for a Hub id), so checkpoints keep the path."""
+    path = folder / ADAPTER_CONFIG
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base_name
+    write_json_atomic(path, config)
 
 
 FINAL_WRITE_HINT = "free some disk space, then run ft train CONFIG --resume: it writes the run folder from the last checkpoint"
