@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -335,3 +336,22 @@ def test_an_interrupted_generate_keeps_the_rows_done(
     assert all(isinstance(row["generated"], str) for row in kept)
     assert not partial.exists()
     assert f"kept the {len(kept)} of {len(rows)} row(s) generated before the stop" in capsys.readouterr().err
+
+
+def test_default_batch_size_follows_the_free_memory() -> None:
+    import torch
+
+    from ft.infer.generate import default_batch_size
+
+    def model(layers: int, vocab: int) -> Any:
+        config = SimpleNamespace(
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            vocab_size=vocab,
+        )
+        return SimpleNamespace(config=config, dtype=torch.float32, parameters=lambda: iter([torch.zeros(1)]))
+
+    assert default_batch_size(model(2, 400), 50, 32) == 8  # a tiny model: the CPU's cap
+    assert default_batch_size(model(10**6, 10**9), 50, 32) == 1  # rows that do not fit: one at a time

@@ -316,9 +316,10 @@ def default_batch_size(model: Any, longest_prompt: int, max_new_tokens: int) -> 
     kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
     head_dim = int(getattr(config, "head_dim", None) or getattr(config, "hidden_size", 4096) // heads)
     vocab = int(getattr(config, "vocab_size", 32000))
-    element = next(model.parameters()).element_size() if model.dtype != torch.uint8 else 2
+    # The KV cache is kept in the activations' dtype (a k-bit model's float parameters say which).
+    element = model.dtype.itemsize if getattr(model.dtype, "is_floating_point", False) else 4
     tokens = longest_prompt + max_new_tokens
-    per_row = 2 * layers * kv_heads * head_dim * tokens * max(element, 2) + 2 * vocab * 4 * tokens
+    per_row = 2 * layers * kv_heads * head_dim * tokens * element + 2 * vocab * 4 * tokens
     device = next(model.parameters()).device
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
