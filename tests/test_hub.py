@@ -1,131 +1,160 @@
-"""Reaching the Hub when there is none: one quick probe, the local cache, a fast message with the
-`hf download` commands (ft.config.hub). No test touches the network: an unreachable Hub is a port
-nobody listens on, or one that accepts and never answers."""
+"""Model cards and `ft push`, offline: the card's header and sections from run.json (again after
+ft merge and ft eval), the exact files a push uploads, refusal without a token before any work, and
+a clear error within seconds when the Hub cannot be reached. The upload itself needs the Hub and
+is not tested here."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from ft.base.errors import FtError
-from ft.config.hub import HubRef, hub_refs, is_cached, prepare_hub_access, probe_url
-from ft.config.load import load_config
+from test_train import ADAPTER_RUN_FILES, run_cli, write_config
 
-REPO = Path(__file__).resolve().parent.parent
-HUB_CONFIGS = ["llama2-qlora", "phi2-qlora", "phi3-qlora", "mistral-qlora", "gpt2-lora"]
-
-
-def shipped(name: str):
-    return load_config(REPO / "configs" / f"{name}.yml")
+FAKE_TOKEN = "hf_ftTestTokenThatMustNeverBePrinted0123"
+CLOSED_PORT = "http://127.0.0.1:9"
+"""The discard port on this machine: nothing listens, so a connection is refused at once."""
 
 
-def fake_snapshot(home: Path, repo_id: str, files: list[str], repo_type: str = "model") -> Path:
-    commit = "1" * 40
-    repo = home / "hub" / f"{repo_type}s--{repo_id.replace('/', '--')}"
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    for name in files:
-        (snapshot / name).write_text("{}")
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    return snapshot
+def card_header(path: Path) -> dict:
+    text = path.read_text()
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
 
 
-def test_refs_of_a_config_by_what_the_command_reads() -> None:
-    cfg = shipped("phi3-qlora")
-    train = hub_refs(cfg, ("weights", "data"))
-    assert [(r.key, r.repo_id, r.need) for r in train] == [
-        ("base_model", "microsoft/Phi-3-mini-4k-instruct", "weights"),
-        ("datasets[0].path", "HuggingFaceH4/ultrachat_200k", "data"),
-        ("test_datasets[0].path", "HuggingFaceH4/ultrachat_200k", "data"),
+def ft(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ft", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def env_without_token(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE")
+    }
+    return {**env, **extra}
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("hub")
+    config = write_config(tmp, tiny_model_dir, max_steps=4, save_steps=2, val_set_size=4, eval_steps=4)
+    assert run_cli("train", str(config)) == 0
+    return tmp / "run"
+
+
+@pytest.mark.integration
+def test_run_card_from_run_json(run: Path) -> None:
+    header = card_header(run / "README.md")
+    assert header["library_name"] == "peft" and header["pipeline_tag"] == "text-generation"
+    assert header["tags"] == ["ft", "sft", "trl", "lora"]
+    assert "base_model" not in header  # a local folder is not a Hub id
+    text = (run / "README.md").read_text()
+    assert "| lora_r | 8 |" in text and "| learning_rate | 0.01 |" in text
+    assert "| train rows | 12 |" in text and "| eval rows | 4 |" in text
+    assert "- steps: 4" in text and "AutoPeftModelForCausalLM" in text
+    assert "Prompt format `alpaca`; each answer ends with `</s>`" in text
+
+
+@pytest.mark.integration
+def test_merge_and_eval_write_the_cards_again(run: Path) -> None:
+    assert run_cli("eval", str(run), "--limit", "2", "--max-new-tokens", "4") == 0
+    text = (run / "README.md").read_text()
+    assert "`ft eval` on 2 held-out rows" in text and "perplexity" in text
+    assert run_cli("merge", str(run)) == 0
+    merged = card_header(run / "merged" / "README.md")
+    assert merged["library_name"] == "transformers" and "merged" in merged["tags"]
+    body = (run / "merged" / "README.md").read_text()
+    assert "merged in float32: max |logit difference| against base+adapter" in body
+    assert "AutoModelForCausalLM.from_pretrained" in body
+
+
+@pytest.mark.integration
+def test_files_pushed_are_exactly_the_run(run: Path) -> None:
+    from ft.runs.hub import files_to_push
+
+    names = [name for _, name in files_to_push(run)]
+    assert len(names) == len(set(names))
+    # everything the run wrote but its card (pushed as generated) and its checkpoints
+    assert set(names) == (ADAPTER_RUN_FILES - {"README.md"}) | (
+        {"eval.json"} if (run / "eval.json").exists() else set()
+    )
+
+
+def test_files_pushed_for_a_gguf_file(tmp_path: Path) -> None:
+    from ft.runs.hub import files_to_push
+
+    for name in ("m-q8_0.gguf", "m-q8_0.Modelfile", "m-q8_0.ft_export.json", "other.gguf"):
+        (tmp_path / name).write_text("x")
+    assert [name for _, name in files_to_push(tmp_path / "m-q8_0.gguf")] == [
+        "m-q8_0.gguf",
+        "m-q8_0.Modelfile",
+        "m-q8_0.ft_export.json",
     ]
-    assert [r.need for r in hub_refs(cfg, ("config",))] == ["config"]
-    assert [r.need for r in hub_refs(cfg, ("tokenizer", "data"))] == ["tokenizer", "data", "data"]
-    assert hub_refs(load_config(REPO / "configs" / "quickstart.yml"), ("weights", "data")) == []
 
 
-def test_download_commands() -> None:
-    assert HubRef("base_model", "org/m", "weights").download_command() == "hf download org/m"
-    assert HubRef("base_model", "org/m", "config", "v2").download_command() == (
-        "hf download org/m config.json --revision v2"
+def test_push_without_token_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "m.gguf").write_text("x")
+    result = ft("push", str(tmp_path / "m.gguf"), "me/model", env=env_without_token())
+    assert result.returncode == 2, result.stderr
+    assert "no Hugging Face token in the environment" in result.stderr and "HF_TOKEN" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_hub_fails_fast_without_showing_the_token(tmp_path: Path) -> None:
+    (tmp_path / "m.gguf").write_text("x")
+    env = env_without_token(HF_TOKEN=FAKE_TOKEN, HF_ENDPOINT=CLOSED_PORT)
+    started = time.monotonic()
+    result = ft("push", str(tmp_path / "m.gguf"), "me/model", env=env)
+    assert result.returncode == 2, result.stderr
+    assert time.monotonic() - started < 30  # interpreter start-up included; the probe gives up after 5 s
+    assert "the Hugging Face Hub (http://127.0.0.1:9) cannot be reached" in result.stderr
+    assert FAKE_TOKEN not in result.stdout + result.stderr
+
+
+@pytest.mark.integration
+def test_train_with_hub_model_id_needs_a_token_before_anything(tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "c.yml"
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"instruction": "a", "output": "b"}\n')
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "base_model": str(tiny_model_dir),
+                "datasets": [{"path": str(data), "type": "alpaca"}],
+                "adapter": "lora",
+                "lora_target_linear": True,
+                "hub_model_id": "me/model",
+                "output_dir": str(tmp_path / "out"),
+            }
+        )
     )
-    assert HubRef("d", "org/d", "data").download_command() == "hf download --repo-type dataset org/d"
-    assert "--include" in HubRef("base_model", "org/m", "tokenizer").download_command()
+    result = ft("train", str(config), env=env_without_token())
+    assert result.returncode == 2, result.stderr
+    assert "no Hugging Face token" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
-def test_cache_lookup_by_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HOME", str(tmp_path))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HF_DATASETS_CACHE", raising=False)
-    fake_snapshot(tmp_path, "org/m", ["config.json", "tokenizer.json"])
-    assert is_cached(HubRef("base_model", "org/m", "config"))
-    assert is_cached(HubRef("base_model", "org/m", "tokenizer"))
-    assert not is_cached(HubRef("base_model", "org/m", "weights"))  # no weights file
-    assert not is_cached(HubRef("base_model", "org/m", "config", revision="v2"))
-    assert not is_cached(HubRef("d", "org/d", "data"))
-    (tmp_path / "datasets" / "org___d").mkdir(parents=True)  # datasets' own Arrow cache
-    assert is_cached(HubRef("d", "org/d", "data"))
+def test_hub_keys_in_the_config(tmp_path: Path) -> None:
+    from ft.base.errors import ConfigError
+    from ft.config.load import load_config
 
+    def load(**keys: object):
+        path = tmp_path / "c.yml"
+        base = {"base_model": "org/model", "datasets": [{"path": "org/data", "type": "alpaca"}]}
+        path.write_text(yaml.safe_dump({**base, **keys}))
+        return load_config(path)
 
-def test_probe_gives_up_on_a_hub_that_never_answers() -> None:
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        began = time.monotonic()
-        why = probe_url(f"http://127.0.0.1:{server.getsockname()[1]}", 0.5)
-        assert time.monotonic() - began < 2
-    assert why is not None and "within 0.5 s" in why
-
-
-def test_unreachable_hub_and_empty_cache_is_one_error_listing_every_download(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("HF_HOME", str(tmp_path))
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_CACHE"):
-        monkeypatch.delenv(name, raising=False)
-    with pytest.raises(FtError) as caught:
-        prepare_hub_access(shipped("llama2-qlora"), ("weights", "data"))
-    err = caught.value
-    assert "cannot be reached (ConnectionRefusedError" in err.message
-    assert "base_model: NousResearch/Llama-2-7b-chat-hf" in err.message
-    assert "datasets[0].path: mlabonne/guanaco-llama2-1k" in err.message
-    assert err.hint is not None and "hf download --repo-type dataset mlabonne/guanaco-llama2-1k" in err.hint
-    assert os.environ["HF_HUB_OFFLINE"] == "1"  # the libraries imported later stay off the network
-
-    # Everything cached: the run goes on offline, with a note.
-    fake_snapshot(tmp_path, "NousResearch/Llama-2-7b-chat-hf", ["config.json", "model.safetensors"])
-    fake_snapshot(tmp_path, "mlabonne/guanaco-llama2-1k", ["data.parquet"], "dataset")
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    [note] = prepare_hub_access(shipped("llama2-qlora"), ("weights", "data"))
-    assert "using the local cache (HF_HUB_OFFLINE=1)" in note
-
-
-@pytest.mark.parametrize("command", ["format", "train"])
-def test_shipped_hub_config_fails_within_5_s_without_a_network(command: str, tmp_path: Path) -> None:
-    """The issue's measure, through the real command line: no HF_HUB_OFFLINE, no network, an empty
-    cache. (ft plan: test_plan.py; every shipped config and command: bench/offline.py.)"""
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9"}
-    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_CACHE"):
-        env.pop(name, None)
-    config = REPO / "configs" / "llama2-qlora.yml"
-    began = time.monotonic()
-    out = subprocess.run(
-        [sys.executable, "-m", "ft", command, str(config)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    seconds = time.monotonic() - began
-    assert out.returncode == 2, out.stderr
-    assert "hf download NousResearch/Llama-2-7b-chat-hf" in out.stderr and "Traceback" not in out.stderr
-    assert seconds < 5, seconds
-    assert not (tmp_path / "outputs").exists()  # ft train stopped before it claimed output_dir
+    cfg = load(hub_model_id="me/model", hub_strategy="end", hub_revision="v1")
+    assert (cfg.hub_model_id, cfg.hub_strategy, cfg.hub_revision) == ("me/model", "end", "v1")
+    with pytest.raises(ConfigError, match="hub_model_id: 'model' is not a Hub repo id"):
+        load(hub_model_id="model")
+    with pytest.raises(ConfigError, match="hub_strategy"):
+        load(hub_strategy="every_save")

@@ -26,7 +26,6 @@ to resume from.
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import re
 import shutil
@@ -49,6 +48,7 @@ from ft.runs.folder import (
     has_work_to_keep,
     incomplete_checkpoints,
     newest_checkpoint,
+    read_json,
     trim_metrics,
     utc_now,
     write_json_atomic,
@@ -126,14 +126,6 @@ class RunDirClaim:
 # Is this folder ft's, and only ft's?
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 MARKER_KEYS = frozenset({"ft_version", "started_at", "run_dir"})
 
 
@@ -141,7 +133,7 @@ def marker_of(run_dir: Path, *, copied: bool = False) -> dict[str, Any] | None:
     """`.ft-run.json` when it is ft's and was written for this very folder; with `copied`, also
     one that came along when the folder was copied or moved (cp -a, rsync): enough to resume the
     run, never to delete the folder."""
-    data = _read_json(run_dir / RUN_MARKER)
+    data = read_json(run_dir / RUN_MARKER)
     if data is None or not data.keys() >= MARKER_KEYS:
         return None
     return data if copied or data["run_dir"] == str(run_dir.resolve()) else None
@@ -149,7 +141,7 @@ def marker_of(run_dir: Path, *, copied: bool = False) -> dict[str, Any] | None:
 
 def finished_record_of(run_dir: Path) -> bool:
     """run.json parses and holds every key ft writes there (a user's own run.json does not)."""
-    data = _read_json(run_dir / RUN_JSON)
+    data = read_json(run_dir / RUN_JSON)
     return data is not None and all(key in data for key in RUN_KEYS)
 
 
@@ -353,7 +345,7 @@ def _claim_for_resume(claim: RunDirClaim, cfg: FtConfig, note: Note, allow_chang
 def run_history(run_dir: Path) -> dict[str, Any]:
     """What a resume carries over: the first start, earlier resumes, the data's digest and the
     folder the run was started in, from run.json (finished) or .ft-run.json (unfinished)."""
-    record = _read_json(run_dir / RUN_JSON) if finished_record_of(run_dir) else None
+    record = read_json(run_dir / RUN_JSON) if finished_record_of(run_dir) else None
     data = record or marker_of(run_dir, copied=True) or {}
     resumes = data.get("resumes")
     return {
@@ -368,7 +360,7 @@ def record_data_content(claim: RunDirClaim, digest: str) -> None:
     """Keep the digest of the data in the marker, so a resume of an unfinished run can compare,
     with the resumes as they stand (a data change allowed on this one is in its entry)."""
     claim.data_content = digest
-    marker = _read_json(claim.run_dir / RUN_MARKER)
+    marker = read_json(claim.run_dir / RUN_MARKER)
     if marker is not None:
         write_json_atomic(
             claim.run_dir / RUN_MARKER, {**marker, "data_content": digest, "resumes": claim.resumes}

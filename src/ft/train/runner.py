@@ -23,7 +23,7 @@ from ft.config.hub import TRAIN_NEEDS, prepare_hub_access
 from ft.config.load import dump_config
 from ft.config.schema import FtConfig
 from ft.data.packing import PackedRowsCollator, varlen_attention
-from ft.models.precision import Precision
+from ft.models.precision import Precision, resolve_precision
 from ft.runs.folder import (
     ADAPTER_CONFIG,
     CONFIG_YML,
@@ -42,6 +42,7 @@ from ft.runs.folder import (
 )
 from ft.runs.outdir import writing
 from ft.runs.record import Launch
+from ft.train.launch import check_launch
 from ft.train.settings import build_sft_config, is_main_process_from_env, set_wandb_env, world_size_from_env
 
 if TYPE_CHECKING:
@@ -110,9 +111,15 @@ def run_training(
         for flag, on in (("--resume", resume), ("--force", force), ("--allow-changes", allow_changes))
         if on
     )
+    if cfg.hub_model_id:
+        from ft.runs.hub import hub_token
+
+        hub_token()  # no token: stop now, not after the training
     # Resolved: a symlinked output_dir is replaced where it points, and `.` or `x/..` get real names.
     run_dir = Path(cfg.output_dir).expanduser().resolve()
     main = is_main_process_from_env()
+    # Before the output folder is claimed: a launch that would save no weights is refused first.
+    launch_notes = check_launch(cfg, resolve_precision(cfg).use_cpu, os.environ)
     with (
         raise_on_signals(stopped_before_training),
         claimed_run_dir(
@@ -126,7 +133,7 @@ def run_training(
             allow_changes=allow_changes,
         ) as claim,
     ):
-        notes = prepare_hub_access(cfg, TRAIN_NEEDS)
+        notes = prepare_hub_access(cfg, TRAIN_NEEDS) + launch_notes
         set_wandb_env(cfg)
         if main:
             # Now, not at the end: an interrupted folder says what it was running.
@@ -149,9 +156,36 @@ def run_training(
         tokenizer.chat_template = chat_template_jinja(cfg, tokenizer)
         notes += summary_lines(data.report)
         start = RunStart(launch, flags, claim.started_at, tuple(claim.resumes))
-        return train_on_prepared(
+        result = train_on_prepared(
             cfg, tokenizer, data, resume_from=claim.resume_from, emit=emit, notes=notes, start=start
         )
+    if cfg.hub_model_id and main:
+        emit(_note(push_run_folder(run_dir, cfg)))
+    return result
+
+
+def push_run_folder(run_dir: Path, cfg: FtConfig) -> str:
+    """The finished run folder to cfg.hub_model_id (hub_strategy: end); the line to show."""
+    from ft.runs.card import card_for_push
+    from ft.runs.hub import HubError, push
+
+    assert cfg.hub_model_id is not None
+    try:
+        pushed = push(
+            run_dir,
+            cfg.hub_model_id,
+            card_for_push(run_dir, cfg.hub_model_id),
+            private=bool(cfg.hub_private_repo),
+            revision=cfg.hub_revision,
+        )
+    except HubError as err:
+        raise HubError(
+            f"the run is saved in {run_dir}, but the push failed: {err.message}",
+            hint=f"{err.hint}; then: ft push {run_dir} {cfg.hub_model_id}",
+        ) from None
+    return f"pushed {len(pushed.files)} files to {pushed.repo_id}" + (
+        f" ({pushed.url})" if pushed.url else ""
+    )
 
 
 def stopped_before_training(signal_name: str) -> TrainingInterrupted:
@@ -181,7 +215,6 @@ def train_on_prepared(
         resolve_base_model_path,
         weights_description,
     )
-    from ft.models.precision import resolve_precision
 
     run_dir = Path(cfg.output_dir).expanduser()
     notes = list(notes or [])
@@ -449,6 +482,9 @@ def _publish_run_files(context: RunContext, tmp: Path, result: TrainResult) -> N
     write_json_atomic(run_dir / RUN_JSON, run_record(context, result))
     # run.json marks the folder as ft's from now on.
     (run_dir / RUN_MARKER).unlink(missing_ok=True)
+    from ft.runs.card import write_run_card
+
+    write_run_card(run_dir, repo=context.cfg.hub_model_id)
 
 
 SKIPPED_SAVE_FILES = frozenset({"training_args.bin", "README.md"})
