@@ -4,10 +4,12 @@ nobody listens on, or one that accepts and never answers."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -129,3 +131,51 @@ def test_shipped_hub_config_fails_within_5_s_without_a_network(command: str, tmp
     assert "hf download NousResearch/Llama-2-7b-chat-hf" in out.stderr and "Traceback" not in out.stderr
     assert seconds < 5, seconds
     assert not (tmp_path / "outputs").exists()  # ft train stopped before it claimed output_dir
+
+
+class _AnswerEverything(http.server.BaseHTTPRequestHandler):
+    def do_HEAD(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+def test_a_run_to_push_keeps_the_hub_on_or_stops_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hub_model_id with a local model and data: Hub access stays on when the Hub answers (the
+    push at the end needs it), and an unreachable Hub stops the run before it trains."""
+    cfg = load_config(REPO / "configs" / "quickstart.yml").model_copy(update={"hub_model_id": "me/dates"})
+    assert [(r.key, r.need) for r in hub_refs(cfg, ("weights", "data", "upload"))] == [
+        ("hub_model_id", "upload")
+    ]
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+        monkeypatch.delenv(name, raising=False)
+    server = http.server.HTTPServer(("127.0.0.1", 0), _AnswerEverything)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        assert prepare_hub_access(cfg, ("weights", "data", "upload")) == []
+        assert "HF_HUB_OFFLINE" not in os.environ
+    finally:
+        server.shutdown()
+        server.server_close()
+    # ft eval of the same config pushes nothing: Hub access goes off.
+    assert "Hub access is off" in prepare_hub_access(cfg, ("weights", "data"))[0]
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    with pytest.raises(FtError) as caught:
+        prepare_hub_access(cfg, ("weights", "data", "upload"))
+    assert caught.value.message == (
+        "hub_model_id: HF_HUB_OFFLINE is set, so the run could not be pushed to me/dates when it ends"
+    )
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(FtError) as caught:
+        prepare_hub_access(cfg, ("weights", "data", "upload"))
+    assert caught.value.message.startswith(
+        "hub_model_id: the Hugging Face Hub (http://127.0.0.1:9) cannot be reached"
+    )
+    assert caught.value.hint is not None and "ft push RUN_DIR me/dates" in caught.value.hint
+    assert "HF_HUB_OFFLINE" not in os.environ  # a push is never switched off

@@ -269,7 +269,7 @@ def eval_command(
 ) -> None:
     """Eval loss, perplexity and generation metrics (ROUGE-1/2/L, BLEU, exact match) on the held-out split."""
     from ft.cli.progress import StageProgress
-    from ft.config.hub import TRAIN_NEEDS, prepare_hub_access
+    from ft.config.hub import EVAL_NEEDS, prepare_hub_access
     from ft.infer.evaluate import EVAL_JSON, EvalSettings, resolve_target, run_eval
 
     console = Console(soft_wrap=True, highlight=False)
@@ -282,7 +282,7 @@ def eval_command(
 
     # Before the Hugging Face libraries are imported: they read the offline switch then.
     cfg, run = resolve_target(target)
-    for line in prepare_hub_access(cfg.model_copy(update={"base_model": run.base_model_path}), TRAIN_NEEDS):
+    for line in prepare_hub_access(cfg.model_copy(update={"base_model": run.base_model_path}), EVAL_NEEDS):
         note(line)
     from ft.base.quiet import quiet_libraries
 

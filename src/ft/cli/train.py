@@ -157,6 +157,10 @@ def train_command(
     console = Console(soft_wrap=True)
     main = _is_main_process()
     cfg, notes = read_config(config, overrides)
+    if cfg.hub_model_id:
+        from ft.runs.hub import hub_token
+
+        hub_token()  # no token: stop before the Hub is probed, let alone before training
     # Before the training stack is imported: the Hugging Face libraries read the offline switch then.
     notes += prepare_hub_access(cfg, TRAIN_NEEDS)
     from ft.base.quiet import quiet_libraries

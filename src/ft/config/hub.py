@@ -9,7 +9,8 @@ that may touch the Hub calls `prepare_hub_access` first, right after reading the
   telemetry and look-ups open no connections;
 - otherwise one quick probe (a HEAD request to the Hub endpoint, at most `PROBE_TIMEOUT_S`). When
   it fails, Hub access is switched off and what the command needs must be in the local cache,
-  else one error lists each missing repository with its `hf download` command.
+  else one error lists each missing repository with its `hf download` command. A run that is to
+  be pushed at its end (hub_model_id) stops here instead, and keeps Hub access on when it answers.
 
 The switch is the libraries' own `HF_HUB_OFFLINE=1` / `HF_DATASETS_OFFLINE=1`, which huggingface_hub
 and datasets read when they are imported: hence before. The cache is looked up by its documented
@@ -45,13 +46,15 @@ WEIGHT_FILES = re.compile(r".*\.(safetensors|bin)(\.index\.json)?$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 TOKENIZER_PATTERNS = ("config.json", "tokenizer*", "special_tokens_map.json", "*.model")
 
-Need = Literal["weights", "config", "tokenizer", "data"]
+Need = Literal["weights", "config", "tokenizer", "data", "upload"]
 """What a command reads from a Hub repository: model weights (and config), the model's config.json
-only (ft plan), its tokenizer (ft format), a dataset."""
+only (ft plan), its tokenizer (ft format), a dataset; or writes: the run pushed to hub_model_id."""
 MODEL_NEEDS: tuple[Need, ...] = ("weights", "config", "tokenizer")
 """Most first: weights include the config and the tokenizer."""
-TRAIN_NEEDS: tuple[Need, ...] = ("weights", "data")
-"""What ft train (and ft eval) read."""
+EVAL_NEEDS: tuple[Need, ...] = ("weights", "data")
+"""What ft eval reads."""
+TRAIN_NEEDS: tuple[Need, ...] = ("weights", "data", "upload")
+"""What ft train reads, and the push at its end when the config names hub_model_id."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,8 @@ def hub_refs(cfg: FtConfig, needs: Iterable[Need]) -> list[HubRef]:
             for index, dataset in enumerate(datasets):
                 if is_hub_dataset(dataset.path):
                     refs.append(HubRef(f"{prefix}[{index}].path", dataset.path, "data", dataset.revision))
+    if "upload" in wanted and cfg.hub_model_id:
+        refs.append(HubRef("hub_model_id", cfg.hub_model_id, "upload", cfg.hub_revision))
     return refs
 
 
@@ -177,7 +182,9 @@ def repo_id_of_cached_path(path: str) -> str | None:
 
 
 def is_cached(ref: HubRef) -> bool:
-    """The cache holds what the command needs of `ref`."""
+    """The cache holds what the command needs of `ref` (never an upload)."""
+    if ref.need == "upload":
+        return False
     if ref.need == "data":
         arrow = datasets_cache_dir() / ref.repo_id.replace("/", "___")
         return cached_snapshot(ref.repo_id, "dataset", ref.revision) is not None or arrow.is_dir()
@@ -254,16 +261,28 @@ def missing_error(missing: list[HubRef], why: str) -> FtError:
     )
 
 
+def upload_error(upload: HubRef, why: str) -> FtError:
+    return FtError(
+        f"{upload.key}: {why}, so the run could not be pushed to {upload.repo_id} when it ends",
+        hint=f"train without it (--set hub_model_id=) and push the run folder later: ft push RUN_DIR {upload.repo_id}",
+    )
+
+
 def prepare_hub_access(cfg: FtConfig, needs: Iterable[Need]) -> list[str]:
     """Decide Hub access for a command before the Hugging Face libraries are imported; returns notes
-    for the user; raises FtError when the Hub is needed, cannot be reached and the cache lacks it."""
+    for the user; raises FtError when the Hub is needed, cannot be reached and the cache lacks it,
+    or when the run is to be pushed (hub_model_id) and the Hub cannot be reached: before training,
+    not after it. A command that pushes never switches Hub access off."""
     refs = hub_refs(cfg, needs)
+    upload = next((ref for ref in refs if ref.need == "upload"), None)
     if not refs:
         if not hub_offline():
             go_offline(override=False)
             return ["model and data are local: Hugging Face Hub access is off (HF_HUB_OFFLINE=1)"]
         return []
     if hub_offline():
+        if upload is not None:
+            raise upload_error(upload, "HF_HUB_OFFLINE is set")
         missing = [ref for ref in refs if not is_cached(ref)]
         if missing:
             raise missing_error(missing, "HF_HUB_OFFLINE is set")
@@ -271,8 +290,10 @@ def prepare_hub_access(cfg: FtConfig, needs: Iterable[Need]) -> list[str]:
     why = probe_hub()
     if why is None:
         return []
-    go_offline(override=True)
     reason = f"the Hugging Face Hub ({endpoint()}) cannot be reached ({why})"
+    if upload is not None:
+        raise upload_error(upload, reason)
+    go_offline(override=True)
     missing = [ref for ref in refs if not is_cached(ref)]
     if missing:
         raise missing_error(missing, reason)

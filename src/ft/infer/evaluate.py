@@ -241,14 +241,14 @@ def run_eval(
 ) -> EvalReport:
     """The whole `ft eval`: load, loss, generations, metrics (base too when asked); writes eval.json.
     `on_note` hears what is being loaded and how long it took."""
-    from ft.config.hub import TRAIN_NEEDS, prepare_hub_access
+    from ft.config.hub import EVAL_NEEDS, prepare_hub_access
     from ft.data.pipeline import prepare_data
     from ft.infer.generate import prompt_ids
     from ft.infer.loading import load_folder_tokenizer, load_for_inference
 
     progress = on_progress or (lambda stage, done, total: None)
     cfg, run = resolve_target(target)
-    for line in prepare_hub_access(cfg.model_copy(update={"base_model": run.base_model_path}), TRAIN_NEEDS):
+    for line in prepare_hub_access(cfg.model_copy(update={"base_model": run.base_model_path}), EVAL_NEEDS):
         on_note(line)
     # The data first (tokenizer only): a config without a held-out split fails before weights load.
     tokenizer = load_folder_tokenizer(run.run_dir)
