@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -169,11 +170,18 @@ def test_overfitted_fact_survives_the_merge(lora_run: Path, merged: Path) -> Non
     assert tokenizer.eos_token_id in answer_ids  # it learned to stop, and the merged model stops there
 
 
-def test_streaming_and_in_memory_give_the_same_tensors(lora_run: Path, merged: Path, tmp_path: Path) -> None:
+def test_streaming_and_in_memory_give_the_same_tensors(
+    lora_run: Path, merged: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import torch
 
     out = tmp_path / "streamed"
     assert run_cli("merge", str(lora_run), "--streaming", "--out", str(out), "--max-shard-size", "100KB") == 0
+    # Not a terminal (captured): each step a plain line, then its time.
+    lines = capsys.readouterr().out.splitlines()
+    for step in ("loading the base model (float32) with the adapter", "merging and writing tensor by tensor"):
+        assert f"{step} ..." in lines
+        assert any(re.fullmatch(rf"{re.escape(step)}: \d+\.\d s", line) for line in lines), lines
     assert len(list(out.glob("model-*.safetensors"))) > 2 and (out / "model.safetensors.index.json").is_file()
     streamed, in_memory = state_dict_of(out), state_dict_of(merged)
     assert streamed.keys() == in_memory.keys()
