@@ -2,8 +2,8 @@
 
 Generated from what the run recorded (run.json, config.yml, eval.json, ft_merge.json), never
 hand-edited: `ft train` writes the run's card, `ft eval` and `ft merge` write it again with what
-they measured. The YAML header carries the Hub's fields (base_model when it is a Hub id,
-library_name, tags, license when the base declares one, datasets that are Hub ids); the body says
+they measured. The YAML header carries the Hub's fields (base_model when it is a Hub id or run.json's
+portable base_model_name names one, library_name, tags, license when the base declares one, datasets that are Hub ids); the body says
 how the model was trained and how to load it with plain transformers / peft.
 """
 
