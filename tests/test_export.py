@@ -73,8 +73,12 @@ def test_run_folder_exports_the_merged_model(lora_run: Path, tmp_path: Path, cap
     assert 0 <= checks["max_abs_logit_diff"] <= checks["tolerance"] == 1e-4
     assert checks["top1_agreement"] == 1.0 and checks["tokenizer_ids_equal"] is True
     assert checks["max_relative_tensor_error"] == 0.0 and checks["tensors_read_back"] == record["tensors"]
+    assert record["base_model_name"] == info["base_model_name"]
     printed = capsys.readouterr().out
     assert "max |Δlogit|" in printed and "top-1 agreement 100.0%" in printed
+    # Not a terminal (captured): the tensors written as plain lines, the last one complete.
+    total = record["tensors"]
+    assert f"tensors: {total}/{total} (100%)" in printed
     # the temporary merge is gone: only the three files
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "tiny-f32.Modelfile",

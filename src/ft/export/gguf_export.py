@@ -271,7 +271,8 @@ def _export_model(
     specials = special_tokens_of(tokenizer)
     vocab = build_vocab(tokenizer, folder, int(hparams.get("vocab_size") or len(tokenizer)))
     chat_template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
-    meta = Metadata(source.path.name, source.record.get("base_model"), chat_template, specials.adds_bos)
+    base_name = source.record.get("base_model_name") or source.record.get("base_model")
+    meta = Metadata(source.path.name, base_name, chat_template, specials.adds_bos)
     written_type = "f16" if kind_name in K_QUANTS else kind_name
     tmp = work / out.name
     log(
@@ -300,6 +301,7 @@ def _export_model(
         "source": str(source.path),
         "merged_from_run": source.adapter,
         "base_model": source.record.get("base_model"),
+        "base_model_name": base_name,
         "gguf": out.name,
         "type": kind_name,
         "architecture": recipe.arch_name,
@@ -450,6 +452,7 @@ def _export_adapter(
         "ft_version": _version(),
         "source": str(source.path),
         "base_model": source.record.get("base_model"),
+        "base_model_name": source.record.get("base_model_name") or source.record.get("base_model"),
         "gguf": out.name,
         "type": kind_name,
         "adapter": {"type": "lora", "alpha": alpha, "tensors": len(plans)},
