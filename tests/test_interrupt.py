@@ -12,6 +12,7 @@ window there lasts seconds), and the full disk too. Every continuation runs in t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from ft.runs.folder import checkpoint_complete
+from ft.runs.folder import checkpoint_complete, newest_checkpoint
 from test_train import run_cli, write_config
 
 pytestmark = pytest.mark.integration
@@ -109,6 +110,10 @@ def pause_mid_save(proc: subprocess.Popen, run: Path, log: Path, steps: range) -
     raise AssertionError(f"no checkpoint save caught half-way in {list(steps)}")
 
 
+def folder_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.removeprefix("checkpoint-"))
+
+
 def run_json(run: Path) -> dict:
     return json.loads((run / "run.json").read_text())
 
@@ -131,13 +136,15 @@ def test_sigterm_during_data_preparation_then_a_plain_rerun(
 
     config = write_config(tmp_path, tiny_model_dir, max_steps=4, save_steps=2)
     run = tmp_path / "run"
-    # .ft-run.json is written once the signal handling is in place, before the tokenizer and data load.
-    with signal_self_when(lambda: (run / ".ft-run.json").is_file(), signal.SIGTERM) as sent:
+    # .ft-run.json is written once the signal handling is in place, then config.yml, then the
+    # tokenizer and data load.
+    with signal_self_when(lambda: (run / "config.yml").is_file(), signal.SIGTERM) as sent:
         code = run_cli("train", str(config))
     assert sent.is_set() and code == 130
     err = " ".join(capsys.readouterr().err.split())
     assert "stopped by SIGTERM before training started" in err
-    assert sorted(p.name for p in run.iterdir()) == [".ft-run.json"]
+    # What was running is on disk from the start: the marker and the resolved config.
+    assert sorted(p.name for p in run.iterdir()) == [".ft-run.json", "config.yml"]
 
     assert run_cli("train", str(config), "--resume") == 2  # nothing to resume: says so
     assert "no complete checkpoint" in capsys.readouterr().err
@@ -152,7 +159,7 @@ def test_sigint_during_a_step_then_resume_reaches_the_planned_step(
     planned = 20
     config = write_config(tmp_path, tiny_model_dir, max_steps=planned, save_steps=1000, learning_rate=0.001)
     run, log = tmp_path / "run", tmp_path / "ft.log"
-    proc = start_train(config, log)
+    proc = start_train(config, log, "--set", "logging_steps=1")
     wait_for(lambda: (run / "metrics.jsonl").is_file(), proc, log)  # step 1 is logged: training
     proc.send_signal(signal.SIGINT)
     code, output = finish(proc, log)
@@ -161,7 +168,11 @@ def test_sigint_during_a_step_then_resume_reaches_the_planned_step(
     assert len(checkpoints) == 1 and checkpoint_complete(checkpoints[0]), output
     stopped_at = int(checkpoints[0].name.split("-")[1])
     assert 0 < stopped_at < planned
-    assert f"checkpoint saved in {checkpoints[0]}" in output and "--resume" in output
+    assert f"checkpoint saved in {checkpoints[0]}" in output
+    # The hint repeats the command as it was started: the config and every --set.
+    assert f"continue with: ft train {config} --resume --set logging_steps=1" in output
+    # The log is a file, not a terminal: one plain line per logged step, none of a bar.
+    assert "step 1/20 loss " in output
     assert not (run / "run.json").exists()  # an interrupted run does not look finished
 
     assert run_cli("train", str(config), "--resume") == 0
@@ -256,8 +267,10 @@ def test_second_signal_aborts_and_names_the_newest_checkpoint(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """L5: SIGINT then SIGTERM land together in the middle of a save (the process is frozen while
-    both are sent, so they cannot merge into one): the first asks for a stop, the second aborts.
-    The message names the newest complete checkpoint, and --resume continues from it."""
+    both are sent, so they cannot merge into one): the first asks for a stop, the second aborts
+    before another step or checkpoint. The message names the newest complete checkpoint (the one
+    before, or the one being saved when the abort is only seen once its save ends), and --resume
+    continues from it."""
     planned = 12
     config = write_config(tmp_path, tiny_model_dir, max_steps=planned, save_steps=2)
     run, log = tmp_path / "run", tmp_path / "ft.log"
@@ -268,8 +281,12 @@ def test_second_signal_aborts_and_names_the_newest_checkpoint(
     proc.send_signal(signal.SIGTERM)
     proc.send_signal(signal.SIGCONT)
     code, output = finish(proc, log)
-    newest = run / f"checkpoint-{int(partial.name.split('-')[1]) - 2}"
+    partial_step = folder_step(partial)
+    newest = newest_checkpoint(run)
     assert code == 130, output
+    assert newest is not None and folder_step(newest) in (partial_step - 2, partial_step), output
+    assert max(folder_step(path) for path in run.glob("checkpoint-*")) == partial_step, output
+    assert f"step {partial_step + 1}/" not in output
     assert f"aborted by a second signal; the newest complete checkpoint is {newest}" in output
     assert "--resume" in output and "Traceback" not in output
 
@@ -297,3 +314,45 @@ def test_only_write_failures_are_reported_as_a_full_disk() -> None:
     )
     assert not is_checkpoint_write_failure(RuntimeError("NCCL communicator was aborted on rank 1"))
     assert not is_checkpoint_write_failure(ValueError("checkpoint-3 is not a directory"))
+
+
+def test_a_stop_passes_through_library_code_that_catches_exception() -> None:
+    """transformers turns any error while loading a tokenizer into an OSError: a Ctrl-C landing there
+    must still stop the command as a stop, not as a tokenizer that cannot be loaded."""
+    from ft.base.errors import TrainingInterrupted
+    from ft.base.signals import raise_on_signals
+
+    swallowed = []
+    with (
+        pytest.raises(TrainingInterrupted, match="stopped by SIGTERM"),
+        raise_on_signals(lambda name: TrainingInterrupted(f"stopped by {name}")),
+    ):
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except Exception as err:  # what a library wrapping every error does
+            swallowed.append(err)
+    assert swallowed == []
+
+
+def test_a_second_signal_swallowed_by_library_code_still_aborts_at_the_next_hook() -> None:
+    """The second signal's KeyboardInterrupt is raised wherever the main thread is; when library
+    code swallows it there (a C extension that checks for signals and clears the error), the next
+    trainer hook raises it again, so that no further step or checkpoint is made."""
+    from types import SimpleNamespace
+
+    from ft.train.callbacks import StopCallback, StopRequest, stop_on_signals
+
+    events: list[object] = []
+    request = StopRequest()
+    stop = StopCallback(request)
+    state, control = SimpleNamespace(global_step=4), SimpleNamespace()
+    with stop_on_signals(request, events.append):
+        signal.raise_signal(signal.SIGINT)
+        stop.on_save(None, state, control)  # the first signal only asks for a stop
+        with contextlib.suppress(KeyboardInterrupt):  # swallowed
+            signal.raise_signal(signal.SIGTERM)
+        for hook in (stop.on_save, stop.on_log, stop.on_step_begin, stop.on_step_end):
+            with pytest.raises(KeyboardInterrupt):
+                hook(None, state, control)
+    assert request.signal_name == "SIGINT" and len(events) == 1
+    assert not hasattr(control, "should_save")
