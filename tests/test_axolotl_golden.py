@@ -19,6 +19,8 @@ from __future__ import annotations
 import gzip
 import json
 import re
+from dataclasses import replace
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,18 @@ GOLDEN_DIR = Path(__file__).parent / "golden"
 GOLDEN = json.loads(gzip.decompress((GOLDEN_DIR / "axolotl.json.gz").read_bytes()))
 CHAT_ROWS = [{"messages": messages} for messages in GOLDEN["rows"]["chat"]]
 TYPE_ROWS = {"input_output": GOLDEN["rows"]["input_output"], "completion": GOLDEN["rows"]["completion"]}
+GOLDEN_DAY = datetime(2026, 11, 30)
+"""The day make_axolotl_golden.py ran. Templates that print today's date (llama3_2_vision, llama4,
+mistral_v7_tekken call transformers' `strftime_now`) printed that day into the fixtures."""
+DATE_FORMATS = ("%d %b %Y", "%Y-%m-%d")
+
+
+def on_golden_day(text: str) -> str:
+    """`text` with today's date, as the templates print it, replaced by the fixtures' day."""
+    today = datetime.now()
+    for fmt in DATE_FORMATS:
+        text = text.replace(today.strftime(fmt), GOLDEN_DAY.strftime(fmt))
+    return text
 
 
 @cache
@@ -50,7 +64,8 @@ def ft_encode(dataset: dict[str, Any], row: dict[str, Any]) -> tuple[list[int], 
     cfg = FtConfig(base_model="x", datasets=[{"path": "x", **dataset}])
     tok = tokenizer()
     render = row_renderer(cfg, cfg.datasets[0], tok, special_tokens_of(tok))
-    encoded = encode_segments(tok, render(row))
+    segments = [replace(segment, text=on_golden_day(segment.text)) for segment in render(row)]
+    encoded = encode_segments(tok, segments)
     return encoded.input_ids, "".join("0" if label == IGNORE_INDEX else "1" for label in encoded.labels)
 
 
@@ -84,7 +99,9 @@ def _inference_prompt(name: str, row: dict[str, Any]) -> str:
     messages = [Message(m["role"], m["content"]) for m in row["messages"]]
     first = next(i for i, m in enumerate(messages) if m.role == "assistant")
     fmt = chat_template_format(FtConfig(base_model="x", datasets=[{"path": "x"}]), name, tok)
-    return segments_text(fmt.render(messages[:first], special_tokens_of(tok), add_generation_prompt=True))
+    return on_golden_day(
+        segments_text(fmt.render(messages[:first], special_tokens_of(tok), add_generation_prompt=True))
+    )
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN["templates"]))

@@ -34,8 +34,14 @@ def test_auto_resume_from_checkpoints_continues_the_run(tiny_model_dir: Path, tm
     )
     assert run_cli("train", str(config)) == 0
     first = losses(tmp_path / "run")
+    # As --resume: a config that differs from the run's is refused unless --allow-changes.
+    assert run_cli("train", str(config), "--set", "max_steps=3") == 2
+    captured = capsys.readouterr()
+    assert "auto_resume_from_checkpoints: resuming from the newest checkpoint" in captured.out
+    assert "max_steps: 2 -> 3" in captured.err and "--allow-changes" in captured.err
+    assert losses(tmp_path / "run") == first
     # The same command with more steps: without --resume it continues from checkpoint-2.
-    assert run_cli("train", str(config), "--set", "max_steps=3") == 0
+    assert run_cli("train", str(config), "--set", "max_steps=3", "--allow-changes") == 0
     out = capsys.readouterr().out
     assert "auto_resume_from_checkpoints: resuming from the newest checkpoint" in out
     assert json.loads((tmp_path / "run" / "run.json").read_text())["global_step"] == 3
