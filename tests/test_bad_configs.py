@@ -49,7 +49,7 @@ EXPECTED = {
     "26-typo-in-test-dataset.yml": "test_datasets[0].splt: unknown key (did you mean 'split'?)",
     "27-key-wrong-case.yml": "Base_Model: unknown key (did you mean 'base_model'?)",
     "28-unknown-key.yml": "turbo_mode: unknown key",
-    "29-axolotl-unsupported-key.yml": "rl: axolotl's rl is not supported by ft: ft does supervised fine-tuning only; use axolotl or trl for preference or RL training",
+    "29-axolotl-unsupported-key.yml": "rl: GRPO (online RL with reward functions) is not supported by ft: use rl: dpo, ipo or orpo",
     "30-missing-base-model.yml": "base_model: required, but not given",
     "31-missing-datasets.yml": "datasets: required, but not given",
     "32-empty-datasets.yml": "datasets: needs at least 1 item(s), got none",

@@ -13,7 +13,7 @@ import json
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ft.base.errors import DataError
 from ft.data.examples import required_columns, row_renderer
@@ -25,6 +25,7 @@ from ft.data.tokens import IGNORE_INDEX, encode_many, tokenizer_fingerprint
 if TYPE_CHECKING:
     from ft.config.schema import DatasetSettings, DataSettings, FtConfig
 
+Item = TypeVar("Item")
 CACHE_LAYOUT = 1
 BAD_ROWS_SHOWN = 5
 REPORT_FILE = "ft_report.json"
@@ -157,12 +158,13 @@ def render_source(
     return rendered
 
 
-def check_columns(source: Source) -> None:
+def check_columns(source: Source, required: list[tuple[str, tuple[str, ...]]] | None = None) -> None:
     """A file whose schema lacks a mapped column: every row would fail, so it is one error, even
-    with skip_invalid_rows (skipping the whole file is not what anyone asked for)."""
+    with skip_invalid_rows (skipping the whole file is not what anyone asked for). `required`:
+    (config key, column names) pairs; default: those of an SFT row of the dataset's format."""
     if source.columns is None:
         return
-    for key, names in required_columns(source.settings):
+    for key, names in required if required is not None else required_columns(source.settings):
         if not any(name in source.columns for name in names):
             wanted = " or ".join(repr(name) for name in names)
             raise DataError(
@@ -287,8 +289,9 @@ def dropped_counts(report: DataReport) -> str:
     )
 
 
-def split_eval(cfg: FtConfig, examples: list[Example]) -> tuple[list[Example], list[Example]]:
-    """Seeded hold-out of `val_set_size` (a share below 1, a row count from 1 up)."""
+def split_eval(cfg: FtConfig, examples: list[Item]) -> tuple[list[Item], list[Item]]:
+    """Seeded hold-out of `val_set_size` (a share below 1, a row count from 1 up); `examples` are
+    encoded rows (SFT examples or preference pairs)."""
     size = cfg.val_set_size
     if not size:
         return examples, []

@@ -53,6 +53,8 @@ class TrainResult:
     trainable_params: int
     total_params: int
     notes: list[str] = field(default_factory=list)
+    preference: dict[str, Any] | None = None
+    """Preference runs: run.json's `rl` (method, reference, last reward margins and accuracies)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,18 +102,30 @@ def run_training(
         set_wandb_env(cfg)
 
         from ft.data.chat_templates import chat_template_jinja
-        from ft.data.pipeline import prepare_data, summary_lines
         from ft.models.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(cfg)
-        data = prepare_data(cfg, tokenizer)
+        data, summary = _prepare(cfg, tokenizer)
         # Set before training so checkpoints carry it too: a template that renders the training format.
         # After prepare_data: the tokenizer's own template (tokenizer_default) renders the data.
         tokenizer.chat_template = chat_template_jinja(cfg, tokenizer)
-        notes += summary_lines(data.report)
+        notes += summary
         return train_on_prepared(
             cfg, tokenizer, data, resume_from=claim.resume_from, emit=emit, notes=notes, started_at=started_at
         )
+
+
+def _prepare(cfg: FtConfig, tokenizer: Any) -> tuple[Any, list[str]]:
+    """SFT rows or preference pairs (`rl`), and the lines that say what preparation did."""
+    if cfg.rl:
+        from ft.data.pairs import pair_summary_lines, prepare_pairs
+
+        pairs = prepare_pairs(cfg, tokenizer)
+        return pairs, pair_summary_lines(pairs.report)
+    from ft.data.pipeline import prepare_data, summary_lines
+
+    rows = prepare_data(cfg, tokenizer)
+    return rows, summary_lines(rows.report)
 
 
 def stopped_before_training(signal_name: str) -> TrainingInterrupted:
@@ -164,14 +178,21 @@ def train_on_prepared(
             total_params=adapted.total_params,
         )
     )
-    sft_config = build_sft_config(
-        cfg,
-        precision,
-        run_dir,
-        train_rows=len(data.train),
-        has_eval=data.eval is not None and len(data.eval) > 0,
-        world_size=world_size_from_env(),
-    )
+    sizes: dict[str, Any] = {
+        "train_rows": len(data.train),
+        "has_eval": data.eval is not None and len(data.eval) > 0,
+        "world_size": world_size_from_env(),
+    }
+    reference = None
+    if cfg.rl:
+        from ft.train.preference import build_preference_config, load_reference
+
+        reference, reference_note = load_reference(cfg, base_path, precision, len(tokenizer))
+        if reference_note:
+            emit(_note(reference_note))
+        trainer_args: Any = build_preference_config(cfg, precision, run_dir, **sizes)
+    else:
+        trainer_args = build_sft_config(cfg, precision, run_dir, **sizes)
     context = RunContext(
         cfg=cfg,
         run_dir=run_dir,
@@ -184,7 +205,7 @@ def train_on_prepared(
         started_at=started_at or utc_now(),
         notes=notes,
     )
-    return _train_and_save(context, adapted, tokenizer, data, sft_config, resume_from, emit)
+    return _train_and_save(context, adapted, tokenizer, data, trainer_args, resume_from, emit, reference)
 
 
 @dataclass
@@ -243,9 +264,10 @@ def _train_and_save(
     adapted: Any,
     tokenizer: Any,
     data: Any,
-    sft_config: Any,
+    trainer_args: Any,
     resume_from: Path | None,
     emit: Callable[[TrainEvent], None],
+    reference: Any = None,
 ) -> TrainResult:
     from transformers import EarlyStoppingCallback, PrinterCallback
 
@@ -263,21 +285,28 @@ def _train_and_save(
     cfg, run_dir = context.cfg, context.run_dir
     stop = StopCallback(StopRequest())
     progress = ProgressCallback(emit)
-    collator = packed_rows_collator(cfg, tokenizer)
+    collator = None if cfg.rl else packed_rows_collator(cfg, tokenizer)
     callbacks: list[Any] = [MetricsFileCallback(run_dir / METRICS_JSONL), progress, stop]
     if collator is not None:
         callbacks.insert(0, CollatedTokensCallback(collator, world_size_from_env()))
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    trainer = QuietSFTTrainer(
-        model=adapted.model,
-        args=sft_config,
-        train_dataset=data.train,
-        eval_dataset=data.eval if data.eval is not None and len(data.eval) else None,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-        data_collator=collator,
-    )
+    if cfg.rl:
+        from ft.train.preference import build_preference_trainer
+
+        trainer = build_preference_trainer(
+            cfg, adapted.model, trainer_args, data, tokenizer, callbacks, reference
+        )
+    else:
+        trainer = QuietSFTTrainer(
+            model=adapted.model,
+            args=trainer_args,
+            train_dataset=data.train,
+            eval_dataset=data.eval if data.eval is not None and len(data.eval) else None,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            data_collator=collator,
+        )
     # Progress goes to on_event; transformers' printer would print every log dict to stdout.
     trainer.remove_callback(PrinterCallback)
     if context.precision.compute_dtype == "float32":
@@ -295,6 +324,10 @@ def _train_and_save(
             if trainer.eval_dataset is not None and _last_eval_step(trainer) != trainer.state.global_step:
                 trainer.evaluate()
             result = _result(context, trainer, adapted, progress.start_step)
+            if cfg.rl:
+                from ft.train.preference import drop_reference_adapter
+
+                drop_reference_adapter(trainer.model)
             save_run_folder(context, trainer, result)
     except KeyboardInterrupt:  # the second signal
         raise aborted(run_dir) from None
@@ -344,7 +377,16 @@ def _result(context: RunContext, trainer: Any, adapted: Any, start_step: int = 0
         trainable_params=adapted.trainable_params,
         total_params=adapted.total_params,
         notes=context.notes,
+        preference=_preference_record(context.cfg, history),
     )
+
+
+def _preference_record(cfg: FtConfig, history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if not cfg.rl:
+        return None
+    from ft.train.preference import rl_record
+
+    return rl_record(cfg, history)
 
 
 def save_run_folder(context: RunContext, trainer: Any, result: TrainResult) -> None:
@@ -417,6 +459,7 @@ def run_record(context: RunContext, result: TrainResult) -> dict[str, Any]:
         "final_eval_loss": result.final_eval_loss,
         "started_at": context.started_at,
         "finished_at": utc_now(),
+        **({"rl": result.preference} if result.preference is not None else {}),
     }
 
 
