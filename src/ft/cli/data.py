@@ -65,15 +65,24 @@ def format_command(
     tokens: bool = typer.Option(False, "--tokens", help="Also show token ids and labels."),
     stats: bool = typer.Option(False, "--stats", help="Statistics over the whole training set."),
     as_json: bool = typer.Option(
-        False, "--json", help="One JSON object per example: prompt, completion, text (+ input_ids, labels)."
+        False,
+        "--json",
+        help="One JSON object per example: prompt, completion, text (+ input_ids, labels); "
+        "for pairs: prompt, chosen, rejected (+ prompt_ids, chosen_ids, rejected_ids).",
     ),
     overrides: list[str] = SET_OPTION,
 ) -> None:
-    """Show examples exactly as they will be trained: trained spans green, masked spans dim."""
+    """Show examples exactly as they will be trained: trained spans green, masked spans dim.
+    Preference pairs (rl): the prompt once, then the chosen and the rejected answer."""
     from ft.data.pipeline import preview_examples
 
     console = Console(soft_wrap=True, stderr=as_json)
     cfg, tokenizer = _load(config, overrides, console)
+    if cfg.rl:
+        from ft.cli.pairs import format_pairs
+
+        format_pairs(console, cfg, tokenizer, count, tokens, stats, as_json)
+        return
     examples, report = preview_examples(cfg, tokenizer, None if stats else count)
     if as_json:
         for example in examples[:count]:
@@ -98,14 +107,12 @@ def example_json(example: Example, with_tokens: bool) -> dict[str, Any]:
     return record
 
 
-def visible(text: str) -> str:
-    """Whitespace made visible: newlines as ↵ (then the line break), tabs as →."""
-    return text.replace("\t", "→").replace("\n", "↵\n")
-
-
 def show_example(
     console: Console, number: int, example: Example, tokenizer: Any, limit: int, tokens: bool
 ) -> None:
+    from ft.cli.preview import styled_segments, token_cells
+    from ft.data.tokens import IGNORE_INDEX
+
     trained = example.trained_tokens
     head = (
         f"[bold]example {number}[/] · {example.key} {example.where} · "
@@ -114,29 +121,15 @@ def show_example(
     if example.truncated:
         head += f" · [yellow]truncated to sequence_len {limit}[/]"
     console.rule(head, align="left")
-    parts = []
-    for segment in example.segments:
-        # A space that opens a segment is the prompt/answer boundary's: show it.
-        shown = "·" + segment.text[1:] if segment.text.startswith(" ") else segment.text
-        text = escape(visible(shown))
-        if segment.special:
-            style = "bold magenta" if segment.trained else "magenta"
-        else:
-            style = "green" if segment.trained else "dim"
-        parts.append(f"[{style}]{text}[/]")
-    console.print("".join(parts), highlight=False)
+    console.print(styled_segments(example.segments), highlight=False)
     if tokens:
-        from ft.data.tokens import IGNORE_INDEX
-
-        pieces = tokenizer.convert_ids_to_tokens(example.input_ids)
-        cells = [
-            f"[{'green' if label != IGNORE_INDEX else 'dim'}]{token_id}:{escape(repr(piece)[1:-1])}[/]"
-            for token_id, piece, label in zip(example.input_ids, pieces, example.labels, strict=True)
-        ]
-        console.print(" ".join(cells), highlight=False)
+        scored = [label != IGNORE_INDEX for label in example.labels]
+        console.print(token_cells(tokenizer, example.input_ids, scored), highlight=False)
 
 
 def show_report(console: Console, report: DataReport, cfg: DataSettings, whole_set: bool) -> None:
+    from ft.cli.preview import show_bad_rows, show_too_long
+
     train = report.train
     scope = "whole training set" if whole_set else "shown rows"
     console.rule(f"[bold]{scope}[/]", align="left")
@@ -149,34 +142,23 @@ def show_report(console: Console, report: DataReport, cfg: DataSettings, whole_s
     if train.lengths:
         pct = " ".join(f"{k} {v}" for k, v in train.percentiles().items())
         console.print(f"tokens per row: {pct} (sequence_len {cfg.sequence_len})", highlight=False)
-    if report.too_long:
-        action = {"drop": "dropped", "truncate": "truncated", "error": "an error in training"}[
-            cfg.excess_length_strategy
-        ]
-        console.print(
-            f"[yellow]{report.too_long} row(s) over sequence_len {cfg.sequence_len}: {action}[/]",
-            highlight=False,
-        )
+    show_too_long(console, report, cfg, "row(s)")
     if train.packing_efficiency is not None:
         console.print(
             f"packing: {train.rows} rows in {train.sequences} sequences, efficiency {train.packing_efficiency:.3f}",
             highlight=False,
         )
-    bad = report.bad_rows
     if report.no_trained_tokens:
         console.print(
             f"[yellow]{report.no_trained_tokens} row(s) with no token left to train on (dropped)[/]"
         )
-    if bad:
-        verdict = "skipped (skip_invalid_rows)" if cfg.skip_invalid_rows else "training would stop on them"
-        console.print(f"[red]{len(bad)} bad row(s): {verdict}[/]", highlight=False)
-        for row in bad[:10]:
-            console.print(f"  {escape(str(row))}", highlight=False)
+    show_bad_rows(console, report, cfg, "row(s)")
 
 
 def preprocess_command(config: Path = CONFIG_ARG, overrides: list[str] = SET_OPTION) -> None:
     """Tokenize, mask and pack once into dataset_prepared_path, keyed by a fingerprint of the inputs."""
     from ft.base.quiet import quiet_libraries
+    from ft.data.pairs import pair_summary_lines, prepare_pairs
     from ft.data.pipeline import cache_dir, prepare_data, summary_lines
 
     quiet_libraries()
@@ -187,12 +169,12 @@ def preprocess_command(config: Path = CONFIG_ARG, overrides: list[str] = SET_OPT
         console.print(
             f"[dim]dataset_prepared_path not set: using {DEFAULT_PREPARED_PATH}[/]", highlight=False
         )
-    prepared = prepare_data(cfg, tokenizer)
+    prepared = prepare_pairs(cfg, tokenizer) if cfg.rl else prepare_data(cfg, tokenizer)
     report = prepared.report
     where = cache_dir(cfg, prepared.fingerprint)
     status = "up to date (cached)" if report.from_cache else "written"
     console.print(f"[green]ok[/] {escape(str(where))}: {status}", highlight=False)
-    for line in summary_lines(report):
+    for line in pair_summary_lines(report) if cfg.rl else summary_lines(report):
         console.print(escape(line), highlight=False)
 
 

@@ -34,6 +34,7 @@ class ProgressView:
         self.progress: Progress | None = None
         self.task: TaskID | None = None
         self.loss: float | None = None
+        self.margin: float | None = None
         self.tokens_per_s: float | None = None
 
     def __call__(self, event: TrainEvent) -> None:
@@ -44,7 +45,8 @@ class ProgressView:
     def _status(self) -> str:
         loss = f"{self.loss:.4f}" if self.loss is not None else "-"
         speed = f"{self.tokens_per_s:,.0f}" if self.tokens_per_s is not None else "-"
-        return f"loss {loss}  tok/s {speed}"
+        margin = f"  margin {self.margin:.3f}" if self.margin is not None else ""
+        return f"loss {loss}{margin}  tok/s {speed}"
 
     def _on_note(self, event: TrainEvent) -> None:
         self.console.print(f"[dim]{escape(event.message)}[/]", highlight=False)
@@ -77,6 +79,8 @@ class ProgressView:
     def _on_log(self, event: TrainEvent) -> None:
         if "loss" in event.values:
             self.loss = float(event.values["loss"])
+        if "rewards/margins" in event.values:
+            self.margin = float(event.values["rewards/margins"])
         if event.values.get("tokens_per_s") is not None:
             self.tokens_per_s = float(event.values["tokens_per_s"])
         self._on_step(event)
@@ -84,7 +88,9 @@ class ProgressView:
     def _on_eval(self, event: TrainEvent) -> None:
         loss = event.values.get("eval_loss")
         if loss is not None:
-            self.console.print(f"step {event.step}: eval loss {loss:.4f}", highlight=False)
+            margin = event.values.get("eval_rewards/margins")
+            pairs = f", reward margin {margin:.4f}" if margin is not None else ""
+            self.console.print(f"step {event.step}: eval loss {loss:.4f}{pairs}", highlight=False)
 
     def stop(self) -> None:
         if self.progress is not None:
@@ -102,9 +108,25 @@ def print_summary(console: Console, result: TrainResult) -> None:
         f"tokens/s {num(result.tokens_per_s, ',.0f')}  time {_format_eta(result.train_runtime_s)}",
         highlight=False,
     )
+    if result.preference is not None:
+        console.print(preference_line(result.preference), highlight=False)
     for note in result.notes:
         if note.startswith("matplotlib"):
             console.print(f"[dim]{escape(note)}[/]", highlight=False)
+
+
+def preference_line(record: dict[str, Any]) -> str:
+    """`dpo (reference: ...): reward margin 0.78, accuracy 1.00 (train); 0.75, 1.00 (eval)`."""
+    parts = []
+    for split in ("train", "eval"):
+        rewards = record.get(f"final_{split}")
+        if rewards and "margins" in rewards:
+            accuracy = rewards.get("accuracies")
+            shown = f", accuracy {accuracy:.2f}" if accuracy is not None else ""
+            parts.append(f"reward margin {rewards['margins']:.4f}{shown} ({split})")
+    return f"{record['method']} (reference: {record['reference']}): " + (
+        "; ".join(parts) or "no rewards logged"
+    )
 
 
 def _is_main_process() -> bool:

@@ -552,6 +552,13 @@ def _preference_rules(data: Mapping[str, Any]) -> Iterator[Problem]:
         yield "sample_packing", "preference pairs are not packed (each batch is padded): set it false"
     if is_true(data.get("train_on_inputs")):
         yield "train_on_inputs", "preference tuning scores the answers only: remove train_on_inputs"
+    if is_true(data.get("group_by_length")):
+        yield "group_by_length", "preference pairs are batched in random order: remove group_by_length"
+    if method == "orpo" and is_true(data.get("pad_to_sequence_len")):
+        yield (
+            "pad_to_sequence_len",
+            "rl: orpo pads each batch to its longest pair: remove pad_to_sequence_len",
+        )
     prompt, length = _number(data.get("max_prompt_len")), _number(data.get("sequence_len", 2048))
     if prompt is not None and length is not None and prompt >= length:
         yield (

@@ -55,10 +55,15 @@ class ModelResult:
     perplexity: float
     scores: GenerationScores | None
     generations: list[str] = field(default_factory=list)
+    pairs: dict[str, float] | None = None
+    """Preference runs: log-probability margins of chosen over rejected (ft.infer.pair_eval)."""
 
     def to_json(self) -> dict[str, Any]:
         metrics = self.scores.to_json() if self.scores is not None else None
-        return {"loss": self.loss, "perplexity": self.perplexity, "metrics": metrics}
+        data = {"loss": self.loss, "perplexity": self.perplexity, "metrics": metrics}
+        if self.pairs is not None:
+            data["pairs"] = self.pairs
+        return data
 
 
 @dataclass
@@ -72,6 +77,10 @@ class EvalReport:
     base: ModelResult | None
     samples: list[dict[str, str]]
     notes: list[str] = field(default_factory=list)
+    base_label: str = "base"
+    """What `base` is: the base model, or for preference runs the reference they trained against."""
+    rewards: dict[str, float] | None = None
+    """Preference runs with the reference evaluated: DPO's implicit reward margin and accuracy."""
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -87,6 +96,9 @@ class EvalReport:
         }
         if self.base is not None:
             data["base"] = self.base.to_json()
+            data["base_label"] = self.base_label
+        if self.rewards is not None:
+            data["rewards"] = self.rewards
         data["notes"] = self.notes
         data["samples"] = self.samples
         return data
@@ -276,13 +288,26 @@ def evaluate_model(
     batch_size: int,
     progress: Progress,
 ) -> ModelResult:
-    from ft.infer.generate import GenerationSettings, generate_from_ids, prompt_ids
-
     pad_id = loaded.tokenizer.pad_token_id
     pad_id = loaded.stop_ids[0] if pad_id is None else pad_id
     loss = eval_loss(
         model, dataset, batch_size, pad_id, lambda done: progress(f"loss {label}", done, len(dataset))
     )
+    scores, generations = generate_rows(model, label, loaded, rows, settings, progress)
+    return ModelResult(loss, perplexity(loss), scores, generations)
+
+
+def generate_rows(
+    model: Any,
+    label: str,
+    loaded: LoadedModel,
+    rows: list[HeldOutRow],
+    settings: EvalSettings,
+    progress: Progress,
+) -> tuple[GenerationScores | None, list[str]]:
+    """Greedy answers to the held-out prompts and their scores against the references."""
+    from ft.infer.generate import GenerationSettings, generate_from_ids, prompt_ids
+
     greedy = GenerationSettings(max_new_tokens=settings.max_new_tokens)
     generations = []
     for number, row in enumerate(rows, start=1):
@@ -290,7 +315,7 @@ def evaluate_model(
         generations.append(generate_from_ids(model, loaded, ids, greedy))
         progress(f"generate {label}", number, len(rows))
     scores = score_generations(generations, [r.reference for r in rows]) if rows else None
-    return ModelResult(loss, perplexity(loss), scores, generations)
+    return scores, generations
 
 
 @contextmanager

@@ -206,9 +206,10 @@ def trim_metrics(path: Path, last_step: int) -> int:
 
 
 def plot_loss(metrics: list[dict[str, Any]], path: Path) -> str | None:
-    """loss.png with train and eval loss against the step; returns a note when it is skipped."""
-    train = [(row["step"], row["loss"]) for row in metrics if "loss" in row and "step" in row]
-    evals = [(row["step"], row["eval_loss"]) for row in metrics if "eval_loss" in row and "step" in row]
+    """loss.png with train and eval loss against the step, and for preference runs the reward
+    margin (chosen minus rejected) below it; returns a note when it is skipped."""
+    train = _series(metrics, "loss")
+    evals = _series(metrics, "eval_loss")
     if not train and not evals:
         return "no loss logged: loss.png not written"
     try:
@@ -218,18 +219,39 @@ def plot_loss(metrics: list[dict[str, Any]], path: Path) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed: loss.png not written (pip install 'ft-finetune[plot]')"
-    fig, ax = plt.subplots(figsize=(7, 4))
+    margins = [(label, _series(metrics, key)) for label, key in MARGIN_SERIES]
+    margins = [(label, points) for label, points in margins if points]
+    panels = 2 if margins else 1
+    fig, axes = plt.subplots(panels, 1, figsize=(7, 4 * panels), sharex=True, squeeze=False)
+    ax = axes[0][0]
     if train:
         ax.plot(*zip(*train, strict=True), label="train loss")
     if evals:
         ax.plot(*zip(*evals, strict=True), marker="o", label="eval loss")
-    ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    if margins:
+        low = axes[1][0]
+        for label, points in margins:
+            low.plot(
+                *zip(*points, strict=True), marker="o" if label.startswith("eval") else None, label=label
+            )
+        low.axhline(0.0, color="grey", linewidth=0.8)
+        low.set_ylabel("reward margin (chosen - rejected)")
+    for row in axes:
+        row[0].grid(alpha=0.3)
+        row[0].legend()
+    axes[-1][0].set_xlabel("step")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
     return None
+
+
+MARGIN_SERIES = (("train margin", "rewards/margins"), ("eval margin", "eval_rewards/margins"))
+"""The reward margins trl's DPO and ORPO trainers log (beta x log-ratio difference; ORPO: of mean log-probs)."""
+
+
+def _series(metrics: list[dict[str, Any]], key: str) -> list[tuple[Any, Any]]:
+    return [(row["step"], row[key]) for row in metrics if key in row and "step" in row]
