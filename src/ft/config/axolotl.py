@@ -388,6 +388,7 @@ def _translate_pair_type(out: Translation, where: str, dataset: dict[str, Any]) 
         out.problems.append(
             f"{where}.type: axolotl's {kind} is a preference-pair type: set rl: {RL_METHODS_TEXT}"
         )
+        dataset["type"] = "chat_template"  # said once, not again as an unknown format
         return
     dataset["type"] = "chat_template"
     for key, column in fields.items():

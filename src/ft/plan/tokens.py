@@ -33,10 +33,12 @@ def count_training_tokens(cfg: FtConfig) -> Tokens:
     else:
         reason = "not every dataset is local"
     if cfg.max_steps:
-        total = cfg.max_steps * rows_per_step * cfg.sequence_len
+        sequences = 2 if cfg.rl else 1  # a preference pair is two sequences
+        total = cfg.max_steps * rows_per_step * sequences * cfg.sequence_len
+        rows = f"{rows_per_step} pairs x 2 sequences" if cfg.rl else f"{rows_per_step} rows"
         return Tokens(
             total,
-            f"estimated ({reason}): max_steps {cfg.max_steps} x {rows_per_step} rows x sequence_len "
+            f"estimated ({reason}): max_steps {cfg.max_steps} x {rows} x sequence_len "
             f"{cfg.sequence_len}, an upper bound",
         )
     return Tokens(None, f"unknown ({reason}, no max_steps): hours are given per million tokens")
@@ -71,7 +73,8 @@ def _counted_tokens(cfg: FtConfig, rows_per_step: int) -> Tokens:
     if cfg.max_steps:
         per_row = cfg.sequence_len if cfg.sample_packing else per_epoch / len(lengths)
         total = int(cfg.max_steps * rows_per_step * per_row)
-        how = f"counted: max_steps {cfg.max_steps} x {rows_per_step} rows x {per_row:.0f} tokens"
+        rows = "pairs" if cfg.rl else "rows"
+        how = f"counted: max_steps {cfg.max_steps} x {rows_per_step} {rows} x {per_row:.0f} tokens"
         return Tokens(total, how, longest)
     total = int(per_epoch * cfg.num_epochs)
     return Tokens(
