@@ -1,0 +1,245 @@
+"""DPO: ft against a hand-written trl script (tokens/s), and the memory of the reference model.
+
+    python bench/dpo.py [--pairs 256] [--batch 8] [--skip-memory]
+
+Throughput: the same tiny random Llama-style model (tests/tiny.py), the same alpaca-like pairs
+(a short instruction; a chosen and a rejected answer of varying length), LoRA r=8 on every linear
+layer, beta 0.1, the same batch and one epoch, CPU float32, for
+- a hand-written trl script: DPOTrainer on prompt/chosen/rejected text with `peft_config` (trl
+  renders nothing: the prompt is the alpaca text, as the usual notebook writes it);
+- `ft train` with `rl: dpo` (`ft.train.runner.run_training`), the rows rendered with `type: alpaca`.
+Both count tokens as trl's DPO trainer does (attention mask of both sequences of each pair) and
+time the trainer's own `train_runtime`. Goal: ft / trl >= 0.95.
+
+Memory: peak RSS of a child process training 2 DPO steps on a larger random model (hidden 1024,
+8 layers, ~94M parameters, 0.35 GiB in float32) for
+- ft, reference = the adapter switched off (the default);
+- ft with `ref_model` naming the same model: a second copy in memory;
+- the hand-written trl script with an explicit `ref_model` (a second copy, as many notebooks do).
+Goal: ft's default holds no second copy, i.e. it peaks about one model's size below the others.
+The machine's CPU may be shared: the load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import _env  # noqa: F401  (importing it sets up the environment)
+from train import ALPACA, WORDS
+
+LARGE = {"hidden": 1024, "intermediate": 2816, "layers": 8, "heads": 8, "kv_heads": 4}
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def alpaca_like_pairs(count: int, seed: int = 0) -> list[dict[str, str]]:
+    """A short instruction, and two answers of a few words to a paragraph (long-tailed)."""
+    rng = random.Random(seed)
+
+    def answer() -> str:
+        return " ".join(rng.choices(WORDS, k=min(int(rng.lognormvariate(2.5, 0.8)) + 1, 80)))
+
+    pairs = []
+    while len(pairs) < count:
+        chosen, rejected = answer(), answer()
+        if chosen != rejected:
+            pairs.append(
+                {
+                    "prompt": " ".join(rng.choices(WORDS, k=rng.randint(4, 16))),
+                    "chosen": chosen,
+                    "rejected": rejected,
+                }
+            )
+    return pairs
+
+
+def ft_dpo(
+    model_dir: Path,
+    data: Path,
+    out: Path,
+    batch: int,
+    max_steps: int | None = None,
+    ref_model: str | None = None,
+) -> tuple[float, int]:
+    from ft.config.schema import FtConfig
+    from ft.train.runner import run_training
+
+    cfg = FtConfig(
+        base_model=str(model_dir),
+        rl="dpo",
+        ref_model=ref_model,
+        datasets=[{"path": str(data), "type": "alpaca"}],
+        sequence_len=512,
+        adapter="lora",
+        lora_r=8,
+        lora_alpha=16,
+        lora_target_linear=True,
+        micro_batch_size=batch,
+        num_epochs=1,
+        max_steps=max_steps,
+        learning_rate=1e-4,
+        lr_scheduler="linear",
+        # The script gets transformers' default optimizer (fused AdamW with torch >= 2.8): same here.
+        optimizer="adamw_torch_fused",
+        logging_steps=1,
+        save_steps=10_000,
+        output_dir=str(out),
+    )
+    result = run_training(cfg, force=True)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    tokens = max(int(row["num_tokens"]) for row in rows if "num_tokens" in row)
+    assert result.train_runtime_s is not None
+    return result.train_runtime_s, tokens
+
+
+def trl_dpo(
+    model_dir: Path,
+    pairs: list[dict[str, str]],
+    out: Path,
+    batch: int,
+    max_steps: int = -1,
+    with_ref: bool = False,
+) -> tuple[float, int]:
+    """The usual script: prompt/chosen/rejected text, DPOTrainer, peft_config (and maybe a ref_model)."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.pad_token = tokenizer.unk_token
+    rows = [{**pair, "prompt": ALPACA.format(instruction=pair["prompt"])} for pair in pairs]
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32) if with_ref else None
+    args = DPOConfig(
+        output_dir=str(out),
+        per_device_train_batch_size=batch,
+        num_train_epochs=1,
+        max_steps=max_steps,
+        learning_rate=1e-4,
+        lr_scheduler_type="linear",
+        beta=0.1,
+        logging_steps=1,
+        save_strategy="no",
+        max_length=512,
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to=[],
+        disable_tqdm=True,
+        seed=42,
+    )
+    peft_config = LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS, task_type="CAUSAL_LM")
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=reference,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    output = trainer.train()
+    tokens = max(int(row["num_tokens"]) for row in trainer.state.log_history if "num_tokens" in row)
+    return float(output.metrics["train_runtime"]), tokens
+
+
+# ---------------------------------------------------------------------------------------------
+# Peak memory, one child process per way of holding the reference
+
+
+def child(kind: str, work: Path) -> None:
+    """Run 2 DPO steps on the large model in this process, then print its peak RSS in bytes."""
+    model_dir, data = work / "large", work / "pairs.jsonl"
+    pairs = [json.loads(line) for line in data.read_text().splitlines()]
+    if kind == "ft":
+        ft_dpo(model_dir, data, work / "ft", batch=2, max_steps=2)
+    elif kind == "ft-ref-model":
+        ft_dpo(model_dir, data, work / "ft-ref", batch=2, max_steps=2, ref_model=str(model_dir))
+    else:
+        trl_dpo(model_dir, pairs, work / "trl", batch=2, max_steps=2, with_ref=True)
+    print(json.dumps({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+
+
+def peak_rss(kind: str, work: Path) -> int:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", kind, "--work", str(work)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{kind} failed:\n{done.stdout}\n{done.stderr}")
+    line = next(line for line in reversed(done.stdout.splitlines()) if line.startswith("{"))
+    return int(json.loads(line)["peak_rss"])
+
+
+def memory(work: Path, pairs: list[dict[str, str]]) -> None:
+    from tiny import build_model, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer, **LARGE)
+    weights = sum(p.numel() for p in model.parameters()) * 4
+    model.save_pretrained(work / "large")
+    tokenizer.save_pretrained(work / "large")
+    del model
+    (work / "pairs.jsonl").write_text("".join(json.dumps(pair) + "\n" for pair in pairs[:8]))
+    gib = 2**30
+    results = {kind: peak_rss(kind, work) for kind in ("ft", "ft-ref-model", "trl-ref-model")}
+    print(f"peak RSS, 2 DPO steps, model of {weights / gib:.2f} GiB in float32 (LoRA r=8, batch 2):")
+    labels = {
+        "ft": "ft, reference = adapter off",
+        "ft-ref-model": "ft, ref_model = the same model",
+        "trl-ref-model": "trl script with a ref_model",
+    }
+    for kind, rss in results.items():
+        extra = (rss - results["ft"]) / weights
+        print(f"  {labels[kind]:32s} {rss / gib:6.2f} GiB  ({extra:+.2f} model copies over ft's default)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pairs", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.work)
+        return
+
+    from tiny import save_tiny_model
+
+    pairs = alpaca_like_pairs(args.pairs)
+    with tempfile.TemporaryDirectory(prefix="ft-bench-dpo-") as tmp_name:
+        tmp = Path(tmp_name)
+        model_dir = save_tiny_model(tmp / "tiny")
+        data = tmp / "pairs.jsonl"
+        data.write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
+        # The script runs first, so any warm-up cost falls on it, not on ft.
+        results = {
+            "trl script": trl_dpo(model_dir, pairs, tmp / "trl", args.batch),
+            "ft train (rl: dpo)": ft_dpo(model_dir, data, tmp / "ft", args.batch),
+        }
+        speed = {name: tokens / seconds for name, (seconds, tokens) in results.items()}
+        print(
+            f"{args.pairs} alpaca-like pairs, batch {args.batch}, 1 epoch, LoRA r=8, tiny model, CPU float32"
+        )
+        for name, (seconds, tokens) in results.items():
+            print(f"  {name:20s} {tokens:8d} tokens in {seconds:6.2f} s = {speed[name]:9.0f} tokens/s")
+        print(f"ft / trl script: {speed['ft train (rl: dpo)'] / speed['trl script']:.2f}x (goal >= 0.95)")
+        if not args.skip_memory:
+            memory(tmp, pairs)
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
