@@ -58,7 +58,9 @@ def test_shipped_config_is_commented_for_a_reader(path: Path) -> None:
 def test_a_continuing_config_reads_the_run_its_predecessor_writes() -> None:
     for name, earlier in CONTINUES.items():
         config = yaml.safe_load((REPO / "configs" / name).read_text())
-        assert config["lora_model_dir"] == yaml.safe_load((REPO / "configs" / earlier).read_text())["output_dir"]
+        assert (
+            config["lora_model_dir"] == yaml.safe_load((REPO / "configs" / earlier).read_text())["output_dir"]
+        )
 
 
 def test_recipe_values() -> None:
