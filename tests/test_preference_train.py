@@ -137,7 +137,7 @@ def test_ipo_and_orpo_train_and_log_rewards(method: str, tiny_model_dir: Path, t
         assert record["loss_type"] == "ipo"
 
 
-def test_dpo_after_sft_scores_against_the_sft_adapter(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_dpo_after_sft_scores_against_the_sft_adapter(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     from test_train import write_config
 
     sft_config = write_config(tmp_path, tiny_model_dir, name="sft", max_steps=4, save_steps=4)
@@ -158,6 +158,14 @@ def test_dpo_after_sft_scores_against_the_sft_adapter(tiny_model_dir: Path, tmp_
     report = json.loads((run / "eval.json").read_text())
     assert report["base_label"] == f"reference (the adapter of {tmp_path / 'sft'})"
     assert report["rewards"]["margin"] > 0
+
+    # Written into the SFT run's own folder, --force would delete the adapter it continues: refused.
+    in_place = dpo_config(tmp_path, tiny_model_dir, name="in-place", lora_model_dir=str(tmp_path / "sft"))
+    data = yaml.safe_load(in_place.read_text())
+    in_place.write_text(yaml.safe_dump({**data, "output_dir": str(tmp_path / "sft")}))
+    assert run_cli("train", str(in_place), "--force") == 2
+    assert "holds lora_model_dir" in " ".join(capsys.readouterr().err.split())
+    assert (tmp_path / "sft" / "adapter_model.safetensors").is_file()
 
 
 def test_ref_model_and_precomputed_reference(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -158,8 +158,8 @@ def show_report(console: Console, report: DataReport, cfg: DataSettings, whole_s
 def preprocess_command(config: Path = CONFIG_ARG, overrides: list[str] = SET_OPTION) -> None:
     """Tokenize, mask and pack once into dataset_prepared_path, keyed by a fingerprint of the inputs."""
     from ft.base.quiet import quiet_libraries
-    from ft.data.pairs import pair_summary_lines, prepare_pairs
-    from ft.data.pipeline import cache_dir, prepare_data, summary_lines
+    from ft.data.pipeline import cache_dir
+    from ft.data.prepare import prepare_run_data
 
     quiet_libraries()
     console = Console(soft_wrap=True)
@@ -169,12 +169,12 @@ def preprocess_command(config: Path = CONFIG_ARG, overrides: list[str] = SET_OPT
         console.print(
             f"[dim]dataset_prepared_path not set: using {DEFAULT_PREPARED_PATH}[/]", highlight=False
         )
-    prepared = prepare_pairs(cfg, tokenizer) if cfg.rl else prepare_data(cfg, tokenizer)
+    prepared, summary = prepare_run_data(cfg, tokenizer)
     report = prepared.report
     where = cache_dir(cfg, prepared.fingerprint)
     status = "up to date (cached)" if report.from_cache else "written"
     console.print(f"[green]ok[/] {escape(str(where))}: {status}", highlight=False)
-    for line in pair_summary_lines(report) if cfg.rl else summary_lines(report):
+    for line in summary:
         console.print(escape(line), highlight=False)
 
 

@@ -35,20 +35,19 @@ from ft.data.examples import (
     turn_messages,
 )
 from ft.data.pipeline import (
-    REPORT_FILE,
     BadRow,
     DataReport,
     PreparedData,
     SplitReport,
-    cache_dir,
+    cached_prepared,
     char_budget,
     check_bad_rows,
     check_columns,
     cut_to_budget,
     data_fingerprint,
-    dropped_counts,
-    load_prepared,
+    no_training_rows,
     read_sources,
+    run_sources,
     save_prepared,
     split_eval,
     summary_lines,
@@ -474,27 +473,21 @@ def encode_pair_splits(
 
 def held_out_pairs(cfg: FtConfig, tokenizer: Any) -> list[PairExample]:
     """The held-out pairs, chosen as `prepare_pairs` chooses them."""
-    train_sources = read_sources(cfg.datasets, "datasets")
-    eval_sources = read_sources(cfg.test_datasets or [], "test_datasets")
-    return encode_pair_splits(cfg, train_sources, eval_sources, tokenizer, DataReport())[1]
+    return encode_pair_splits(cfg, *run_sources(cfg), tokenizer, DataReport())[1]
 
 
 def prepare_pairs(cfg: FtConfig, tokenizer: Any, use_cache: bool = True) -> PreparedData:
     """Training (and eval) pairs ready for the preference trainers, from the cache when nothing changed."""
-    train_sources = read_sources(cfg.datasets, "datasets")
-    eval_sources = read_sources(cfg.test_datasets or [], "test_datasets")
+    train_sources, eval_sources = run_sources(cfg)
     fingerprint = pair_fingerprint(cfg, train_sources + eval_sources, tokenizer)
-    cache = cache_dir(cfg, fingerprint) if use_cache else None
-    if cache is not None and (cache / REPORT_FILE).exists():
-        return load_prepared(cache, fingerprint)
+    cache, cached = cached_prepared(cfg, fingerprint, use_cache)
+    if cached is not None:
+        return cached
     report = DataReport()
     train, held = encode_pair_splits(cfg, train_sources, eval_sources, tokenizer, report)
     check_bad_rows(cfg, report)
     if not train:
-        raise DataError(
-            f"datasets: no training pairs left after preparation ({dropped_counts(report)})",
-            hint="see the bad and too-long pairs with: ft format CONFIG --stats",
-        )
+        raise no_training_rows(report, "pairs")
     summarize_pairs(train, report.train)
     summarize_pairs(held, report.eval)
     evaluation = to_pair_dataset(held) if held else None

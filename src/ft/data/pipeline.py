@@ -357,14 +357,36 @@ def data_fingerprint(cfg: FtConfig, sources: list[Source], tokenizer: Any) -> st
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def prepare_data(cfg: FtConfig, tokenizer: Any, use_cache: bool = True) -> PreparedData:
-    """Training (and eval) rows ready for the trainer, from the cache when nothing changed."""
-    train_sources = read_sources(cfg.datasets, "datasets")
-    eval_sources = read_sources(cfg.test_datasets or [], "test_datasets")
-    fingerprint = data_fingerprint(cfg, train_sources + eval_sources, tokenizer)
+def run_sources(cfg: FtConfig) -> tuple[list[Source], list[Source]]:
+    """The training and the eval datasets' rows."""
+    return read_sources(cfg.datasets, "datasets"), read_sources(cfg.test_datasets or [], "test_datasets")
+
+
+def cached_prepared(
+    cfg: DataSettings, fingerprint: str, use_cache: bool
+) -> tuple[Path | None, PreparedData | None]:
+    """The cache folder for this fingerprint (None without dataset_prepared_path or `use_cache`),
+    and what it holds when a preparation finished there."""
     cache = cache_dir(cfg, fingerprint) if use_cache else None
     if cache is not None and (cache / REPORT_FILE).exists():
-        return load_prepared(cache, fingerprint)
+        return cache, load_prepared(cache, fingerprint)
+    return cache, None
+
+
+def no_training_rows(report: DataReport, what: str = "rows") -> DataError:
+    return DataError(
+        f"datasets: no training {what} left after preparation ({dropped_counts(report)})",
+        hint=f"see the bad and too-long {what} with: ft format CONFIG --stats",
+    )
+
+
+def prepare_data(cfg: FtConfig, tokenizer: Any, use_cache: bool = True) -> PreparedData:
+    """Training (and eval) rows ready for the trainer, from the cache when nothing changed."""
+    train_sources, eval_sources = run_sources(cfg)
+    fingerprint = data_fingerprint(cfg, train_sources + eval_sources, tokenizer)
+    cache, cached = cached_prepared(cfg, fingerprint, use_cache)
+    if cached is not None:
+        return cached
     report = DataReport()
     train_examples = encode_sources(cfg, train_sources, tokenizer, report)
     eval_examples = encode_sources(cfg, eval_sources, tokenizer, report)
@@ -372,10 +394,7 @@ def prepare_data(cfg: FtConfig, tokenizer: Any, use_cache: bool = True) -> Prepa
     if not eval_sources:
         train_examples, eval_examples = split_eval(cfg, train_examples)
     if not train_examples:
-        raise DataError(
-            f"datasets: no training rows left after preparation ({dropped_counts(report)})",
-            hint="see the bad and too-long rows with: ft format CONFIG --stats",
-        )
+        raise no_training_rows(report)
     summarize(train_examples, report.train)
     summarize(eval_examples, report.eval)
     train = to_dataset(cfg, train_examples, report.train, cfg.sample_packing)

@@ -102,10 +102,11 @@ def run_training(
         set_wandb_env(cfg)
 
         from ft.data.chat_templates import chat_template_jinja
+        from ft.data.prepare import prepare_run_data
         from ft.models.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(cfg)
-        data, summary = _prepare(cfg, tokenizer)
+        data, summary = prepare_run_data(cfg, tokenizer)
         # Set before training so checkpoints carry it too: a template that renders the training format.
         # After prepare_data: the tokenizer's own template (tokenizer_default) renders the data.
         tokenizer.chat_template = chat_template_jinja(cfg, tokenizer)
@@ -113,19 +114,6 @@ def run_training(
         return train_on_prepared(
             cfg, tokenizer, data, resume_from=claim.resume_from, emit=emit, notes=notes, started_at=started_at
         )
-
-
-def _prepare(cfg: FtConfig, tokenizer: Any) -> tuple[Any, list[str]]:
-    """SFT rows or preference pairs (`rl`), and the lines that say what preparation did."""
-    if cfg.rl:
-        from ft.data.pairs import pair_summary_lines, prepare_pairs
-
-        pairs = prepare_pairs(cfg, tokenizer)
-        return pairs, pair_summary_lines(pairs.report)
-    from ft.data.pipeline import prepare_data, summary_lines
-
-    rows = prepare_data(cfg, tokenizer)
-    return rows, summary_lines(rows.report)
 
 
 def stopped_before_training(signal_name: str) -> TrainingInterrupted:
