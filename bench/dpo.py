@@ -1,6 +1,6 @@
 """DPO: ft against a hand-written trl script (tokens/s), and the memory of the reference model.
 
-    python bench/dpo.py [--pairs 256] [--batch 8] [--repeat 1] [--skip-memory]
+    python bench/dpo.py [--pairs 256] [--batch 8] [--repeat 1] [--skip-speed] [--skip-memory]
 
 Throughput: the same tiny random Llama-style model (tests/tiny.py), the same alpaca-like pairs
 (a short instruction; a chosen and a rejected answer of varying length), LoRA r=8 on every linear
@@ -30,6 +30,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import _env  # noqa: F401  (importing it sets up the environment)
@@ -67,6 +68,7 @@ def ft_dpo(
     batch: int,
     max_steps: int | None = None,
     ref_model: str | None = None,
+    on_step: Callable[[], None] | None = None,
 ) -> tuple[float, int]:
     from ft.config.schema import FtConfig
     from ft.train.runner import run_training
@@ -92,7 +94,8 @@ def ft_dpo(
         save_steps=10_000,
         output_dir=str(out),
     )
-    result = run_training(cfg, force=True)
+    step = (lambda event: on_step() if event.kind == "step" else None) if on_step else None
+    result = run_training(cfg, force=True, on_event=step)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     tokens = max(int(row["num_tokens"]) for row in rows if "num_tokens" in row)
     assert result.train_runtime_s is not None
@@ -106,13 +109,19 @@ def trl_dpo(
     batch: int,
     max_steps: int = -1,
     with_ref: bool = False,
+    on_step: Callable[[], None] | None = None,
 ) -> tuple[float, int]:
     """The usual script: prompt/chosen/rejected text, DPOTrainer, peft_config (and maybe a ref_model)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import DPOConfig, DPOTrainer
+
+    class OnStep(TrainerCallback):
+        def on_step_end(self, *args: object, **kwargs: object) -> None:
+            if on_step is not None:
+                on_step()
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.pad_token = tokenizer.unk_token
@@ -145,30 +154,66 @@ def trl_dpo(
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=peft_config,
+        callbacks=[OnStep()],
     )
     output = trainer.train()
     tokens = max(int(row["num_tokens"]) for row in trainer.state.log_history if "num_tokens" in row)
     return float(output.metrics["train_runtime"]), tokens
 
 
+def speed(
+    model_dir: Path, data: Path, pairs: list[dict[str, str]], tmp: Path, batch: int, repeat: int
+) -> None:
+    # The script runs first, so any warm-up cost falls on it, not on ft; with --repeat, each
+    # takes its fastest run (the machine may be shared).
+    runs: dict[str, list[tuple[float, int]]] = {"trl script": [], "ft train (rl: dpo)": []}
+    for attempt in range(repeat):
+        runs["trl script"].append(trl_dpo(model_dir, pairs, tmp / f"trl-{attempt}", batch))
+        runs["ft train (rl: dpo)"].append(ft_dpo(model_dir, data, tmp / f"ft-{attempt}", batch))
+    results = {name: min(times) for name, times in runs.items()}
+    rates = {name: tokens / seconds for name, (seconds, tokens) in results.items()}
+    print(
+        f"{len(pairs)} alpaca-like pairs, batch {batch}, 1 epoch, LoRA r=8, tiny model, CPU float32, "
+        f"fastest of {repeat}"
+    )
+    for name, (seconds, tokens) in results.items():
+        print(f"  {name:20s} {tokens:8d} tokens in {seconds:6.2f} s = {rates[name]:9.0f} tokens/s")
+    print(f"ft / trl script: {rates['ft train (rl: dpo)'] / rates['trl script']:.2f}x (goal >= 0.95)")
+
+
 # ---------------------------------------------------------------------------------------------
 # Peak memory, one child process per way of holding the reference
 
 
+def resident_bytes() -> int:
+    """This process's resident memory now (VmRSS)."""
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
+
+
 def child(kind: str, work: Path) -> None:
-    """Run 2 DPO steps on the large model in this process, then print its peak RSS in bytes."""
+    """Run 2 DPO steps on the large model in this process, then print its peak RSS and its largest
+    RSS at the end of a training step, in bytes."""
     model_dir, data = work / "large", work / "pairs.jsonl"
     pairs = [json.loads(line) for line in data.read_text().splitlines()]
+    in_steps: list[int] = []
+
+    def sample() -> None:
+        in_steps.append(resident_bytes())
+
     if kind == "ft":
-        ft_dpo(model_dir, data, work / "ft", batch=2, max_steps=2)
+        ft_dpo(model_dir, data, work / "ft", batch=2, max_steps=2, on_step=sample)
     elif kind == "ft-ref-model":
-        ft_dpo(model_dir, data, work / "ft-ref", batch=2, max_steps=2, ref_model=str(model_dir))
+        ft_dpo(
+            model_dir, data, work / "ft-ref", batch=2, max_steps=2, ref_model=str(model_dir), on_step=sample
+        )
     else:
-        trl_dpo(model_dir, pairs, work / "trl", batch=2, max_steps=2, with_ref=True)
-    print(json.dumps({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+        trl_dpo(model_dir, pairs, work / "trl", batch=2, max_steps=2, with_ref=True, on_step=sample)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"peak_rss": peak, "step_rss": max(in_steps)}))
 
 
-def peak_rss(kind: str, work: Path) -> int:
+def measured_rss(kind: str, work: Path) -> dict[str, int]:
     done = subprocess.run(
         [sys.executable, __file__, "--child", kind, "--work", str(work)],
         capture_output=True,
@@ -177,8 +222,8 @@ def peak_rss(kind: str, work: Path) -> int:
     )
     if done.returncode != 0:
         raise SystemExit(f"{kind} failed:\n{done.stdout}\n{done.stderr}")
-    line = next(line for line in reversed(done.stdout.splitlines()) if line.startswith("{"))
-    return int(json.loads(line)["peak_rss"])
+    line = next(line for line in reversed(done.stdout.splitlines()) if line.startswith('{"peak_rss"'))
+    return {key: int(value) for key, value in json.loads(line).items()}
 
 
 def memory(work: Path, pairs: list[dict[str, str]]) -> None:
@@ -192,16 +237,20 @@ def memory(work: Path, pairs: list[dict[str, str]]) -> None:
     del model
     (work / "pairs.jsonl").write_text("".join(json.dumps(pair) + "\n" for pair in pairs[:8]))
     gib = 2**30
-    results = {kind: peak_rss(kind, work) for kind in ("ft", "ft-ref-model", "trl-ref-model")}
-    print(f"peak RSS, 2 DPO steps, model of {weights / gib:.2f} GiB in float32 (LoRA r=8, batch 2):")
+    results = {kind: measured_rss(kind, work) for kind in ("ft", "ft-ref-model", "trl-ref-model")}
+    print(f"RSS, 2 DPO steps, model of {weights / gib:.2f} GiB in float32 (LoRA r=8, batch 2):")
     labels = {
         "ft": "ft, reference = adapter off",
         "ft-ref-model": "ft, ref_model = the same model",
         "trl-ref-model": "trl script with a ref_model",
     }
+    base = results["ft"]
     for kind, rss in results.items():
-        extra = (rss - results["ft"]) / weights
-        print(f"  {labels[kind]:32s} {rss / gib:6.2f} GiB  ({extra:+.2f} model copies over ft's default)")
+        copies = {key: (rss[key] - base[key]) / weights for key in rss}
+        print(
+            f"  {labels[kind]:32s} peak {rss['peak_rss'] / gib:5.2f} GiB ({copies['peak_rss']:+.2f} model copies), "
+            f"in the steps {rss['step_rss'] / gib:5.2f} GiB ({copies['step_rss']:+.2f} copies) over ft's default"
+        )
 
 
 def main() -> None:
@@ -209,6 +258,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=1, help="Runs of each; the fastest counts.")
+    parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -225,21 +275,8 @@ def main() -> None:
         model_dir = save_tiny_model(tmp / "tiny")
         data = tmp / "pairs.jsonl"
         data.write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
-        # The script runs first, so any warm-up cost falls on it, not on ft; with --repeat, each
-        # takes its fastest run (the machine may be shared).
-        runs: dict[str, list[tuple[float, int]]] = {"trl script": [], "ft train (rl: dpo)": []}
-        for attempt in range(args.repeat):
-            runs["trl script"].append(trl_dpo(model_dir, pairs, tmp / f"trl-{attempt}", args.batch))
-            runs["ft train (rl: dpo)"].append(ft_dpo(model_dir, data, tmp / f"ft-{attempt}", args.batch))
-        results = {name: min(times) for name, times in runs.items()}
-        speed = {name: tokens / seconds for name, (seconds, tokens) in results.items()}
-        print(
-            f"{args.pairs} alpaca-like pairs, batch {args.batch}, 1 epoch, LoRA r=8, tiny model, CPU float32, "
-            f"fastest of {args.repeat}"
-        )
-        for name, (seconds, tokens) in results.items():
-            print(f"  {name:20s} {tokens:8d} tokens in {seconds:6.2f} s = {speed[name]:9.0f} tokens/s")
-        print(f"ft / trl script: {speed['ft train (rl: dpo)'] / speed['trl script']:.2f}x (goal >= 0.95)")
+        if not args.skip_speed:
+            speed(model_dir, data, pairs, tmp, args.batch, args.repeat)
         if not args.skip_memory:
             memory(tmp, pairs)
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
