@@ -115,10 +115,26 @@ def test_dpo_run_folder_rewards_eval_merge_and_generate(tiny_model_dir: Path, tm
     assert report["tuned"]["pairs"]["margin"] > report["base"]["pairs"]["margin"]
     assert report["base_label"] == "reference (the base model)"
 
+    # The card states the method, the reference, the last rewards and ft eval's pair margins.
+    card = (run / "README.md").read_text()
+    assert "- dpo\n" in card and "- sft\n" not in card  # the tags
+    assert "- method: `dpo` (beta 0.1, loss_type sigmoid, label_smoothing 0.0" in card
+    assert "- reference: the base model (adapter switched off)" in card
+    assert f"- final reward margin (eval): {record['final_eval']['margins']:.4g}, accuracy" in card
+    assert f"margin log p(chosen) - log p(rejected) {report['tuned']['pairs']['margin']:.4g}" in card
+    assert f"DPO implicit reward (beta 0.1): mean {report['rewards']['margin']:.4g}" in card
+
     merged = tmp_path / "merged"
     assert run_cli("merge", str(run), "--out", str(merged)) == 0  # verifies merged == base + adapter logits
     assert json.loads((merged / "ft_merge.json").read_text())["max_abs_logit_diff"] < 1e-4
+    assert "- method: `dpo`" in (merged / "README.md").read_text()
     assert run_cli("generate", str(merged), "--prompt", "What is 2 + 2?", "--max-new-tokens", "3") == 0
+    # ft export of a merged DPO model, as for SFT: written, read back and its logits verified.
+    gguf = tmp_path / "dpo-f32.gguf"
+    assert run_cli("export", str(merged), "--gguf", "f32", "--out", str(gguf)) == 0
+    assert (
+        json.loads((tmp_path / "dpo-f32.ft_export.json").read_text())["verification"]["top1_agreement"] == 1.0
+    )
 
 
 @pytest.mark.parametrize("method", ["ipo", "orpo"])

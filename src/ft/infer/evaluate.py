@@ -20,14 +20,13 @@ from typing import TYPE_CHECKING, Any
 from ft.base.errors import FtError
 from ft.data.prompts import Segment, segments_text
 from ft.infer.metrics import GenerationScores, score_generations
-from ft.runs.folder import RunInfo, read_run, write_json_atomic
+from ft.runs.folder import EVAL_JSON, RunInfo, read_run, write_json_atomic
 
 if TYPE_CHECKING:
     from ft.config.schema import FtConfig
     from ft.data.pipeline import Example
     from ft.infer.loading import LoadedModel
 
-EVAL_JSON = "eval.json"
 
 Progress = Callable[[str, int, int], None]
 """on_progress(stage, done, total): stage is 'loss tuned', 'generate base', ..."""
@@ -266,6 +265,9 @@ def run_eval(target: Path, settings: EvalSettings, on_progress: Progress | None 
         notes=notes,
     )
     write_json_atomic(run.run_dir / EVAL_JSON, report.to_json())
+    from ft.runs.card import write_run_card
+
+    write_run_card(run.run_dir, repo=cfg.hub_model_id)  # the card shows the new eval results
     return report
 
 

@@ -33,6 +33,8 @@ RUN_MARKER = ".ft-run.json"
 TRAINER_STATE = "trainer_state.json"
 FINAL_TMP = ".ft-final.tmp"
 """Where the final model files are written before being moved to the top level."""
+EVAL_JSON = "eval.json"
+"""Written by `ft eval` into the run folder; read by the model card."""
 MERGE_JSON = "ft_merge.json"
 """Written by `ft merge` into a merged folder (it marks the folder as ft's); read by inference for an
 optional `terminator`."""
@@ -100,6 +102,15 @@ def read_run(run_dir: Path) -> RunInfo:
     from ft.config.load import load_config
 
     return RunInfo(run_dir, data, load_config(run_dir / CONFIG_YML))
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from a file; None when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def write_text_atomic(path: Path, text: str) -> None:
