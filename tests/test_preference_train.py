@@ -147,10 +147,14 @@ def test_ipo_and_orpo_train_and_log_rewards(method: str, tiny_model_dir: Path, t
     assert all(row["num_tokens"] > 0 for row in rows)
     record = json.loads((tmp_path / "dpo" / "run.json").read_text())["rl"]
     assert record["method"] == method
+    card = (tmp_path / "dpo" / "README.md").read_text()
     if method == "orpo":
         assert record["reference"] == "none (ORPO)" and "nll_loss" in rows[0]
+        assert "- method: `orpo` (orpo_alpha 0.1)\n- reference: none (ORPO)" in card
     else:
         assert record["loss_type"] == "ipo"
+        assert "- method: `ipo` (beta 0.1, loss_type ipo," in card
+    assert f"- {method}\n" in card  # the tag
 
 
 def test_dpo_after_sft_scores_against_the_sft_adapter(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:

@@ -264,11 +264,16 @@ def run_eval(target: Path, settings: EvalSettings, on_progress: Progress | None 
         samples=samples(rows, tuned, base),
         notes=notes,
     )
-    write_json_atomic(run.run_dir / EVAL_JSON, report.to_json())
+    write_report(report, cfg)
+    return report
+
+
+def write_report(report: EvalReport, cfg: FtConfig) -> None:
+    """eval.json in the run folder, and its card again: the card shows the new eval results."""
     from ft.runs.card import write_run_card
 
-    write_run_card(run.run_dir, repo=cfg.hub_model_id)  # the card shows the new eval results
-    return report
+    write_json_atomic(report.run_dir / EVAL_JSON, report.to_json())
+    write_run_card(report.run_dir, repo=cfg.hub_model_id)
 
 
 def check_same_rows(examples: list[Example], dataset: Any) -> None:

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from ft.base.errors import FtError
 from ft.infer.evaluate import (
-    EVAL_JSON,
     EvalReport,
     EvalSettings,
     HeldOutRow,
@@ -33,8 +32,9 @@ from ft.infer.evaluate import (
     resolve_target,
     samples,
     split_name,
+    write_report,
 )
-from ft.runs.folder import RunInfo, write_json_atomic
+from ft.runs.folder import RunInfo
 
 if TYPE_CHECKING:
     from ft.config.schema import FtConfig
@@ -162,7 +162,7 @@ def run_pair_eval(target: Path, settings: EvalSettings, on_progress: Progress | 
         base_label=f"reference ({reference_name(cfg)})",
         rewards=rewards,
     )
-    write_json_atomic(run.run_dir / EVAL_JSON, report.to_json())
+    write_report(report, cfg)
     return report
 
 
