@@ -26,14 +26,12 @@ import argparse
 import json
 import os
 import random
-import resource
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import _env  # noqa: F401  (importing it sets up the environment)
+from _child import run_child
 from train import ALPACA, WORDS
 
 LARGE = {"hidden": 1024, "intermediate": 2816, "layers": 8, "heads": 8, "kv_heads": 4}
@@ -191,9 +189,8 @@ def resident_bytes() -> int:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
 
 
-def child(kind: str, work: Path) -> None:
-    """Run 2 DPO steps on the large model in this process, then print its peak RSS and its largest
-    RSS at the end of a training step, in bytes."""
+def two_steps(kind: str, work: Path) -> int:
+    """Train 2 DPO steps on the large model in this process; its largest RSS at the end of a step."""
     model_dir, data = work / "large", work / "pairs.jsonl"
     pairs = [json.loads(line) for line in data.read_text().splitlines()]
     in_steps: list[int] = []
@@ -209,21 +206,22 @@ def child(kind: str, work: Path) -> None:
         )
     else:
         trl_dpo(model_dir, pairs, work / "trl", batch=2, max_steps=2, with_ref=True, on_step=sample)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"peak_rss": peak, "step_rss": max(in_steps)}))
+    return max(in_steps)
+
+
+# bench/_child.py's prelude reports the peak (VmHWM); this adds the RSS during the steps.
+CHILD = """
+sys.path.insert(0, "bench")
+import dpo
+step_rss = dpo.two_steps(KIND, Path(WORK))
+report(0.0, 0.0, step_rss_mb=step_rss / 2**20)
+"""
 
 
 def measured_rss(kind: str, work: Path) -> dict[str, int]:
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", kind, "--work", str(work)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"{kind} failed:\n{done.stdout}\n{done.stderr}")
-    line = next(line for line in reversed(done.stdout.splitlines()) if line.startswith('{"peak_rss"'))
-    return {key: int(value) for key, value in json.loads(line).items()}
+    """Peak RSS and RSS during the steps (bytes) of one way of holding the reference, in a fresh process."""
+    found = run_child(CHILD, KIND=kind, WORK=str(work))
+    return {"peak_rss": int(found["peak_rss_mb"] * 2**20), "step_rss": int(found["step_rss_mb"] * 2**20)}
 
 
 def memory(work: Path, pairs: list[dict[str, str]]) -> None:
@@ -260,12 +258,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="Runs of each; the fastest counts.")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        child(args.child, args.work)
-        return
 
     from tiny import save_tiny_model
 

@@ -24,7 +24,7 @@ from ft.config.schema import FtConfig, PreferenceSettings
 from ft.data.tokens import IGNORE_INDEX
 from ft.models.precision import Precision
 from ft.train.callbacks import QuietCheckpoints
-from ft.train.settings import sft_config_kwargs
+from ft.train.settings import sft_config_kwargs, with_known_checkpointing_names
 
 if TYPE_CHECKING:
     from trl import DPOConfig
@@ -102,8 +102,9 @@ def build_preference_config(
     kwargs = preference_config_kwargs(
         cfg, precision, run_dir, train_rows=train_rows, has_eval=has_eval, world_size=world_size
     )
+    config_class = ORPOConfig if cfg.rl == "orpo" else DPOConfig
     try:
-        return ORPOConfig(**kwargs) if cfg.rl == "orpo" else DPOConfig(**kwargs)
+        return config_class(**with_known_checkpointing_names(kwargs, config_class))
     except ValueError as err:
         raise FtError(f"training settings rejected by trl: {err}") from err
 
