@@ -175,7 +175,10 @@ def speed(
         f"fastest of {repeat}"
     )
     for name, (seconds, tokens) in results.items():
-        print(f"  {name:20s} {tokens:8d} tokens in {seconds:6.2f} s = {rates[name]:9.0f} tokens/s")
+        every = ", ".join(f"{run[0]:.1f}" for run in runs[name])
+        print(
+            f"  {name:20s} {tokens:8d} tokens in {seconds:6.2f} s = {rates[name]:9.0f} tokens/s (runs: {every} s)"
+        )
     print(f"ft / trl script: {rates['ft train (rl: dpo)'] / rates['trl script']:.2f}x (goal >= 0.95)")
 
 
