@@ -5,6 +5,7 @@ and `ft format` / `ft preprocess` for pairs."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -316,7 +317,34 @@ def test_format_shows_the_prompt_once_then_both_answers(tmp_path, tiny_model_dir
     out = result.stdout
     assert out.count(Q) == 1
     assert "pair 1 · datasets[0] line 1 · prompt" in out
-    assert out.index("prompt\n") < out.index("chosen ✓\n·Paris.</s>") < out.index("rejected ✗\n·London.</s>")
+    # NO_COLOR: the scored answers in brackets, the prompt unmarked (masked), after the legend.
+    assert out.startswith("legend: ⟦trained⟧, masked (not trained) unmarked")
+    assert f"prompt\n<s>Instruct: {Q}↵\nOutput:\n" in out
+    assert (
+        out.index("prompt\n") < out.index("chosen ✓\n⟦·Paris.</s>⟧") < out.index("rejected ✗\n⟦·London.</s>⟧")
+    )
+
+
+def test_format_tokens_of_a_pair_mark_the_scored_answers(tmp_path, tiny_model_dir):
+    config = write_pair_config(tmp_path, tiny_model_dir, [SHAPES["strings"]])
+    result = cli("format", str(config), "--tokens")
+    assert result.exit_code == 0, result.output
+    prompt_cells, chosen_cells, rejected_cells = [
+        line for line in result.stdout.splitlines() if re.match(r"⟦?\d+:", line)
+    ]
+    assert "⟦" not in prompt_cells and prompt_cells.startswith("0:<s>")
+    assert chosen_cells.endswith("⟦1:</s>⟧") and rejected_cells.endswith("⟦1:</s>⟧")
+    assert all(cell.startswith("⟦") for cell in chosen_cells.split())
+
+
+def test_format_json_stats_of_pairs_ends_with_a_stats_line(tmp_path, tiny_model_dir):
+    config = write_pair_config(tmp_path, tiny_model_dir, [SHAPES["strings"]] * 2)
+    result = cli("format", str(config), "--json", "--stats", "-n", "1")
+    assert result.exit_code == 0, result.output
+    first, last = result.stdout.splitlines()
+    assert json.loads(first)["chosen"] == f" {GOOD}</s>"
+    stats = json.loads(last)["stats"]
+    assert stats["scope"] == "whole training set" and stats["train"]["rows"] == 2
 
 
 def test_format_stats_over_the_pairs(tmp_path, tiny_model_dir):

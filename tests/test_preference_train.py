@@ -99,6 +99,13 @@ def test_dpo_run_folder_rewards_eval_merge_and_generate(tiny_model_dir: Path, tm
     assert record["final_train"]["margins"] == pytest.approx(rows[-1]["rewards/margins"])
     assert record["final_eval"]["margins"] == pytest.approx(evals[-1]["eval_rewards/margins"])
     assert f"reward margin {record['final_train']['margins']:.4f}" in out
+    # Off a terminal: one plain line per logged step, the margin beside the loss.
+    last = rows[-1]
+    assert f"step 6/6 loss {last['loss']:.4f} margin {last['rewards/margins']:.3f} lr " in out
+    # tokens/s as for SFT: both sequences' real tokens (trl's num_tokens) per second inside the steps.
+    whole = json.loads((run / "run.json").read_text())
+    assert whole["throughput"]["tokens"] == last["num_tokens"] > 0
+    assert whole["tokens_per_s"] == pytest.approx(last["tokens_per_s"]) and whole["tokens_per_s"] > 0
 
     # The adapter changed; the base did not.
     adapter = load_file(run / "adapter_model.safetensors")

@@ -6,12 +6,15 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+from ft.cli.preview import SpanStyle, in_colour, token_cells
 
 if TYPE_CHECKING:
     from ft.config.schema import DataSettings, FtConfig
@@ -50,47 +53,67 @@ def validate_command(
 
 
 def _load(config: Path, overrides: list[str], console: Console) -> tuple[FtConfig, Any]:
+    from ft.config.hub import prepare_hub_access
     from ft.config.load import read_config
-    from ft.models.tokenizer import load_tokenizer
 
     cfg, notes = read_config(config, overrides)
+    # Before transformers and datasets are imported: they read the offline switch when imported.
+    notes += prepare_hub_access(cfg, ("tokenizer", "data"))
     for note in notes:
         console.print(f"[dim]note: {escape(note)}[/]", highlight=False)
+    from ft.models.tokenizer import load_tokenizer
+
     return cfg, load_tokenizer(cfg)
+
+
+DEFAULT_COUNT = 3
 
 
 def format_command(
     config: Path = CONFIG_ARG,
-    count: int = typer.Option(3, "-n", "--count", min=1, help="How many examples to show."),
-    tokens: bool = typer.Option(False, "--tokens", help="Also show token ids and labels."),
+    count: int | None = typer.Option(
+        None,
+        "-n",
+        "--count",
+        min=1,
+        help=f"How many examples to show (default {DEFAULT_COUNT}; with --stats none unless given).",
+    ),
+    tokens: bool = typer.Option(False, "--tokens", help="Also show token ids and which are trained."),
     stats: bool = typer.Option(False, "--stats", help="Statistics over the whole training set."),
     as_json: bool = typer.Option(
         False,
         "--json",
         help="One JSON object per example: prompt, completion, text (+ input_ids, labels); "
-        "for pairs: prompt, chosen, rejected (+ prompt_ids, chosen_ids, rejected_ids).",
+        "for pairs: prompt, chosen, rejected (+ prompt_ids, chosen_ids, rejected_ids); "
+        'with --stats a last line {"stats": ...}.',
     ),
     overrides: list[str] = SET_OPTION,
 ) -> None:
-    """Show examples exactly as they will be trained: trained spans green, masked spans dim.
+    """Show examples exactly as they will be trained: which spans are trained and which are masked
+    (in colour on a terminal, marked with brackets when colour is off, piped or NO_COLOR is set).
     Preference pairs (rl): the prompt once, then the chosen and the rejected answer."""
     from ft.data.pipeline import preview_examples
 
     console = Console(soft_wrap=True, stderr=as_json)
     cfg, tokenizer = _load(config, overrides, console)
+    shown = count if count is not None else (0 if stats else DEFAULT_COUNT)
     if cfg.rl:
         from ft.cli.pairs import format_pairs
 
-        format_pairs(console, cfg, tokenizer, count, tokens, stats, as_json)
+        format_pairs(console, cfg, tokenizer, shown, tokens, stats, as_json)
         return
-    examples, report = preview_examples(cfg, tokenizer, None if stats else count)
+    examples, report = preview_examples(cfg, tokenizer, None if stats else shown)
     if as_json:
-        for example in examples[:count]:
+        for example in examples[:shown]:
             typer.echo(json.dumps(example_json(example, tokens), ensure_ascii=False))
+        if stats:
+            typer.echo(json.dumps({"stats": {"scope": "whole training set", **report.to_json()}}))
         return
-    if not stats:
-        for number, example in enumerate(examples, start=1):
-            show_example(console, number, example, tokenizer, cfg.sequence_len, tokens)
+    style = SpanStyle(plain=not in_colour(console))
+    if examples[:shown]:
+        console.print(style.legend(tokens), highlight=False)
+    for number, example in enumerate(examples[:shown], start=1):
+        show_example(console, number, example, tokenizer, cfg.sequence_len, tokens, style)
     show_report(console, report, cfg, whole_set=stats)
 
 
@@ -108,23 +131,30 @@ def example_json(example: Example, with_tokens: bool) -> dict[str, Any]:
 
 
 def show_example(
-    console: Console, number: int, example: Example, tokenizer: Any, limit: int, tokens: bool
+    console: Console,
+    number: int,
+    example: Example,
+    tokenizer: Any,
+    limit: int,
+    tokens: bool,
+    style: SpanStyle,
 ) -> None:
-    from ft.cli.preview import styled_segments, token_cells
     from ft.data.tokens import IGNORE_INDEX
 
     trained = example.trained_tokens
     head = (
-        f"[bold]example {number}[/] · {example.key} {example.where} · "
+        f"[bold]example {number}[/] · {escape(example.key)} {escape(example.where)} · "
         f"{len(example.input_ids)} tokens, {trained} trained"
     )
     if example.truncated:
         head += f" · [yellow]truncated to sequence_len {limit}[/]"
     console.rule(head, align="left")
-    console.print(styled_segments(example.segments), highlight=False)
+    console.print(style.spans(example.segments), highlight=False, markup=not style.plain)
     if tokens:
         scored = [label != IGNORE_INDEX for label in example.labels]
-        console.print(token_cells(tokenizer, example.input_ids, scored), highlight=False)
+        console.print(
+            token_cells(tokenizer, example.input_ids, scored, style), highlight=False, markup=not style.plain
+        )
 
 
 def show_report(console: Console, report: DataReport, cfg: DataSettings, whole_set: bool) -> None:
@@ -169,7 +199,12 @@ def preprocess_command(config: Path = CONFIG_ARG, overrides: list[str] = SET_OPT
         console.print(
             f"[dim]dataset_prepared_path not set: using {DEFAULT_PREPARED_PATH}[/]", highlight=False
         )
-    prepared, summary = prepare_run_data(cfg, tokenizer)
+    began = time.monotonic()
+
+    def note(line: str) -> None:  # each stage a line, with the time so far (plain in a log file)
+        console.print(f"[dim]{time.monotonic() - began:6.1f} s  {escape(line)}[/]", highlight=False)
+
+    prepared, summary = prepare_run_data(cfg, tokenizer, note=note)
     report = prepared.report
     where = cache_dir(cfg, prepared.fingerprint)
     status = "up to date (cached)" if report.from_cache else "written"

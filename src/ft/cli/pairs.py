@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
+    from ft.cli.preview import SpanStyle
     from ft.config.schema import FtConfig
     from ft.data.pairs import PairExample
     from ft.data.pipeline import DataReport
@@ -20,18 +22,24 @@ if TYPE_CHECKING:
 
 
 def format_pairs(
-    console: Console, cfg: FtConfig, tokenizer: Any, count: int, tokens: bool, stats: bool, as_json: bool
+    console: Console, cfg: FtConfig, tokenizer: Any, shown: int, tokens: bool, stats: bool, as_json: bool
 ) -> None:
+    """`shown` pairs (0 with --stats alone), then the report over them or, with `stats`, the set."""
+    from ft.cli.preview import SpanStyle, in_colour
     from ft.data.pairs import preview_pairs
 
-    pairs, report = preview_pairs(cfg, tokenizer, None if stats else count)
+    pairs, report = preview_pairs(cfg, tokenizer, None if stats else shown)
     if as_json:
-        for pair in pairs[:count]:
+        for pair in pairs[:shown]:
             typer.echo(json.dumps(pair_json(pair, tokens), ensure_ascii=False))
+        if stats:
+            typer.echo(json.dumps({"stats": {"scope": "whole training set", **report.to_json()}}))
         return
-    if not stats:
-        for number, pair in enumerate(pairs, start=1):
-            show_pair(console, number, pair, tokenizer, cfg.sequence_len, tokens)
+    style = SpanStyle(plain=not in_colour(console))
+    if pairs[:shown]:
+        console.print(style.legend(tokens), highlight=False)
+    for number, pair in enumerate(pairs[:shown], start=1):
+        show_pair(console, number, pair, tokenizer, cfg.sequence_len, tokens, style)
     show_pair_report(console, report, pairs, cfg, whole_set=stats)
 
 
@@ -58,31 +66,39 @@ def _scored(segments: list[Segment]) -> list[Segment]:
 
 
 def show_pair(
-    console: Console, number: int, pair: PairExample, tokenizer: Any, limit: int, tokens: bool
+    console: Console,
+    number: int,
+    pair: PairExample,
+    tokenizer: Any,
+    limit: int,
+    tokens: bool,
+    style: SpanStyle,
 ) -> None:
-    from ft.cli.preview import styled_segments, token_cells
+    from ft.cli.preview import token_cells
 
     head = (
-        f"[bold]pair {number}[/] · {pair.key} {pair.where} · prompt {len(pair.prompt_ids)} tokens, "
-        f"chosen {len(pair.chosen_ids)}, rejected {len(pair.rejected_ids)} (scored)"
+        f"[bold]pair {number}[/] · {escape(pair.key)} {escape(pair.where)} · prompt {len(pair.prompt_ids)} "
+        f"tokens, chosen {len(pair.chosen_ids)}, rejected {len(pair.rejected_ids)} (scored)"
     )
     if pair.truncated:
         head += f" · [yellow]truncated to sequence_len {limit}[/]"
     console.rule(head, align="left")
+    markup = not style.plain
     console.print("[bold]prompt[/]", highlight=False)
-    console.print(styled_segments(pair.prompt), highlight=False)
+    console.print(style.spans(pair.prompt), highlight=False, markup=markup)
     if tokens:
-        console.print(
-            token_cells(tokenizer, pair.prompt_ids, [False] * len(pair.prompt_ids)), highlight=False
-        )
+        cells = token_cells(tokenizer, pair.prompt_ids, [False] * len(pair.prompt_ids), style)
+        console.print(cells, highlight=False, markup=markup)
     for label, segments, ids in (
         ("chosen ✓", pair.chosen, pair.chosen_ids),
         ("rejected ✗", pair.rejected, pair.rejected_ids),
     ):
         console.print(f"[bold]{label}[/]", highlight=False)
-        console.print(styled_segments(segments), highlight=False)
+        console.print(style.spans(segments), highlight=False, markup=markup)
         if tokens:
-            console.print(token_cells(tokenizer, ids, [True] * len(ids)), highlight=False)
+            console.print(
+                token_cells(tokenizer, ids, [True] * len(ids), style), highlight=False, markup=markup
+            )
 
 
 def show_pair_report(

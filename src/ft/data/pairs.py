@@ -37,15 +37,18 @@ from ft.data.examples import (
 from ft.data.pipeline import (
     BadRow,
     DataReport,
+    Note,
     PreparedData,
     SplitReport,
     cached_prepared,
     char_budget,
     check_bad_rows,
     check_columns,
+    content_digest,
     cut_to_budget,
     data_fingerprint,
     no_training_rows,
+    quiet,
     read_sources,
     run_sources,
     save_prepared,
@@ -64,7 +67,7 @@ from ft.data.prompts import (
     special_tokens_of,
 )
 from ft.data.rows import Source
-from ft.data.tokens import IGNORE_INDEX, encode_many
+from ft.data.tokens import IGNORE_INDEX, encode_many, tokenizer_fingerprint
 
 if TYPE_CHECKING:
     from ft.config.schema import DatasetSettings, FtConfig
@@ -440,9 +443,9 @@ def summarize_pairs(examples: list[PairExample], report: SplitReport) -> None:
     report.sequences = 2 * len(examples)
 
 
-def pair_fingerprint(cfg: FtConfig, sources: list[Source], tokenizer: Any) -> str:
+def pair_fingerprint(cfg: FtConfig, sources: list[Source], tokenizer_digest: str) -> str:
     parts = {
-        "sft": data_fingerprint(cfg, sources, tokenizer),
+        "sft": data_fingerprint(cfg, sources, tokenizer_digest),
         **{key: getattr(cfg, key) for key in PAIR_KEYS},
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
@@ -476,14 +479,19 @@ def held_out_pairs(cfg: FtConfig, tokenizer: Any) -> list[PairExample]:
     return encode_pair_splits(cfg, *run_sources(cfg), tokenizer, DataReport())[1]
 
 
-def prepare_pairs(cfg: FtConfig, tokenizer: Any, use_cache: bool = True) -> PreparedData:
-    """Training (and eval) pairs ready for the preference trainers, from the cache when nothing changed."""
-    train_sources, eval_sources = run_sources(cfg)
-    fingerprint = pair_fingerprint(cfg, train_sources + eval_sources, tokenizer)
-    cache, cached = cached_prepared(cfg, fingerprint, use_cache)
+def prepare_pairs(cfg: FtConfig, tokenizer: Any, use_cache: bool = True, note: Note = quiet) -> PreparedData:
+    """Training (and eval) pairs ready for the preference trainers, from the cache when nothing
+    changed; `note` hears each stage as it starts, as for `prepare_data`."""
+    train_sources, eval_sources = run_sources(cfg, note)
+    tokenizer_digest = tokenizer_fingerprint(tokenizer)  # hashes the whole vocabulary: once
+    fingerprint = pair_fingerprint(cfg, train_sources + eval_sources, tokenizer_digest)
+    content = content_digest(train_sources + eval_sources, tokenizer_digest)
+    cache, cached = cached_prepared(cfg, fingerprint, content, use_cache, note)
     if cached is not None:
         return cached
     report = DataReport()
+    pairs = sum(len(source.rows) for source in train_sources + eval_sources)
+    note(f"rendering, tokenizing and masking {pairs:,} pairs")
     train, held = encode_pair_splits(cfg, train_sources, eval_sources, tokenizer, report)
     check_bad_rows(cfg, report)
     if not train:
@@ -491,8 +499,9 @@ def prepare_pairs(cfg: FtConfig, tokenizer: Any, use_cache: bool = True) -> Prep
     summarize_pairs(train, report.train)
     summarize_pairs(held, report.eval)
     evaluation = to_pair_dataset(held) if held else None
-    prepared = PreparedData(to_pair_dataset(train), evaluation, report, fingerprint)
+    prepared = PreparedData(to_pair_dataset(train), evaluation, report, fingerprint, content)
     if cache is not None:
+        note(f"saving the prepared data in {cache}")
         save_prepared(prepared, cache)
     return prepared
 

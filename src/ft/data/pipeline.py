@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -133,6 +134,17 @@ class PreparedData:
     eval: Any | None
     report: DataReport
     fingerprint: str
+    """The cache key: everything that affects the prepared rows."""
+    content: str = ""
+    """The data itself (the files' bytes, the tokenizer), not where it lives: what a resume compares."""
+
+
+Note = Callable[[str], None]
+
+
+def quiet(message: str) -> None:
+    """The `Note` that hears nothing."""
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,7 +354,8 @@ def pack_examples(examples: list[Example], capacity: int, report: SplitReport) -
     return bins
 
 
-def data_fingerprint(cfg: FtConfig, sources: list[Source], tokenizer: Any) -> str:
+def data_fingerprint(cfg: FtConfig, sources: list[Source], tokenizer_digest: str) -> str:
+    """The cache key: the data, its settings and the tokenizer (`tokenizer_fingerprint`'s digest)."""
     from ft import __version__
 
     settings = {key: getattr(cfg, key) for key in DATA_KEYS}
@@ -352,24 +365,32 @@ def data_fingerprint(cfg: FtConfig, sources: list[Source], tokenizer: Any) -> st
         "settings": settings,
         "datasets": [s.settings.model_dump(mode="json") for s in sources],
         "content": [s.fingerprint for s in sources],
-        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "tokenizer": tokenizer_digest,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run_sources(cfg: FtConfig) -> tuple[list[Source], list[Source]]:
+def content_digest(sources: list[Source], tokenizer_digest: str) -> str:
+    """The datasets' content and the tokenizer, without paths or settings (the config has those)."""
+    parts = {"content": [s.fingerprint for s in sources], "tokenizer": tokenizer_digest}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_sources(cfg: FtConfig, note: Note = quiet) -> tuple[list[Source], list[Source]]:
     """The training and the eval datasets' rows."""
+    note(f"reading {len(cfg.datasets) + len(cfg.test_datasets or [])} dataset(s)")
     return read_sources(cfg.datasets, "datasets"), read_sources(cfg.test_datasets or [], "test_datasets")
 
 
 def cached_prepared(
-    cfg: DataSettings, fingerprint: str, use_cache: bool
+    cfg: DataSettings, fingerprint: str, content: str, use_cache: bool, note: Note = quiet
 ) -> tuple[Path | None, PreparedData | None]:
     """The cache folder for this fingerprint (None without dataset_prepared_path or `use_cache`),
-    and what it holds when a preparation finished there."""
+    and what it holds when a preparation finished there (with this run's `content` digest)."""
     cache = cache_dir(cfg, fingerprint) if use_cache else None
     if cache is not None and (cache / REPORT_FILE).exists():
-        return cache, load_prepared(cache, fingerprint)
+        note(f"prepared data found in {cache}")
+        return cache, replace(load_prepared(cache, fingerprint), content=content)
     return cache, None
 
 
@@ -380,14 +401,19 @@ def no_training_rows(report: DataReport, what: str = "rows") -> DataError:
     )
 
 
-def prepare_data(cfg: FtConfig, tokenizer: Any, use_cache: bool = True) -> PreparedData:
-    """Training (and eval) rows ready for the trainer, from the cache when nothing changed."""
-    train_sources, eval_sources = run_sources(cfg)
-    fingerprint = data_fingerprint(cfg, train_sources + eval_sources, tokenizer)
-    cache, cached = cached_prepared(cfg, fingerprint, use_cache)
+def prepare_data(cfg: FtConfig, tokenizer: Any, use_cache: bool = True, note: Note = quiet) -> PreparedData:
+    """Training (and eval) rows ready for the trainer, from the cache when nothing changed; `note`
+    hears each stage as it starts (reading, tokenizing, packing, saving)."""
+    train_sources, eval_sources = run_sources(cfg, note)
+    tokenizer_digest = tokenizer_fingerprint(tokenizer)  # hashes the whole vocabulary: once
+    fingerprint = data_fingerprint(cfg, train_sources + eval_sources, tokenizer_digest)
+    content = content_digest(train_sources + eval_sources, tokenizer_digest)
+    cache, cached = cached_prepared(cfg, fingerprint, content, use_cache, note)
     if cached is not None:
         return cached
     report = DataReport()
+    rows = sum(len(source.rows) for source in train_sources + eval_sources)
+    note(f"rendering, tokenizing and masking {rows:,} rows")
     train_examples = encode_sources(cfg, train_sources, tokenizer, report)
     eval_examples = encode_sources(cfg, eval_sources, tokenizer, report)
     check_bad_rows(cfg, report)
@@ -397,10 +423,13 @@ def prepare_data(cfg: FtConfig, tokenizer: Any, use_cache: bool = True) -> Prepa
         raise no_training_rows(report)
     summarize(train_examples, report.train)
     summarize(eval_examples, report.eval)
+    if cfg.sample_packing:
+        note(f"packing {len(train_examples):,} rows into sequences of {cfg.sequence_len} tokens")
     train = to_dataset(cfg, train_examples, report.train, cfg.sample_packing)
     evaluation = to_dataset(cfg, eval_examples, report.eval, False) if eval_examples else None
-    prepared = PreparedData(train, evaluation, report, fingerprint)
+    prepared = PreparedData(train, evaluation, report, fingerprint, content)
     if cache is not None:
+        note(f"saving the prepared data in {cache}")
         save_prepared(prepared, cache)
     return prepared
 

@@ -12,7 +12,7 @@ implicit reward: beta x (tuned margin - reference margin) per pair, its mean and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,14 +22,18 @@ from ft.base.errors import FtError
 from ft.infer.evaluate import (
     EvalReport,
     EvalSettings,
+    GenerationPlan,
     HeldOutRow,
     ModelResult,
     Progress,
     base_model,
+    eval_target,
     generate_rows,
+    generation_plan,
     held_out_row,
+    load_noted,
+    no_note,
     perplexity,
-    resolve_target,
     samples,
     split_name,
     write_report,
@@ -121,13 +125,19 @@ def _batch_logps(model: Any, batch: list[tuple[list[int], list[int]]], pad_id: i
 # The run
 
 
-def run_pair_eval(target: Path, settings: EvalSettings, on_progress: Progress | None = None) -> EvalReport:
-    """`ft eval` for a preference run: pair margins, chosen-answer loss, generations; eval.json."""
+def run_pair_eval(
+    target: Path,
+    settings: EvalSettings,
+    on_progress: Progress | None = None,
+    on_note: Callable[[str], None] = no_note,
+) -> EvalReport:
+    """`ft eval` for a preference run: pair margins, chosen-answer loss, generations; eval.json.
+    `on_note` hears what is being loaded and how long it took."""
     from ft.data.pairs import held_out_pairs
-    from ft.infer.loading import load_folder_tokenizer, load_for_inference
+    from ft.infer.loading import load_folder_tokenizer
 
     progress = on_progress or (lambda stage, done, total: None)
-    cfg, run = resolve_target(target)
+    cfg, run = eval_target(target, on_note)
     tokenizer = load_folder_tokenizer(run.run_dir)
     pairs = held_out_pairs(cfg, tokenizer)
     if not pairs:
@@ -136,28 +146,27 @@ def run_pair_eval(target: Path, settings: EvalSettings, on_progress: Progress | 
             hint="set val_set_size (a share or a row count) or test_datasets in the config",
         )
     pairs = pairs[: settings.limit or len(pairs)]
-    loaded = load_for_inference(run.run_dir)
+    loaded = load_noted(run, on_note)
     rows = [row for p in pairs if (row := held_out_row([*p.prompt, *p.chosen], loaded.terminator))]
-    batch_size = settings.batch_size or cfg.eval_batch_size or cfg.micro_batch_size
-    tuned_logps, tuned = _evaluate(loaded.model, "tuned", loaded, pairs, rows, settings, batch_size, progress)
+    plan, plan_notes = generation_plan(cfg, settings, loaded, rows)
+    tuned_logps, tuned = _evaluate(loaded.model, "tuned", loaded, pairs, rows, plan, progress)
     base = rewards = None
     if settings.compare_base:
         with reference_model(loaded, cfg, run) as model:
-            base_logps, base = _evaluate(
-                model, "reference", loaded, pairs, rows, settings, batch_size, progress
-            )
+            base_logps, base = _evaluate(model, "reference", loaded, pairs, rows, plan, progress)
         rewards = implicit_rewards(tuned_logps, base_logps, cfg.rl_beta or DEFAULT_BETA)
     report = EvalReport(
         run_dir=run.run_dir,
         split=split_name(cfg),
         rows=len(pairs),
         generated_rows=len(rows),
-        max_new_tokens=settings.max_new_tokens,
+        max_new_tokens=plan.max_new_tokens,
         tuned=tuned,
         base=base,
         samples=samples(rows, tuned, base),
         notes=[
-            "pairs: log-probabilities summed over each answer's tokens; eval loss: of the chosen answers; references: the chosen answers"
+            "pairs: log-probabilities summed over each answer's tokens; eval loss: of the chosen answers; references: the chosen answers",
+            *plan_notes,
         ],
         base_label=f"reference ({reference_name(cfg)})",
         rewards=rewards,
@@ -172,16 +181,19 @@ def _evaluate(
     loaded: LoadedModel,
     pairs: list[PairExample],
     rows: list[HeldOutRow],
-    settings: EvalSettings,
-    batch_size: int,
+    plan: GenerationPlan,
     progress: Progress,
 ) -> tuple[AnswerLogps, ModelResult]:
-    pad_id = loaded.tokenizer.pad_token_id
-    pad_id = loaded.stop_ids[0] if pad_id is None else pad_id
+    from ft.infer.generate import pad_id_of
+
     logps = answer_logps(
-        model, pairs, batch_size, pad_id, lambda done: progress(f"pairs {label}", done, len(pairs))
+        model,
+        pairs,
+        plan.loss_batch_size,
+        pad_id_of(loaded),
+        lambda done: progress(f"pairs {label}", done, len(pairs)),
     )
-    scores, generations = generate_rows(model, label, loaded, rows, settings, progress)
+    scores, generations = generate_rows(model, label, loaded, rows, plan, progress)
     loss = logps.chosen_loss()
     return logps, ModelResult(loss, perplexity(loss), scores, generations, pairs=logps.scores().to_json())
 

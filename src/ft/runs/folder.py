@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ft.base.errors import FtError
+from ft.base.perms import file_mode
+from ft.config.hub import Need, prepare_hub_access
 from ft.config.schema import FtConfig
 
 RUN_JSON = "run.json"
@@ -113,11 +115,29 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def is_run_folder(path: Path) -> bool:
+    """A finished run folder: run.json and config.yml."""
+    return (path / RUN_JSON).is_file() and (path / CONFIG_YML).is_file()
+
+
+def run_hub_access(path: Path, needs: tuple[Need, ...] = ("weights",)) -> list[str]:
+    """ft.config.hub.prepare_hub_access for the base model of a run folder (run.json's
+    base_model_path, a Hub id or a local folder) and its data when `needs` says: called by the
+    commands that load a run before the Hugging Face libraries are imported. Nothing for another
+    folder (a merged model is local)."""
+    path = Path(path).expanduser()
+    if not is_run_folder(path):
+        return []
+    run = read_run(path)
+    return prepare_hub_access(run.config.model_copy(update={"base_model": run.base_model_path}), needs)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write through a temporary file in the same folder and rename: readers see all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())  # mkstemp's 0600 would carry over to the published file
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)
@@ -216,12 +236,9 @@ def trim_metrics(path: Path, last_step: int) -> int:
     return len(rows) - len(kept)  # a line cut short by a kill is not a row
 
 
-def plot_loss(metrics: list[dict[str, Any]], path: Path) -> str | None:
-    """loss.png with train and eval loss against the step, and for preference runs the reward
-    margin (chosen minus rejected) below it; returns a note when it is skipped."""
-    train = _series(metrics, "loss")
-    evals = _series(metrics, "eval_loss")
-    if not train and not evals:
+def plot_loss(metrics: list[dict[str, Any]], path: Path, title: str = "") -> str | None:
+    """loss.png (see loss_figure); returns a note when it is skipped."""
+    if not _series(metrics, "loss") and not _series(metrics, "eval_loss"):
         return "no loss logged: loss.png not written"
     try:
         import matplotlib
@@ -230,34 +247,57 @@ def plot_loss(metrics: list[dict[str, Any]], path: Path) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed: loss.png not written (pip install 'ft-finetune[plot]')"
+    fig = loss_figure(metrics, title)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return None
+
+
+def loss_figure(metrics: list[dict[str, Any]], title: str = "") -> Any:
+    """Train and eval loss against the step, the learning rate on a second axis, the run's name as
+    the title; for preference runs the reward margin (chosen minus rejected) in a panel below.
+    Points are marked, so a run with one logged step still shows its loss (a line needs two
+    points to be seen)."""
+    import matplotlib.pyplot as plt
+
+    train, evals, rates = (_series(metrics, key) for key in ("loss", "eval_loss", "learning_rate"))
     margins = [(label, _series(metrics, key)) for label, key in MARGIN_SERIES]
     margins = [(label, points) for label, points in margins if points]
     panels = 2 if margins else 1
     fig, axes = plt.subplots(panels, 1, figsize=(7, 4 * panels), sharex=True, squeeze=False)
     ax = axes[0][0]
     if train:
-        ax.plot(*zip(*train, strict=True), label="train loss")
+        ax.plot(*zip(*train, strict=True), marker="." if len(train) > 1 else "o", label="train loss")
     if evals:
         ax.plot(*zip(*evals, strict=True), marker="o", label="eval loss")
     ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if rates:
+        lr_axis = ax.twinx()
+        lr_axis.plot(
+            *zip(*rates, strict=True), color="tab:gray", linestyle="--", marker="x", label="learning rate"
+        )
+        lr_axis.set_ylabel("learning rate")
+        lr_axis.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+        more_handles, more_labels = lr_axis.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels, loc="upper right")
+    if title:
+        ax.set_title(title)
     if margins:
         low = axes[1][0]
         for label, points in margins:
-            low.plot(
-                *zip(*points, strict=True), marker="o" if label.startswith("eval") else None, label=label
-            )
+            low.plot(*zip(*points, strict=True), marker="o" if label.startswith("eval") else ".", label=label)
         low.axhline(0.0, color="grey", linewidth=0.8)
         low.set_ylabel("reward margin (chosen - rejected)")
-    for row in axes:
-        row[0].grid(alpha=0.3)
-        row[0].legend()
+        low.grid(alpha=0.3)
+        low.legend()
     axes[-1][0].set_xlabel("step")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return None
+    return fig
 
 
 MARGIN_SERIES = (("train margin", "rewards/margins"), ("eval margin", "eval_rewards/margins"))
