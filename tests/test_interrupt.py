@@ -12,6 +12,7 @@ window there lasts seconds), and the full disk too. Every continuation runs in t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from ft.runs.folder import checkpoint_complete
+from ft.runs.folder import checkpoint_complete, newest_checkpoint
 from test_train import run_cli, write_config
 
 pytestmark = pytest.mark.integration
@@ -107,6 +108,10 @@ def pause_mid_save(proc: subprocess.Popen, run: Path, log: Path, steps: range) -
         proc.send_signal(signal.SIGCONT)
     proc.kill()
     raise AssertionError(f"no checkpoint save caught half-way in {list(steps)}")
+
+
+def folder_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.removeprefix("checkpoint-"))
 
 
 def run_json(run: Path) -> dict:
@@ -262,8 +267,10 @@ def test_second_signal_aborts_and_names_the_newest_checkpoint(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """L5: SIGINT then SIGTERM land together in the middle of a save (the process is frozen while
-    both are sent, so they cannot merge into one): the first asks for a stop, the second aborts.
-    The message names the newest complete checkpoint, and --resume continues from it."""
+    both are sent, so they cannot merge into one): the first asks for a stop, the second aborts
+    before another step or checkpoint. The message names the newest complete checkpoint (the one
+    before, or the one being saved when the abort is only seen once its save ends), and --resume
+    continues from it."""
     planned = 12
     config = write_config(tmp_path, tiny_model_dir, max_steps=planned, save_steps=2)
     run, log = tmp_path / "run", tmp_path / "ft.log"
@@ -274,8 +281,12 @@ def test_second_signal_aborts_and_names_the_newest_checkpoint(
     proc.send_signal(signal.SIGTERM)
     proc.send_signal(signal.SIGCONT)
     code, output = finish(proc, log)
-    newest = run / f"checkpoint-{int(partial.name.split('-')[1]) - 2}"
+    partial_step = folder_step(partial)
+    newest = newest_checkpoint(run)
     assert code == 130, output
+    assert newest is not None and folder_step(newest) in (partial_step - 2, partial_step), output
+    assert max(folder_step(path) for path in run.glob("checkpoint-*")) == partial_step, output
+    assert f"step {partial_step + 1}/" not in output
     assert f"aborted by a second signal; the newest complete checkpoint is {newest}" in output
     assert "--resume" in output and "Traceback" not in output
 
@@ -321,3 +332,27 @@ def test_a_stop_passes_through_library_code_that_catches_exception() -> None:
         except Exception as err:  # what a library wrapping every error does
             swallowed.append(err)
     assert swallowed == []
+
+
+def test_a_second_signal_swallowed_by_library_code_still_aborts_at_the_next_hook() -> None:
+    """The second signal's KeyboardInterrupt is raised wherever the main thread is; when library
+    code swallows it there (a C extension that checks for signals and clears the error), the next
+    trainer hook raises it again, so that no further step or checkpoint is made."""
+    from types import SimpleNamespace
+
+    from ft.train.callbacks import StopCallback, StopRequest, stop_on_signals
+
+    events: list[object] = []
+    request = StopRequest()
+    stop = StopCallback(request)
+    state, control = SimpleNamespace(global_step=4), SimpleNamespace()
+    with stop_on_signals(request, events.append):
+        signal.raise_signal(signal.SIGINT)
+        stop.on_save(None, state, control)  # the first signal only asks for a stop
+        with contextlib.suppress(KeyboardInterrupt):  # swallowed
+            signal.raise_signal(signal.SIGTERM)
+        for hook in (stop.on_save, stop.on_log, stop.on_step_begin, stop.on_step_end):
+            with pytest.raises(KeyboardInterrupt):
+                hook(None, state, control)
+    assert request.signal_name == "SIGINT" and len(events) == 1
+    assert not hasattr(control, "should_save")

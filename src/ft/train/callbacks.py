@@ -160,10 +160,18 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
+        self.aborted = False
 
     @property
     def requested(self) -> bool:
         return self.signal_name is not None
+
+    def raise_if_aborted(self) -> None:
+        """The second signal's KeyboardInterrupt again: the handler raises it wherever the main
+        thread is, and library code (a C extension that checks for signals and clears the error)
+        can swallow it there; seen in about 1 of 15 runs that were signalled during a save."""
+        if self.aborted:
+            raise KeyboardInterrupt
 
 
 class StopCallback(TrainerCallback):
@@ -173,11 +181,21 @@ class StopCallback(TrainerCallback):
         self.request = request
         self.stopped_at: int | None = None
 
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.request.raise_if_aborted()
+
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.request.raise_if_aborted()
         if _any_rank(self.request.requested):
             control.should_save = True
             control.should_training_stop = True
             self.stopped_at = state.global_step
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.request.raise_if_aborted()
+
+    def on_log(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.request.raise_if_aborted()
 
 
 def _any_rank(flag: bool) -> bool:
@@ -203,6 +221,7 @@ def stop_on_signals(request: StopRequest, on_event: EventSink) -> Iterator[StopR
 
     def handle(signum: int, frame: Any) -> None:
         if request.requested:
+            request.aborted = True
             raise KeyboardInterrupt
         request.signal_name = signal.Signals(signum).name
         on_event(

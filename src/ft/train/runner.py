@@ -397,6 +397,7 @@ def _train_and_save(
         with stop_on_signals(stop.request, emit):
             with writing(run_dir, CHECKPOINT_WRITE_HINT):
                 trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            stop.request.raise_if_aborted()
             if stop.stopped_at is not None:
                 raise interrupted(run_dir, stop.stopped_at, stop.request.signal_name, context.start.launch)
             if trainer.eval_dataset is not None and _last_eval_step(trainer) != trainer.state.global_step:
