@@ -144,6 +144,46 @@ def test_dpo_run_folder_rewards_eval_merge_and_generate(tiny_model_dir: Path, tm
     )
 
 
+@pytest.mark.parametrize("continued", [False, True])
+def test_a_new_adapter_is_compared_with_the_base_a_continued_one_with_its_frozen_copy(
+    continued: bool, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """trl copies any adapter it is given into a frozen "ref" adapter; a new adapter needs no copy
+    (B = 0: the base with the adapter off is the same reference, without the copy's LoRA work in
+    every reference forward). A continued adapter (lora_model_dir) keeps the copy."""
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ft.config.load import load_config
+    from ft.data.pipeline import PreparedData
+    from ft.models.precision import resolve_precision
+    from ft.train.preference import build_preference_config, build_preference_trainer
+
+    cfg = load_config(dpo_config(tmp_path, tiny_model_dir, val_set_size=0))
+    if continued:
+        cfg = cfg.model_copy(update={"lora_model_dir": str(tmp_path / "sft")})
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
+    pairs = Dataset.from_dict(
+        {"prompt_ids": [[0, 5, 6, 7]] * 4, "chosen_ids": [[8, 9, 1]] * 4, "rejected_ids": [[10, 1]] * 4}
+    )
+    args = build_preference_config(
+        cfg, resolve_precision(cfg), tmp_path / "run", train_rows=4, has_eval=False
+    )
+    data = PreparedData(pairs, None, None, "")  # type: ignore[arg-type]
+    trainer = build_preference_trainer(cfg, model, args, data, tokenizer, [])
+    assert list(trainer.model.peft_config) == (["default", "ref"] if continued else ["default"])
+    if not continued:
+        # The reference forward (adapter off) gives the policy's own log-probabilities: zero rewards.
+        trainer.compute_loss(trainer.model, next(iter(trainer.get_train_dataloader())))
+        assert trainer._metrics["train"]["rewards/margins"] == [0.0]
+        assert trainer._metrics["train"]["rewards/chosen"] == [0.0]
+
+
 @pytest.mark.parametrize("method", ["ipo", "orpo"])
 def test_ipo_and_orpo_train_and_log_rewards(method: str, tiny_model_dir: Path, tmp_path: Path) -> None:
     config = dpo_config(tmp_path, tiny_model_dir, rl=method, max_steps=4, val_set_size=0, save_steps=4)

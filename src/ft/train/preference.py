@@ -179,7 +179,14 @@ def build_preference_trainer(
     }
     if cfg.rl == "orpo":
         return FtORPOTrainer(**common)
-    return FtDPOTrainer(ref_model=reference, **common)
+    trainer = FtDPOTrainer(ref_model=reference, **common)
+    if not cfg.lora_model_dir:
+        # trl copies any adapter it is handed into a frozen "ref" adapter and runs the reference
+        # forward through it. A new adapter is a no-op until trained (B = 0), so the base with the
+        # adapter switched off is the same reference without the copy's LoRA work in every
+        # reference forward (trl's path for a `peft_config`; bench/dpo.py measures both).
+        drop_reference_adapter(trainer.model)
+    return trainer
 
 
 def load_reference(
@@ -233,7 +240,8 @@ def reference_description(cfg: FtConfig) -> str:
 
 
 def drop_reference_adapter(model: Any) -> None:
-    """trl's frozen copy of a continued adapter ("ref") stays out of the run folder."""
+    """trl's frozen copy of the adapter ("ref"): not needed for a new adapter, and kept out of the
+    run folder for a continued one."""
     config = getattr(model, "peft_config", None)
     if isinstance(config, dict) and "ref" in config:
         model.delete_adapter("ref")
