@@ -450,7 +450,7 @@ def test_axolotl_phi35_lora_maps_template_and_message_fields(tmp_path: Path) -> 
 
 def test_axolotl_features_ft_lacks_are_named_not_supported(tmp_path: Path) -> None:
     text = BASE + (
-        "rl: dpo\nunsloth_lora_mlp: true\nrelora_steps: 100\nplugins: [x.Plugin]\nlora_on_cpu: true\n"
+        "rl: kto\nunsloth_lora_mlp: true\nrelora_steps: 100\nplugins: [x.Plugin]\nlora_on_cpu: true\n"
         "fsdp_version: 2\ncurriculum_sampling: true\nreward_model: true\n"
     )
     found = problems(write(tmp_path, text))
@@ -464,7 +464,7 @@ def test_axolotl_features_ft_lacks_are_named_not_supported(tmp_path: Path) -> No
         "rl",
         "unsloth_lora_mlp",
     ]
-    assert "rl: axolotl's rl is not supported by ft: ft does supervised fine-tuning only" in found[6]
+    assert found[6] == "rl: KTO (unpaired good/bad labels) is not supported by ft: use rl: dpo, ipo or orpo"
 
 
 def test_axolotl_keys_left_unset_are_silent(tmp_path: Path) -> None:

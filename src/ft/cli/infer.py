@@ -250,7 +250,10 @@ def _enable_line_editing() -> None:
 def eval_command(
     target: Path = typer.Argument(..., help="A run folder, or the config whose output_dir holds the run."),
     compare_base: bool = typer.Option(
-        False, "--compare-base", help="Also evaluate the base model (no adapter) on the same rows."
+        False,
+        "--compare-base",
+        help="Also evaluate the base model (no adapter) on the same rows; for preference runs, the "
+        "reference they trained against.",
     ),
     limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Only the first N held-out rows."),
     max_new_tokens: int | None = typer.Option(
@@ -267,7 +270,8 @@ def eval_command(
         "micro_batch_size for the loss; from the free memory, at most 8 on a CPU, for generation).",
     ),
 ) -> None:
-    """Eval loss, perplexity and generation metrics (ROUGE-1/2/L, BLEU, exact match) on the held-out split."""
+    """Eval loss, perplexity and generation metrics (ROUGE-1/2/L, BLEU, exact match) on the held-out split;
+    for preference runs also the chosen-over-rejected log-probability margin and accuracy."""
     from ft.cli.progress import StageProgress
     from ft.config.hub import EVAL_NEEDS, prepare_hub_access
     from ft.infer.evaluate import EVAL_JSON, EvalSettings, resolve_target, run_eval
@@ -289,7 +293,12 @@ def eval_command(
     quiet_libraries()
 
     with StageProgress(console) as progress:
-        report = run_eval(target, settings, progress, note)
+        if cfg.rl:
+            from ft.infer.pair_eval import run_pair_eval
+
+            report = run_pair_eval(target, settings, progress, note)
+        else:
+            report = run_eval(target, settings, progress, note)
     show_eval(console, report)
     console.print(f"report: {report.run_dir / EVAL_JSON}")
 
@@ -302,6 +311,10 @@ METRIC_ROWS = (
     ("rougeL", "ROUGE-L", ".4f"),
     ("bleu", "BLEU", ".2f"),
     ("exact_match", "exact match", ".3f"),
+    ("margin", "pair margin, log p(chosen) - log p(rejected)", ".4f"),
+    ("accuracy", "pairs with chosen likelier", ".3f"),
+    ("chosen_logp", "log p(chosen)", ".4f"),
+    ("rejected_logp", "log p(rejected)", ".4f"),
 )
 
 
@@ -311,7 +324,7 @@ def show_eval(console: Console, report: EvalReport) -> None:
 
     models = {"tuned": report.tuned.to_json()}
     if report.base is not None:
-        models = {"base": report.base.to_json(), **models}
+        models = {report.base_label: report.base.to_json(), **models}
     table = Table(title=f"{report.rows} held-out row(s) · {report.split}", title_justify="left")
     table.add_column("metric")
     for name in models:
@@ -320,6 +333,13 @@ def show_eval(console: Console, report: EvalReport) -> None:
         values = [_metric(data, key) for data in models.values()]
         table.add_row(label, *(format(v, spec) if v is not None else "-" for v in values))
     console.print(table)
+    if report.rewards is not None:
+        rewards = report.rewards
+        console.print(
+            f"DPO implicit reward (beta {rewards['beta']:g} x margin gained over the reference): "
+            f"mean {rewards['margin']:.4f}, positive on {rewards['accuracy']:.3f} of the pairs",
+            highlight=False,
+        )
     for note in report.notes:
         console.print(f"[dim]{escape(note)}[/]")
 
@@ -327,8 +347,11 @@ def show_eval(console: Console, report: EvalReport) -> None:
 def _metric(data: dict[str, Any], key: str) -> float | None:
     if key in data:
         return float(data[key])
-    metrics = data.get("metrics") or {}
-    return float(metrics[key]) if key in metrics else None
+    for group in ("metrics", "pairs"):
+        values = data.get(group) or {}
+        if key in values:
+            return float(values[key])
+    return None
 
 
 def register(app: typer.Typer) -> None:

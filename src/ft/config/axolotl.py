@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ft.base.redact import redact
+from ft.config.rl import RL_METHODS_TEXT, pair_type_fields
 from ft.config.schema import DatasetSettings, FtConfig
 
 # ---------------------------------------------------------------------------------------------
@@ -43,6 +44,7 @@ RENAMED: dict[str, Mapper] = {
     "eager_attention": _to("attn_implementation", "eager"),
     "flex_attention": _to("attn_implementation", "flex_attention"),
     "noisy_embedding_alpha": _to("neftune_noise_alpha"),
+    "dpo_beta": _to("rl_beta"),  # axolotl's older name
     "revision_of_model": _to("revision"),
     "model_revision": _to("revision"),
     "type_of_model": _to("model_type"),
@@ -134,25 +136,14 @@ SAME_AS_FT: dict[str, tuple[Any, ...]] = {
 # ---------------------------------------------------------------------------------------------
 # Known axolotl keys that ft does not support: the problem says so, and what to do.
 
-SFT_ONLY = "ft does supervised fine-tuning only; use axolotl or trl for preference or RL training"
+RL_KEYS = "ft's preference keys are rl, rl_beta, orpo_alpha, dpo_label_smoothing, max_prompt_len, precompute_ref_log_probs, ref_model"
+ONLINE_RL = "ft trains on fixed preference pairs (rl: dpo, ipo or orpo); online RL and reward models are not available"
 KERNELS = "ft uses peft's standard LoRA layers; remove it"
 DISTRIBUTED = "ft trains on one node through accelerate (DeepSpeed or FSDP via deepspeed / fsdp_config)"
 LOGGERS = "ft logs to TensorBoard (use_tensorboard) or W&B (wandb_*) only"
 
 UNSUPPORTED: dict[str, str] = {
-    **dict.fromkeys(
-        (
-            "rl",
-            "rl_beta",
-            "trl",
-            "vllm",
-            "reward_model",
-            "process_reward_model",
-            "num_labels",
-            "max_prompt_len",
-        ),
-        SFT_ONLY,
-    ),
+    **dict.fromkeys(("trl", "vllm", "reward_model", "process_reward_model", "num_labels"), ONLINE_RL),
     **dict.fromkeys(
         ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "cut_cross_entropy", "use_kernels"), KERNELS
     ),
@@ -262,13 +253,13 @@ UNSUPPORTED: dict[str, str] = {
 
 # Families of keys known by prefix (each has many members in axolotl's schema).
 UNSUPPORTED_PREFIXES: dict[str, str] = {
-    "dpo_": SFT_ONLY,
-    "rpo_": SFT_ONLY,
-    "orpo_": SFT_ONLY,
-    "kto_": SFT_ONLY,
-    "simpo_": SFT_ONLY,
-    "cpo_": SFT_ONLY,
-    "grpo_": SFT_ONLY,
+    "dpo_": f"an option of axolotl's DPO that ft does not have ({RL_KEYS})",
+    "rpo_": "RPO (DPO with an NLL term) is not available; use rl: dpo or orpo",
+    "orpo_": f"an option of axolotl's ORPO that ft does not have ({RL_KEYS})",
+    "kto_": "KTO is not supported by ft; use rl: dpo, ipo or orpo on preference pairs",
+    "simpo_": "SimPO is not supported by ft (trl has it only in its experimental CPO trainer)",
+    "cpo_": "CPO is not supported by ft; use rl: dpo, ipo or orpo",
+    "grpo_": "GRPO is not supported by ft; use rl: dpo, ipo or orpo on preference pairs",
     "kd_": "knowledge distillation is not available",
     "unsloth_": KERNELS,
     "liger_": KERNELS,
@@ -378,7 +369,34 @@ def translate_axolotl(data: Mapping[str, Any]) -> Translation:
                 _translate_dataset(out, f"{list_key}[{i}]", item) if isinstance(item, Mapping) else item
                 for i, item in enumerate(items)
             ]
+            for i, item in enumerate(out.data[list_key]):
+                if isinstance(item, dict):
+                    _translate_pair_type(out, f"{list_key}[{i}]", item)
     return out
+
+
+def _translate_pair_type(out: Translation, where: str, dataset: dict[str, Any]) -> None:
+    """axolotl's DPO types (`chatml.intel`, `chat_template.default`, ...) name a field layout and a
+    template; ft reads the layout and renders with the run's own format, as its SFT rows were."""
+    kind = dataset.get("type")
+    fields = pair_type_fields(kind) if isinstance(kind, str) else None
+    if fields is None:
+        return
+    if out.data.get("rl") in (None, "", False):
+        out.problems.append(
+            f"{where}.type: axolotl's {kind} is a preference-pair type: set rl: {RL_METHODS_TEXT}"
+        )
+        dataset["type"] = "chat_template"  # said once, not again as an unknown format
+        return
+    dataset["type"] = "chat_template"
+    for key, column in fields.items():
+        dataset.setdefault(key, column)
+    template = dataset.get("chat_template") or out.data.get("chat_template") or "tokenizer_default"
+    mapped = "".join(f", {key}: {dataset[key]}" for key in fields)
+    out.notes.append(
+        f"{where}.type: {kind} (axolotl) read as type: chat_template{mapped}; "
+        f"rendered with chat_template {template}, the run's format"
+    )
 
 
 def _translate_top_key(out: Translation, key: str, value: Any) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ft.config.formats import CHAT_TEMPLATES, PROMPT_FORMATS, custom_format_problems
+from ft.config.rl import RL_METHODS, RL_METHODS_TEXT, RL_REFUSED
 
 OPTIMIZERS = (
     "adamw_torch",
@@ -173,6 +174,16 @@ class DatasetSettings(Section):
         None, description="Template for this dataset's chat turns; default: the top-level `chat_template`."
     )
     system_prompt: str | None = Field(None, description="System prompt added to every row that has none.")
+    field_prompt: str = Field(
+        "prompt",
+        description="With rl: the column that holds the prompt (text, or a list of chat turns).",
+    )
+    field_chosen: str = Field(
+        "chosen", description="With rl: the column that holds the preferred answer (text, a turn or turns)."
+    )
+    field_rejected: str = Field(
+        "rejected", description="With rl: the column that holds the dispreferred answer."
+    )
     format: str | None = Field(
         None, description="Custom prompt with {instruction}/{input} fields; the answer follows it."
     )
@@ -418,6 +429,97 @@ class LoggingSettings(Section):
     wandb_log_model: str | None = Field(None, description="Weights & Biases model logging.")
 
 
+PAIR_FIELDS = ("field_prompt", "field_chosen", "field_rejected")
+RL_ONLY_KEYS = (
+    "rl_beta",
+    "orpo_alpha",
+    "dpo_label_smoothing",
+    "max_prompt_len",
+    "precompute_ref_log_probs",
+    "ref_model",
+)
+ORPO_REFUSES = {
+    "rl_beta": "rl: orpo weighs its odds-ratio term with orpo_alpha, not rl_beta",
+    "dpo_label_smoothing": "label smoothing is for rl: dpo (robust DPO), not orpo",
+    "precompute_ref_log_probs": "ORPO has no reference model: remove it",
+    "ref_model": "ORPO has no reference model: remove it",
+}
+
+
+class PreferenceSettings(Section):
+    rl: str | None = Field(
+        None,
+        description="Preference tuning on prompt/chosen/rejected pairs: dpo, ipo (DPO with the IPO loss) "
+        "or orpo (no reference model). Empty: supervised fine-tuning.",
+    )
+    rl_beta: float | None = Field(
+        None,
+        gt=0,
+        description="dpo/ipo: how far the tuned model may move from the reference (beta; IPO's tau). "
+        "Default 0.1.",
+    )
+    orpo_alpha: float | None = Field(
+        None,
+        gt=0,
+        description="orpo: weight of the odds-ratio term beside the chosen answer's loss (the paper's "
+        "lambda). Default 0.1.",
+    )
+    dpo_label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="dpo: the share of pairs assumed mislabelled; above 0, trl's robust DPO loss.",
+    )
+    max_prompt_len: int | None = Field(
+        None,
+        gt=0,
+        description="Pairs whose rendered prompt has more tokens are bad rows (reported with their row).",
+    )
+    precompute_ref_log_probs: bool = Field(
+        False,
+        description="dpo/ipo: score the pairs with the reference once, before training, not at every step.",
+    )
+    ref_model: str | None = Field(
+        None,
+        description="dpo/ipo: another reference model (Hub id, folder, .gguf). Default: the model training "
+        "starts from, by switching the adapter off (no second copy in memory).",
+    )
+
+    @field_validator("rl", mode="before")
+    @classmethod
+    def _unset_rl(cls, value: Any) -> Any:
+        """axolotl writes `rl:` empty or false for supervised fine-tuning."""
+        return None if value in ("", False) else value
+
+    @classmethod
+    def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
+        method = data.get("rl")
+        if method in ("", False, None):
+            for key in RL_ONLY_KEYS:
+                if data.get(key) not in (None, False, 0, 0.0, ""):
+                    yield (
+                        key,
+                        f"a preference-tuning key, but rl is not set: set rl: {RL_METHODS_TEXT}, or remove it",
+                    )
+            return
+        if not isinstance(method, str):
+            return
+        if method in RL_REFUSED:
+            yield "rl", f"{RL_REFUSED[method]} is not supported by ft: use rl: {RL_METHODS_TEXT}"
+            return
+        if method not in RL_METHODS:
+            yield "rl", _choice_problem("rl method", method, RL_METHODS)
+            return
+        if method == "orpo":
+            for key, message in ORPO_REFUSES.items():
+                if data.get(key) not in (None, False, 0, 0.0, ""):
+                    yield key, message
+        elif data.get("orpo_alpha") is not None:
+            yield "orpo_alpha", f"ORPO's weight: with rl: {method}, set rl_beta instead"
+        if method == "ipo" and (_number(data.get("dpo_label_smoothing")) or 0) > 0:
+            yield "dpo_label_smoothing", "label smoothing is for rl: dpo (robust DPO), not ipo"
+
+
 class DistributedSettings(Section):
     deepspeed: str | None = Field(None, description="DeepSpeed JSON config file.")
     fsdp: list[str] | None = Field(None, description="FSDP options, e.g. [full_shard, auto_wrap].")
@@ -430,6 +532,7 @@ class FtConfig(
     AdapterSettings,
     DataSettings,
     TrainingSettings,
+    PreferenceSettings,
     OutputSettings,
     LoggingSettings,
     DistributedSettings,
@@ -444,6 +547,7 @@ class FtConfig(
         for bits in ("load_in_4bit", "load_in_8bit"):
             if is_true(data.get(bits)) and adapter is None:
                 yield bits, "a quantized base cannot be fully fine-tuned: set adapter: qlora or lora"
+        yield from _preference_rules(data)
 
     @model_validator(mode="after")
     def _rules_hold(self) -> FtConfig:
@@ -453,6 +557,55 @@ class FtConfig(
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+def _preference_rules(data: Mapping[str, Any]) -> Iterator[Problem]:
+    """What preference tuning changes in the data keys: pairs are neither packed nor trained on
+    their prompts, and need a prompt format; pair columns mean nothing without rl."""
+    method = data.get("rl")
+    if method in (None, "", False):
+        for key, index, item in _dataset_items(data):
+            for name in PAIR_FIELDS:
+                if item.get(name) not in (None, DatasetSettings.model_fields[name].default):
+                    yield f"{key}[{index}].{name}", f"{name} names a pair column: set rl: {RL_METHODS_TEXT}"
+        return
+    if is_true(data.get("sample_packing")):
+        yield "sample_packing", "preference pairs are not packed (each batch is padded): set it false"
+    if is_true(data.get("train_on_inputs")):
+        yield "train_on_inputs", "preference tuning scores the answers only: remove train_on_inputs"
+    if is_true(data.get("group_by_length")):
+        yield "group_by_length", "preference pairs are batched in random order: remove group_by_length"
+    if method == "orpo" and is_true(data.get("pad_to_sequence_len")):
+        yield (
+            "pad_to_sequence_len",
+            "rl: orpo pads each batch to its longest pair: remove pad_to_sequence_len",
+        )
+    prompt, length = _number(data.get("max_prompt_len")), _number(data.get("sequence_len", 2048))
+    if prompt is not None and length is not None and prompt >= length:
+        yield (
+            "max_prompt_len",
+            (
+                f"max_prompt_len {prompt:g} leaves no room for the answers in sequence_len {length:g}: "
+                "make it smaller than sequence_len"
+            ),
+        )
+    for key, index, item in _dataset_items(data):
+        if item.get("type") == "completion" and not item.get("format"):
+            yield (
+                f"{key}[{index}].type",
+                (
+                    "completion text has no prompt to prefer one answer to: use a prompt format "
+                    "(alpaca, chat_template, ...) for pair datasets"
+                ),
+            )
+
+
+def _dataset_items(data: Mapping[str, Any]) -> Iterator[tuple[str, int, Mapping[str, Any]]]:
+    for key in ("datasets", "test_datasets"):
+        items = data.get(key)
+        for index, item in enumerate(items if isinstance(items, list) else []):
+            if isinstance(item, Mapping):
+                yield key, index, item
 
 
 SECTIONS: tuple[type[Section], ...] = tuple(base for base in FtConfig.__bases__ if issubclass(base, Section))

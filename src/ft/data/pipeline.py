@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ft.base.errors import DataError
 from ft.data.examples import required_columns, row_renderer
@@ -26,6 +26,7 @@ from ft.data.tokens import IGNORE_INDEX, encode_many, tokenizer_fingerprint
 if TYPE_CHECKING:
     from ft.config.schema import DatasetSettings, DataSettings, FtConfig
 
+Item = TypeVar("Item")
 CACHE_LAYOUT = 1
 BAD_ROWS_SHOWN = 5
 REPORT_FILE = "ft_report.json"
@@ -141,7 +142,8 @@ class PreparedData:
 Note = Callable[[str], None]
 
 
-def _quiet(message: str) -> None:
+def quiet(message: str) -> None:
+    """The `Note` that hears nothing."""
     return None
 
 
@@ -168,12 +170,13 @@ def render_source(
     return rendered
 
 
-def check_columns(source: Source) -> None:
+def check_columns(source: Source, required: list[tuple[str, tuple[str, ...]]] | None = None) -> None:
     """A file whose schema lacks a mapped column: every row would fail, so it is one error, even
-    with skip_invalid_rows (skipping the whole file is not what anyone asked for)."""
+    with skip_invalid_rows (skipping the whole file is not what anyone asked for). `required`:
+    (config key, column names) pairs; default: those of an SFT row of the dataset's format."""
     if source.columns is None:
         return
-    for key, names in required_columns(source.settings):
+    for key, names in required if required is not None else required_columns(source.settings):
         if not any(name in source.columns for name in names):
             wanted = " or ".join(repr(name) for name in names)
             raise DataError(
@@ -298,8 +301,9 @@ def dropped_counts(report: DataReport) -> str:
     )
 
 
-def split_eval(cfg: FtConfig, examples: list[Example]) -> tuple[list[Example], list[Example]]:
-    """Seeded hold-out of `val_set_size` (a share below 1, a row count from 1 up)."""
+def split_eval(cfg: FtConfig, examples: list[Item]) -> tuple[list[Item], list[Item]]:
+    """Seeded hold-out of `val_set_size` (a share below 1, a row count from 1 up); `examples` are
+    encoded rows (SFT examples or preference pairs)."""
     size = cfg.val_set_size
     if not size:
         return examples, []
@@ -372,19 +376,41 @@ def content_digest(sources: list[Source], tokenizer_digest: str) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def prepare_data(cfg: FtConfig, tokenizer: Any, use_cache: bool = True, note: Note = _quiet) -> PreparedData:
-    """Training (and eval) rows ready for the trainer, from the cache when nothing changed; `note`
-    hears each stage as it starts (reading, tokenizing, packing, saving)."""
+def run_sources(cfg: FtConfig, note: Note = quiet) -> tuple[list[Source], list[Source]]:
+    """The training and the eval datasets' rows."""
     note(f"reading {len(cfg.datasets) + len(cfg.test_datasets or [])} dataset(s)")
-    train_sources = read_sources(cfg.datasets, "datasets")
-    eval_sources = read_sources(cfg.test_datasets or [], "test_datasets")
-    tokenizer_digest = tokenizer_fingerprint(tokenizer)  # hashes the whole vocabulary: once
-    fingerprint = data_fingerprint(cfg, train_sources + eval_sources, tokenizer_digest)
-    content = content_digest(train_sources + eval_sources, tokenizer_digest)
+    return read_sources(cfg.datasets, "datasets"), read_sources(cfg.test_datasets or [], "test_datasets")
+
+
+def cached_prepared(
+    cfg: DataSettings, fingerprint: str, content: str, use_cache: bool, note: Note = quiet
+) -> tuple[Path | None, PreparedData | None]:
+    """The cache folder for this fingerprint (None without dataset_prepared_path or `use_cache`),
+    and what it holds when a preparation finished there (with this run's `content` digest)."""
     cache = cache_dir(cfg, fingerprint) if use_cache else None
     if cache is not None and (cache / REPORT_FILE).exists():
         note(f"prepared data found in {cache}")
-        return replace(load_prepared(cache, fingerprint), content=content)
+        return cache, replace(load_prepared(cache, fingerprint), content=content)
+    return cache, None
+
+
+def no_training_rows(report: DataReport, what: str = "rows") -> DataError:
+    return DataError(
+        f"datasets: no training {what} left after preparation ({dropped_counts(report)})",
+        hint=f"see the bad and too-long {what} with: ft format CONFIG --stats",
+    )
+
+
+def prepare_data(cfg: FtConfig, tokenizer: Any, use_cache: bool = True, note: Note = quiet) -> PreparedData:
+    """Training (and eval) rows ready for the trainer, from the cache when nothing changed; `note`
+    hears each stage as it starts (reading, tokenizing, packing, saving)."""
+    train_sources, eval_sources = run_sources(cfg, note)
+    tokenizer_digest = tokenizer_fingerprint(tokenizer)  # hashes the whole vocabulary: once
+    fingerprint = data_fingerprint(cfg, train_sources + eval_sources, tokenizer_digest)
+    content = content_digest(train_sources + eval_sources, tokenizer_digest)
+    cache, cached = cached_prepared(cfg, fingerprint, content, use_cache, note)
+    if cached is not None:
+        return cached
     report = DataReport()
     rows = sum(len(source.rows) for source in train_sources + eval_sources)
     note(f"rendering, tokenizing and masking {rows:,} rows")
@@ -394,10 +420,7 @@ def prepare_data(cfg: FtConfig, tokenizer: Any, use_cache: bool = True, note: No
     if not eval_sources:
         train_examples, eval_examples = split_eval(cfg, train_examples)
     if not train_examples:
-        raise DataError(
-            f"datasets: no training rows left after preparation ({dropped_counts(report)})",
-            hint="see the bad and too-long rows with: ft format CONFIG --stats",
-        )
+        raise no_training_rows(report)
     summarize(train_examples, report.train)
     summarize(eval_examples, report.eval)
     if cfg.sample_packing:

@@ -70,10 +70,15 @@ class ModelResult:
     perplexity: float
     scores: GenerationScores | None
     generations: list[str] = field(default_factory=list)
+    pairs: dict[str, float] | None = None
+    """Preference runs: log-probability margins of chosen over rejected (ft.infer.pair_eval)."""
 
     def to_json(self) -> dict[str, Any]:
         metrics = self.scores.to_json() if self.scores is not None else None
-        return {"loss": self.loss, "perplexity": self.perplexity, "metrics": metrics}
+        data = {"loss": self.loss, "perplexity": self.perplexity, "metrics": metrics}
+        if self.pairs is not None:
+            data["pairs"] = self.pairs
+        return data
 
 
 @dataclass
@@ -87,6 +92,10 @@ class EvalReport:
     base: ModelResult | None
     samples: list[dict[str, str]]
     notes: list[str] = field(default_factory=list)
+    base_label: str = "base"
+    """What `base` is: the base model, or for preference runs the reference they trained against."""
+    rewards: dict[str, float] | None = None
+    """Preference runs with the reference evaluated: DPO's implicit reward margin and accuracy."""
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -102,6 +111,9 @@ class EvalReport:
         }
         if self.base is not None:
             data["base"] = self.base.to_json()
+            data["base_label"] = self.base_label
+        if self.rewards is not None:
+            data["rewards"] = self.rewards
         data["notes"] = self.notes
         data["samples"] = self.samples
         return data
@@ -229,7 +241,7 @@ def perplexity(loss: float) -> float:
 # The run
 
 
-def _no_note(line: str) -> None:
+def no_note(line: str) -> None:
     return None
 
 
@@ -237,19 +249,15 @@ def run_eval(
     target: Path,
     settings: EvalSettings,
     on_progress: Progress | None = None,
-    on_note: Callable[[str], None] = _no_note,
+    on_note: Callable[[str], None] = no_note,
 ) -> EvalReport:
     """The whole `ft eval`: load, loss, generations, metrics (base too when asked); writes eval.json.
     `on_note` hears what is being loaded and how long it took."""
-    from ft.config.hub import EVAL_NEEDS, prepare_hub_access
     from ft.data.pipeline import prepare_data
-    from ft.infer.generate import prompt_ids
-    from ft.infer.loading import load_folder_tokenizer, load_for_inference
+    from ft.infer.loading import load_folder_tokenizer
 
     progress = on_progress or (lambda stage, done, total: None)
-    cfg, run = resolve_target(target)
-    for line in prepare_hub_access(cfg.model_copy(update={"base_model": run.base_model_path}), EVAL_NEEDS):
-        on_note(line)
+    cfg, run = eval_target(target, on_note)
     # The data first (tokenizer only): a config without a held-out split fails before weights load.
     tokenizer = load_folder_tokenizer(run.run_dir)
     prepared = prepare_data(cfg, tokenizer, note=on_note)
@@ -260,25 +268,13 @@ def run_eval(
         )
     examples = held_out_examples(cfg, tokenizer)
     check_same_rows(examples, prepared.eval)
-    on_note(f"loading the model in {run.run_dir}")
-    began = time.monotonic()
-    loaded = load_for_inference(run.run_dir)
-    on_note(f"loaded in {time.monotonic() - began:.1f} s: {loaded.description}")
+    loaded = load_noted(run, on_note)
     count = min(settings.limit or len(examples), len(examples))
     dataset = prepared.eval.select(range(count))
     rows = [row for e in examples[:count] if (row := held_out_row(e.segments, loaded.terminator))]
     notes = [] if rows else ["no row has a prompt/answer split (completion text): no generation metrics"]
-    max_new = settings.max_new_tokens or answer_budget(loaded.tokenizer, [r.reference for r in rows])
-    if settings.max_new_tokens is None:
-        notes.append(
-            f"max_new_tokens {max_new}: twice the longest reference answer (--max-new-tokens to change)"
-        )
-    plan = GenerationPlan(
-        max_new,
-        settings.batch_size or cfg.eval_batch_size or cfg.micro_batch_size,
-        settings.batch_size,
-        [prompt_ids(loaded, row.prompt) for row in rows],
-    )
+    plan, plan_notes = generation_plan(cfg, settings, loaded, rows)
+    notes += plan_notes
     tuned = evaluate_model(loaded.model, "tuned", loaded, dataset, rows, plan, progress)
     base = None
     if settings.compare_base:
@@ -289,17 +285,64 @@ def run_eval(
         split=split_name(cfg),
         rows=count,
         generated_rows=len(rows),
-        max_new_tokens=max_new,
+        max_new_tokens=plan.max_new_tokens,
         tuned=tuned,
         base=base,
         samples=samples(rows, tuned, base),
         notes=notes,
     )
-    write_json_atomic(run.run_dir / EVAL_JSON, report.to_json())
+    write_report(report, cfg)
+    return report
+
+
+def write_report(report: EvalReport, cfg: FtConfig) -> None:
+    """eval.json in the run folder, and its card again: the card shows the new eval results."""
     from ft.runs.card import write_run_card
 
-    write_run_card(run.run_dir, repo=cfg.hub_model_id)  # the card shows the new eval results
-    return report
+    write_json_atomic(report.run_dir / EVAL_JSON, report.to_json())
+    write_run_card(report.run_dir, repo=cfg.hub_model_id)
+
+
+def eval_target(target: Path, on_note: Callable[[str], None]) -> tuple[FtConfig, RunInfo]:
+    """The run's config and folder, with the Hub (or its cache) decided before anything loads."""
+    from ft.config.hub import EVAL_NEEDS, prepare_hub_access
+
+    cfg, run = resolve_target(target)
+    for line in prepare_hub_access(cfg.model_copy(update={"base_model": run.base_model_path}), EVAL_NEEDS):
+        on_note(line)
+    return cfg, run
+
+
+def load_noted(run: RunInfo, on_note: Callable[[str], None]) -> LoadedModel:
+    """The run's model for inference; `on_note` hears what loads and how long it took."""
+    from ft.infer.loading import load_for_inference
+
+    on_note(f"loading the model in {run.run_dir}")
+    began = time.monotonic()
+    loaded = load_for_inference(run.run_dir)
+    on_note(f"loaded in {time.monotonic() - began:.1f} s: {loaded.description}")
+    return loaded
+
+
+def generation_plan(
+    cfg: FtConfig, settings: EvalSettings, loaded: LoadedModel, rows: list[HeldOutRow]
+) -> tuple[GenerationPlan, list[str]]:
+    """The batch sizes and answer budget for these rows, and a note when the budget was chosen here."""
+    from ft.infer.generate import prompt_ids
+
+    max_new = settings.max_new_tokens or answer_budget(loaded.tokenizer, [r.reference for r in rows])
+    notes = []
+    if settings.max_new_tokens is None:
+        notes.append(
+            f"max_new_tokens {max_new}: twice the longest reference answer (--max-new-tokens to change)"
+        )
+    plan = GenerationPlan(
+        max_new,
+        settings.batch_size or cfg.eval_batch_size or cfg.micro_batch_size,
+        settings.batch_size,
+        [prompt_ids(loaded, row.prompt) for row in rows],
+    )
+    return plan, notes
 
 
 def check_same_rows(examples: list[Example], dataset: Any) -> None:
@@ -331,7 +374,7 @@ def evaluate_model(
     plan: GenerationPlan,
     progress: Progress,
 ) -> ModelResult:
-    from ft.infer.generate import GenerationSettings, batches, default_batch_size, generate_batch, pad_id_of
+    from ft.infer.generate import pad_id_of
 
     loss = eval_loss(
         model,
@@ -340,6 +383,21 @@ def evaluate_model(
         pad_id_of(loaded),
         lambda done: progress(f"loss {label}", done, len(dataset)),
     )
+    scores, generations = generate_rows(model, label, loaded, rows, plan, progress)
+    return ModelResult(loss, perplexity(loss), scores, generations)
+
+
+def generate_rows(
+    model: Any,
+    label: str,
+    loaded: LoadedModel,
+    rows: list[HeldOutRow],
+    plan: GenerationPlan,
+    progress: Progress,
+) -> tuple[GenerationScores | None, list[str]]:
+    """Greedy answers to the held-out prompts (in batches) and their scores against the references."""
+    from ft.infer.generate import GenerationSettings, batches, default_batch_size, generate_batch
+
     greedy = GenerationSettings(max_new_tokens=plan.max_new_tokens)
     generations: list[str] = []
     if rows:
@@ -350,7 +408,7 @@ def evaluate_model(
             generations += generate_batch(model, loaded, [plan.prompts[i] for i in chunk], greedy)
             progress(f"generate {label}", chunk.stop, len(rows))
     scores = score_generations(generations, [r.reference for r in rows]) if rows else None
-    return ModelResult(loss, perplexity(loss), scores, generations)
+    return scores, generations
 
 
 @contextmanager

@@ -257,17 +257,21 @@ def plot_loss(metrics: list[dict[str, Any]], path: Path, title: str = "") -> str
 
 def loss_figure(metrics: list[dict[str, Any]], title: str = "") -> Any:
     """Train and eval loss against the step, the learning rate on a second axis, the run's name as
-    the title. Points are marked, so a run with one logged step still shows its loss (a line
-    needs two points to be seen)."""
+    the title; for preference runs the reward margin (chosen minus rejected) in a panel below.
+    Points are marked, so a run with one logged step still shows its loss (a line needs two
+    points to be seen)."""
     import matplotlib.pyplot as plt
 
     train, evals, rates = (_series(metrics, key) for key in ("loss", "eval_loss", "learning_rate"))
-    fig, ax = plt.subplots(figsize=(7, 4))
+    margins = [(label, _series(metrics, key)) for label, key in MARGIN_SERIES]
+    margins = [(label, points) for label, points in margins if points]
+    panels = 2 if margins else 1
+    fig, axes = plt.subplots(panels, 1, figsize=(7, 4 * panels), sharex=True, squeeze=False)
+    ax = axes[0][0]
     if train:
         ax.plot(*zip(*train, strict=True), marker="." if len(train) > 1 else "o", label="train loss")
     if evals:
         ax.plot(*zip(*evals, strict=True), marker="o", label="eval loss")
-    ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
@@ -283,8 +287,21 @@ def loss_figure(metrics: list[dict[str, Any]], title: str = "") -> Any:
     ax.legend(handles, labels, loc="upper right")
     if title:
         ax.set_title(title)
+    if margins:
+        low = axes[1][0]
+        for label, points in margins:
+            low.plot(*zip(*points, strict=True), marker="o" if label.startswith("eval") else ".", label=label)
+        low.axhline(0.0, color="grey", linewidth=0.8)
+        low.set_ylabel("reward margin (chosen - rejected)")
+        low.grid(alpha=0.3)
+        low.legend()
+    axes[-1][0].set_xlabel("step")
     fig.tight_layout()
     return fig
+
+
+MARGIN_SERIES = (("train margin", "rewards/margins"), ("eval margin", "eval_rewards/margins"))
+"""The reward margins trl's DPO and ORPO trainers log (beta x log-ratio difference; ORPO: of mean log-probs)."""
 
 
 def _series(metrics: list[dict[str, Any]], key: str) -> list[tuple[Any, Any]]:

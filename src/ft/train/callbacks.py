@@ -249,21 +249,24 @@ def checkpoint_write_hint(run_dir: Path) -> str:
     return CHECKPOINT_WRITE_HINT
 
 
-class QuietSFTTrainer(SFTTrainer):
-    """SFTTrainer that leaves no Hub model card (README.md) in the run folder at each checkpoint,
-    and whose failed checkpoint writes leave no partial checkpoint folder."""
+class QuietCheckpoints:
+    """For a trl trainer: no Hub model card (README.md) in the run folder at each checkpoint, and
+    failed checkpoint writes leave no partial checkpoint folder. Put it before the trainer class."""
+
+    args: Any
+    state: Any
 
     def create_model_card(self, *args: Any, **kwargs: Any) -> None:
         return None
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"  # type: ignore[attr-defined]
         if self.args.should_save:
             # Saved over an older checkpoint-N (resumed from an earlier checkpoint): without this,
             # the old trainer_state.json would make a half-overwritten folder look complete.
             (folder / TRAINER_STATE).unlink(missing_ok=True)
         try:
-            super()._save_checkpoint(model, trial)
+            super()._save_checkpoint(model, trial)  # type: ignore[misc]
             if self.args.should_save and folder.is_dir():
                 follow_umask(folder)
         except Exception as err:
@@ -274,6 +277,10 @@ class QuietSFTTrainer(SFTTrainer):
             if self.args.should_save and not (folder / TRAINER_STATE).is_file():
                 shutil.rmtree(folder, ignore_errors=True)
             raise write_failed(folder, err, checkpoint_write_hint(folder.parent)) from err
+
+
+class QuietSFTTrainer(QuietCheckpoints, SFTTrainer):
+    """SFTTrainer with QuietCheckpoints."""
 
 
 WRITER_ERRORS = (

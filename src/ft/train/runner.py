@@ -61,6 +61,8 @@ class TrainResult:
     trainable_params: int
     total_params: int
     notes: list[str] = field(default_factory=list)
+    preference: dict[str, Any] | None = None
+    """Preference runs: run.json's `rl` (method, reference, last reward margins and accuracies)."""
     train_tokens: float | None = None
     train_step_seconds: float | None = None
 
@@ -141,11 +143,11 @@ def run_training(
                 write_text_atomic(run_dir / CONFIG_YML, dump_config(cfg))
 
         from ft.data.chat_templates import chat_template_jinja
-        from ft.data.pipeline import prepare_data, summary_lines
+        from ft.data.prepare import prepare_run_data
         from ft.models.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(cfg)
-        data = prepare_data(cfg, tokenizer, note=lambda line: emit(_note(line)))
+        data, summary = prepare_run_data(cfg, tokenizer, note=lambda line: emit(_note(line)))
         if main:
             changed = check_data_change(claim.data_content, data.content, allow_changes)
             if changed and claim.resumes:
@@ -154,7 +156,7 @@ def run_training(
         # Set before training so checkpoints carry it too: a template that renders the training format.
         # After prepare_data: the tokenizer's own template (tokenizer_default) renders the data.
         tokenizer.chat_template = chat_template_jinja(cfg, tokenizer)
-        notes += summary_lines(data.report)
+        notes += summary
         start = RunStart(launch, flags, claim.started_at, tuple(claim.resumes))
         result = train_on_prepared(
             cfg, tokenizer, data, resume_from=claim.resume_from, emit=emit, notes=notes, start=start
@@ -246,14 +248,21 @@ def train_on_prepared(
             total_params=adapted.total_params,
         )
     )
-    sft_config = build_sft_config(
-        cfg,
-        precision,
-        run_dir,
-        train_rows=len(data.train),
-        has_eval=data.eval is not None and len(data.eval) > 0,
-        world_size=world_size_from_env(),
-    )
+    sizes: dict[str, Any] = {
+        "train_rows": len(data.train),
+        "has_eval": data.eval is not None and len(data.eval) > 0,
+        "world_size": world_size_from_env(),
+    }
+    reference = None
+    if cfg.rl:
+        from ft.train.preference import build_preference_config, load_reference
+
+        reference, reference_note = load_reference(cfg, base_path, precision, len(tokenizer))
+        if reference_note:
+            emit(_note(reference_note))
+        trainer_args: Any = build_preference_config(cfg, precision, run_dir, **sizes)
+    else:
+        trainer_args = build_sft_config(cfg, precision, run_dir, **sizes)
     context = RunContext(
         cfg=cfg,
         run_dir=run_dir,
@@ -268,7 +277,7 @@ def train_on_prepared(
         notes=notes,
         data_content=data.content,
     )
-    return _train_and_save(context, adapted, tokenizer, data, sft_config, resume_from, emit)
+    return _train_and_save(context, adapted, tokenizer, data, trainer_args, resume_from, emit, reference)
 
 
 @dataclass
@@ -329,9 +338,10 @@ def _train_and_save(
     adapted: Any,
     tokenizer: Any,
     data: Any,
-    sft_config: Any,
+    trainer_args: Any,
     resume_from: Path | None,
     emit: Callable[[TrainEvent], None],
+    reference: Any = None,
 ) -> TrainResult:
     from transformers import EarlyStoppingCallback, PrinterCallback
 
@@ -351,7 +361,7 @@ def _train_and_save(
     stop = StopCallback(StopRequest())
     throughput = Throughput()
     progress = ProgressCallback(emit, throughput)
-    collator = packed_rows_collator(cfg, tokenizer)
+    collator = None if cfg.rl else packed_rows_collator(cfg, tokenizer)
     # In this order: the collator's token count replaces trl's before Throughput reads it, and
     # Throughput adds tokens_per_s to the logs before metrics.jsonl and the progress see them.
     callbacks: list[Any] = [throughput, MetricsFileCallback(run_dir / METRICS_JSONL), progress, stop]
@@ -359,15 +369,22 @@ def _train_and_save(
         callbacks.insert(0, CollatedTokensCallback(collator, world_size_from_env()))
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    trainer = QuietSFTTrainer(
-        model=adapted.model,
-        args=sft_config,
-        train_dataset=data.train,
-        eval_dataset=data.eval if data.eval is not None and len(data.eval) else None,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-        data_collator=collator,
-    )
+    if cfg.rl:
+        from ft.train.preference import build_preference_trainer
+
+        trainer = build_preference_trainer(
+            cfg, adapted.model, trainer_args, data, tokenizer, callbacks, reference
+        )
+    else:
+        trainer = QuietSFTTrainer(
+            model=adapted.model,
+            args=trainer_args,
+            train_dataset=data.train,
+            eval_dataset=data.eval if data.eval is not None and len(data.eval) else None,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            data_collator=collator,
+        )
     # Progress goes to on_event; transformers' printer would print every log dict to stdout.
     trainer.remove_callback(PrinterCallback)
     if context.precision.compute_dtype == "float32":
@@ -386,6 +403,10 @@ def _train_and_save(
             if trainer.eval_dataset is not None and _last_eval_step(trainer) != trainer.state.global_step:
                 trainer.evaluate()
             result = _result(context, trainer, adapted, throughput)
+            if cfg.rl:
+                from ft.train.preference import drop_reference_adapter
+
+                drop_reference_adapter(trainer.model)
             save_run_folder(context, trainer, result)
     except KeyboardInterrupt:  # the second signal
         raise aborted(run_dir, context.start.launch) from None
@@ -429,7 +450,16 @@ def _result(context: RunContext, trainer: Any, adapted: Any, throughput: Any) ->
         notes=context.notes,
         train_tokens=throughput.tokens or None,
         train_step_seconds=throughput.step_seconds or None,
+        preference=_preference_record(context.cfg, history),
     )
+
+
+def _preference_record(cfg: FtConfig, history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if not cfg.rl:
+        return None
+    from ft.train.preference import rl_record
+
+    return rl_record(cfg, history)
 
 
 def save_run_folder(context: RunContext, trainer: Any, result: TrainResult) -> None:
@@ -532,6 +562,7 @@ def run_record(context: RunContext, result: TrainResult) -> dict[str, Any]:
         "started_at": start.started_at,
         "resumes": list(start.resumes),
         "finished_at": utc_now(),
+        **({"rl": result.preference} if result.preference is not None else {}),
     }
 
 
