@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 if TYPE_CHECKING:
-    from ft.config.schema import DataSettings, FtConfig
+    from ft.config.schema import AdapterSettings, DataSettings, FtConfig
     from ft.data.pipeline import DataReport, Example
 
 CONFIG_ARG = typer.Argument(..., help="The run's YAML config.")
@@ -75,14 +75,36 @@ def format_command(
     console = Console(soft_wrap=True, stderr=as_json)
     cfg, tokenizer = _load(config, overrides, console)
     examples, report = preview_examples(cfg, tokenizer, None if stats else count)
+    virtual = soft_prompt_length(cfg)
     if as_json:
         for example in examples[:count]:
-            typer.echo(json.dumps(example_json(example, tokens), ensure_ascii=False))
+            record = example_json(example, tokens)
+            if virtual:
+                record["virtual_tokens"] = virtual
+            typer.echo(json.dumps(record, ensure_ascii=False))
         return
     if not stats:
         for number, example in enumerate(examples, start=1):
-            show_example(console, number, example, tokenizer, cfg.sequence_len, tokens)
+            show_example(console, number, example, tokenizer, cfg.sequence_len, tokens, virtual)
     show_report(console, report, cfg, whole_set=stats)
+    if virtual:
+        console.print(
+            f"soft prompt: {virtual} trained virtual tokens (embedding vectors, not text) go before each row's "
+            f"first token; the model sees up to sequence_len + {virtual} = {cfg.sequence_len + virtual} positions",
+            highlight=False,
+        )
+
+
+def soft_prompt_length(cfg: AdapterSettings) -> int:
+    """The virtual tokens peft puts before every sequence (0 without a soft prompt)."""
+    from ft.config.schema import SOFT_PROMPT_ADAPTERS
+
+    return cfg.num_virtual_tokens if cfg.adapter in SOFT_PROMPT_ADAPTERS else 0
+
+
+def soft_prompt_marker(virtual: int) -> str:
+    """Where the soft prompt goes, shown in words (not only by colour) before the row's text."""
+    return f"[bold magenta]⟨soft prompt: {virtual} virtual tokens, trained⟩[/]"
 
 
 def example_json(example: Example, with_tokens: bool) -> dict[str, Any]:
@@ -104,17 +126,25 @@ def visible(text: str) -> str:
 
 
 def show_example(
-    console: Console, number: int, example: Example, tokenizer: Any, limit: int, tokens: bool
+    console: Console,
+    number: int,
+    example: Example,
+    tokenizer: Any,
+    limit: int,
+    tokens: bool,
+    virtual: int = 0,
 ) -> None:
     trained = example.trained_tokens
     head = (
         f"[bold]example {number}[/] · {example.key} {example.where} · "
         f"{len(example.input_ids)} tokens, {trained} trained"
     )
+    if virtual:
+        head += f" · + {virtual} virtual tokens before them"
     if example.truncated:
         head += f" · [yellow]truncated to sequence_len {limit}[/]"
     console.rule(head, align="left")
-    parts = []
+    parts = [soft_prompt_marker(virtual)] if virtual else []
     for segment in example.segments:
         # A space that opens a segment is the prompt/answer boundary's: show it.
         shown = "·" + segment.text[1:] if segment.text.startswith(" ") else segment.text
@@ -133,7 +163,8 @@ def show_example(
             f"[{'green' if label != IGNORE_INDEX else 'dim'}]{token_id}:{escape(repr(piece)[1:-1])}[/]"
             for token_id, piece, label in zip(example.input_ids, pieces, example.labels, strict=True)
         ]
-        console.print(" ".join(cells), highlight=False)
+        marker = [soft_prompt_marker(virtual)] if virtual else []
+        console.print(" ".join(marker + cells), highlight=False)
 
 
 def show_report(console: Console, report: DataReport, cfg: DataSettings, whole_set: bool) -> None:

@@ -162,6 +162,7 @@ def eval_loss(model: Any, dataset: Any, batch_size: int, pad_id: int, on_row: Ca
     import torch.nn.functional as F
 
     from ft.data.tokens import IGNORE_INDEX
+    from ft.models.adapter import text_logits
 
     device = next(model.parameters()).device
     total, tokens = 0.0, 0
@@ -170,6 +171,7 @@ def eval_loss(model: Any, dataset: Any, batch_size: int, pad_id: int, on_row: Ca
         ids, labels, mask = pad_batch(batch["input_ids"], batch["labels"], pad_id)
         with torch.inference_mode():
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        logits = text_logits(logits, ids.shape[1])
         targets = labels[:, 1:].to(device)
         loss = F.cross_entropy(
             logits[:, :-1].float().reshape(-1, logits.shape[-1]),

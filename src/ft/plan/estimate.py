@@ -12,6 +12,7 @@ from typing import Any
 
 from ft.base.errors import FtError
 from ft.config.schema import AdapterSettings, FtConfig, TrainingSettings
+from ft.models.adapter import is_soft_prompt
 from ft.models.precision import Precision, bnb_settings, quantization_bits, resolve_precision
 from ft.plan.architecture import Architecture, Shape, inspect_model, with_saved_adapter
 from ft.plan.memory import (
@@ -213,6 +214,13 @@ def _weights_name(cfg: FtConfig, bits: int | None, precision: Precision) -> str:
 def _adapter_info(cfg: AdapterSettings, arch: Architecture) -> dict[str, Any] | None:
     if cfg.adapter is None:
         return None
+    if is_soft_prompt(cfg.adapter):
+        return {
+            "kind": cfg.adapter,
+            "virtual_tokens": cfg.num_virtual_tokens,
+            "init": cfg.prompt_tuning_init,
+            "parameters": arch.lora_params,
+        }
     return {
         "kind": cfg.adapter,
         "rank": cfg.lora_r,
@@ -258,6 +266,13 @@ def memory_lines(
 
 
 def _adapter_line(cfg: AdapterSettings, arch: Architecture, saved_width: int) -> MemoryLine:
+    if is_soft_prompt(cfg.adapter):
+        return MemoryLine(
+            "adapter",
+            f"{cfg.adapter} soft prompt ({cfg.num_virtual_tokens} virtual tokens, float32)",
+            4 * arch.lora_params,
+            f"{cfg.num_virtual_tokens} x {arch.hidden_size} parameters",
+        )
     note = f"{arch.lora_params:,} parameters on {len(arch.lora_inputs)} layers"
     if arch.saved_modules:
         note += f"; modules_to_save {arch.saved_module_params:,} x {saved_width} bytes"
@@ -295,7 +310,9 @@ def _autocast_copy_lines(
     if cfg.adapter is None:
         copied = arch.matmul_params if width == 4 else 0
     else:
-        copied = arch.lora_params + (arch.head_matmul_params if bits and width < 4 else 0)
+        # A soft prompt is concatenated with the embeddings, not multiplied: autocast copies none of it.
+        adapter_matmul = 0 if is_soft_prompt(cfg.adapter) else arch.lora_params
+        copied = adapter_matmul + (arch.head_matmul_params if bits and width < 4 else 0)
     if not copied:
         return []
     return [
@@ -361,6 +378,8 @@ def _activation_lines(
     batch is padded only to its longest row (packed and pad_to_sequence_len batches are full)."""
     full = cfg.sample_packing or cfg.pad_to_sequence_len or longest is None
     length = cfg.sequence_len if full else min(longest or 0, cfg.sequence_len)
+    # A soft prompt's virtual tokens go through every layer and the head like text tokens.
+    length += cfg.num_virtual_tokens if is_soft_prompt(cfg.adapter) else 0
     tokens = cfg.micro_batch_size * length
     kbit_adapter = bool(bits) and cfg.adapter is not None
     widths = activation_widths(DTYPE_BYTES[precision.compute_dtype], width, kbit_adapter)

@@ -155,7 +155,7 @@ def train_on_prepared(
     # anything: without this, the same config trains differently after other work in the process.
     set_seed(cfg.seed)
     model = load_model_from_path(cfg, base_path, tokenizer, precision)
-    adapted = attach_adapter(cfg, model)
+    adapted = attach_adapter(cfg, model, tokenizer)
     emit(
         _note(
             f"trainable parameters: {adapted.trainable_params:,} of {adapted.total_params:,} "
