@@ -168,6 +168,8 @@ def show_example(
 
 
 def show_report(console: Console, report: DataReport, cfg: DataSettings, whole_set: bool) -> None:
+    from ft.data.pipeline import is_weighted, mix_lines
+
     train = report.train
     scope = "whole training set" if whole_set else "shown rows"
     console.rule(f"[bold]{scope}[/]", align="left")
@@ -193,6 +195,11 @@ def show_report(console: Console, report: DataReport, cfg: DataSettings, whole_s
             f"packing: {train.rows} rows in {train.sequences} sequences, efficiency {train.packing_efficiency:.3f}",
             highlight=False,
         )
+    if len(report.mix) > 1 or is_weighted(report.mix):
+        split = " (before the eval split: ft train takes it first)" if cfg.val_set_size else ""
+        console.print(f"training mix by dataset weight{split}:", highlight=False)
+        for line in mix_lines(report.mix):
+            console.print(f"  {escape(line)}", highlight=False)
     bad = report.bad_rows
     if report.no_trained_tokens:
         console.print(

@@ -84,11 +84,22 @@ class ProgressView:
     def _on_eval(self, event: TrainEvent) -> None:
         loss = event.values.get("eval_loss")
         if loss is not None:
-            self.console.print(f"step {event.step}: eval loss {loss:.4f}", highlight=False)
+            self.console.print(
+                f"step {event.step}: eval loss {loss:.4f}{_forgetting(event)}", highlight=False
+            )
 
     def stop(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+def _forgetting(event: TrainEvent) -> str:
+    kl = event.values.get("eval_forgetting_kl")
+    if kl is None:
+        return ""
+    unchanged = event.values.get("eval_forgetting_unchanged", 0.0)
+    ppl = event.values.get("eval_general_perplexity", 0.0)
+    return f"  forgetting KL {kl:.4f} nats/token, {unchanged:.0%} answers unchanged, general perplexity {ppl:.2f}"
 
 
 def print_summary(console: Console, result: TrainResult) -> None:
@@ -103,7 +114,7 @@ def print_summary(console: Console, result: TrainResult) -> None:
         highlight=False,
     )
     for note in result.notes:
-        if note.startswith("matplotlib"):
+        if note.startswith(("matplotlib", "forgetting")):
             console.print(f"[dim]{escape(note)}[/]", highlight=False)
 
 
@@ -137,9 +148,19 @@ def train_command(
             console.print(f"[dim]{escape(note)}[/]", highlight=False)
     quiet_libraries()
     view = ProgressView(console)
+    probes = []
+    if cfg.eval_forgetting:
+        from ft.infer.forgetting import ForgettingProbe
+
+        probes.append(ForgettingProbe())
     try:
         result = run_training(
-            cfg, resume=resume, force=force, on_event=view if main else None, config_path=config
+            cfg,
+            resume=resume,
+            force=force,
+            on_event=view if main else None,
+            config_path=config,
+            eval_probes=probes,
         )
     finally:
         view.stop()

@@ -396,7 +396,7 @@ class DataSettings(Section):
                 if isinstance(item, Mapping):
                     for sub, message in DatasetSettings.check_rules(item):
                         yield f"{key}[{index}].{sub}", message
-                    if key == "test_datasets" and item.get("weight") is not None:
+                    if key == "test_datasets" and item.get("weight") not in (None, 1, "1"):
                         yield f"{key}[{index}].weight", "weights mix training data: an eval set is used whole"
 
 

@@ -25,6 +25,7 @@ from ft.runs.folder import RunInfo, read_run, write_json_atomic
 if TYPE_CHECKING:
     from ft.config.schema import FtConfig
     from ft.data.pipeline import Example
+    from ft.infer.forgetting import ForgettingResult
     from ft.infer.loading import LoadedModel
 
 EVAL_JSON = "eval.json"
@@ -41,6 +42,10 @@ class EvalSettings:
     max_new_tokens: int = 128
     batch_size: int | None = None
     """Rows per forward pass for the loss; default: eval_batch_size or micro_batch_size."""
+    forgetting: bool = False
+    """Also measure forgetting against the base model on ft's general prompts and text."""
+    forgetting_limit: int | None = None
+    """The first N general prompts and paragraphs only (tests)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class EvalReport:
     base: ModelResult | None
     samples: list[dict[str, str]]
     notes: list[str] = field(default_factory=list)
+    forgetting: ForgettingResult | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -87,6 +93,8 @@ class EvalReport:
         }
         if self.base is not None:
             data["base"] = self.base.to_json()
+        if self.forgetting is not None:
+            data["forgetting"] = self.forgetting.to_json()
         data["notes"] = self.notes
         data["samples"] = self.samples
         return data
@@ -161,7 +169,7 @@ def eval_loss(model: Any, dataset: Any, batch_size: int, pad_id: int, on_row: Ca
     import torch
     import torch.nn.functional as F
 
-    from ft.data.tokens import IGNORE_INDEX
+    from ft.data.tokens import IGNORE_INDEX, pad_batch
     from ft.models.adapter import text_logits
 
     device = next(model.parameters()).device
@@ -185,23 +193,6 @@ def eval_loss(model: Any, dataset: Any, batch_size: int, pad_id: int, on_row: Ca
     if tokens == 0:
         raise FtError("the held-out split has no trained tokens: nothing to compute a loss on")
     return total / tokens
-
-
-def pad_batch(input_ids: list[list[int]], labels: list[list[int]], pad_id: int) -> tuple[Any, Any, Any]:
-    """Right-padded tensors: ids (pad), labels (-100), attention mask."""
-    import torch
-
-    from ft.data.tokens import IGNORE_INDEX
-
-    width = max(len(row) for row in input_ids)
-    ids = torch.full((len(input_ids), width), pad_id, dtype=torch.long)
-    targets = torch.full((len(input_ids), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(input_ids), width), dtype=torch.long)
-    for index, (row_ids, row_labels) in enumerate(zip(input_ids, labels, strict=True)):
-        ids[index, : len(row_ids)] = torch.tensor(row_ids)
-        targets[index, : len(row_labels)] = torch.tensor(row_labels)
-        mask[index, : len(row_ids)] = 1
-    return ids, targets, mask
 
 
 def perplexity(loss: float) -> float:
@@ -244,6 +235,9 @@ def run_eval(target: Path, settings: EvalSettings, on_progress: Progress | None 
     if settings.compare_base:
         with base_model(loaded, cfg, run) as model:
             base = evaluate_model(model, "base", loaded, dataset, rows, settings, batch_size, progress)
+    forgetting = None
+    if settings.forgetting:
+        forgetting = measure_run_forgetting(loaded, cfg, run, batch_size, settings.forgetting_limit, progress)
     report = EvalReport(
         run_dir=run.run_dir,
         split=split_name(cfg),
@@ -254,6 +248,7 @@ def run_eval(target: Path, settings: EvalSettings, on_progress: Progress | None 
         base=base,
         samples=samples(rows, tuned, base),
         notes=notes,
+        forgetting=forgetting,
     )
     write_json_atomic(run.run_dir / EVAL_JSON, report.to_json())
     return report
@@ -311,6 +306,34 @@ def base_model(loaded: LoadedModel, cfg: FtConfig, run: RunInfo) -> Iterator[Any
         cfg, run.base_model_path, loaded.tokenizer, inference_precision(cfg), quantize=quantized
     )
     yield prepare_for_generation(model, quantized)
+
+
+def measure_run_forgetting(
+    loaded: LoadedModel, cfg: FtConfig, run: RunInfo, batch_size: int, limit: int | None, progress: Progress
+) -> ForgettingResult:
+    """`ft eval --forgetting`: the base's answers to ft's general prompts (generated with the base,
+    or read from the cache), then both models on them and on ft's general text."""
+    from ft.infer.forgetting import (
+        ForgettingSettings,
+        adapter_off_forward,
+        base_identity,
+        build_probe,
+        forgetting_cache_dir,
+        measure_forgetting,
+        model_forward,
+    )
+
+    identity = base_identity(run.base_model_path, run.data.get("quantization"))
+    settings = ForgettingSettings(batch_size=batch_size, limit=limit)
+    pad_id = (
+        loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else loaded.stop_ids[0]
+    )
+    tuned = model_forward(loaded.model)
+    with base_model(loaded, cfg, run) as model:
+        probe = build_probe(loaded, model, identity, settings, forgetting_cache_dir(), progress)
+        if not loaded.has_adapter:  # a full fine-tune: the base weights loaded beside the tuned ones
+            return measure_forgetting(probe, tuned, model_forward(model), pad_id, batch_size, progress)
+    return measure_forgetting(probe, tuned, adapter_off_forward(loaded.model), pad_id, batch_size, progress)
 
 
 def samples(rows: list[HeldOutRow], tuned: ModelResult, base: ModelResult | None) -> list[dict[str, str]]:

@@ -205,8 +205,13 @@ def trim_metrics(path: Path, last_step: int) -> int:
     return len(rows) - len(kept)  # a line cut short by a kill is not a row
 
 
+FORGETTING_KEY = "eval_forgetting_kl"
+"""Logged at each evaluation with `eval_forgetting: true` (ft.infer.forgetting)."""
+
+
 def plot_loss(metrics: list[dict[str, Any]], path: Path) -> str | None:
-    """loss.png with train and eval loss against the step; returns a note when it is skipped."""
+    """loss.png with train and eval loss against the step, and the forgetting KL when measured
+    (dashed, squares, its own axis: told apart without colour); returns a note when skipped."""
     train = [(row["step"], row["loss"]) for row in metrics if "loss" in row and "step" in row]
     evals = [(row["step"], row["eval_loss"]) for row in metrics if "eval_loss" in row and "step" in row]
     if not train and not evals:
@@ -226,7 +231,19 @@ def plot_loss(metrics: list[dict[str, Any]], path: Path) -> str | None:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    drift = [(row["step"], row[FORGETTING_KEY]) for row in metrics if FORGETTING_KEY in row and "step" in row]
+    if drift:
+        # Its own axis: KL in nats/token is on another scale than the loss.
+        other = ax.twinx()
+        other.plot(
+            *zip(*drift, strict=True), marker="s", linestyle="--", color="tab:red", label="forgetting KL"
+        )
+        other.set_ylabel("forgetting: KL(base || tuned), nats/token")
+        other.set_ylim(bottom=0)
+        more_handles, more_labels = other.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)

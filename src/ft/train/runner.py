@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ft.base.errors import FtError, TrainingInterrupted
 from ft.config.schema import FtConfig
@@ -55,6 +55,23 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
 
 
+class EvalProbe(Protocol):
+    """An extra measurement at each evaluation (ft.infer.forgetting.ForgettingProbe for
+    `eval_forgetting`): given by the caller, since a training stage does not import inference."""
+
+    def start(self, cfg: FtConfig, model: Any, tokenizer: Any, base_path: str, precision: Precision) -> str:
+        """Prepare with the model to be trained; returns a note for the user."""
+        ...
+
+    def measure(self, model: Any) -> dict[str, float]:
+        """Metrics to add to the evaluation's row of metrics.jsonl (keys starting with eval_)."""
+        ...
+
+    def summary(self) -> str | None:
+        """A line for the end of the run, or None."""
+        ...
+
+
 # ---------------------------------------------------------------------------------------------
 # The run
 
@@ -70,8 +87,10 @@ def run_training(
     force: bool = False,
     on_event: Callable[[TrainEvent], None] | None = None,
     config_path: Path | None = None,
+    eval_probes: Sequence[EvalProbe] = (),
 ) -> TrainResult:
     """The whole `ft train`; raises OutputExistsError, TrainingInterrupted, WriteFailedError, FtError.
+    `eval_probes`: measured at each evaluation; `eval_forgetting: true` needs one (the CLI gives it).
 
     Until the trainer takes over Ctrl-C/SIGTERM (a checkpoint, then a stop), a signal stops the
     command with TrainingInterrupted, so that a --force replacement is settled on the way out.
@@ -79,6 +98,11 @@ def run_training(
     from ft.base.signals import raise_on_signals
     from ft.train.output_dir import claimed_run_dir
 
+    if cfg.eval_forgetting and not eval_probes:
+        raise FtError(
+            "eval_forgetting: true needs the forgetting probe, which ft train passes to run_training",
+            hint="run it through ft train, or pass eval_probes=[ft.infer.forgetting.ForgettingProbe()]",
+        )
     emit = on_event or _no_event
     started_at = utc_now()
     # Resolved: a symlinked output_dir is replaced where it points, and `.` or `x/..` get real names.
@@ -110,7 +134,14 @@ def run_training(
         tokenizer.chat_template = chat_template_jinja(cfg, tokenizer)
         notes += summary_lines(data.report)
         return train_on_prepared(
-            cfg, tokenizer, data, resume_from=claim.resume_from, emit=emit, notes=notes, started_at=started_at
+            cfg,
+            tokenizer,
+            data,
+            resume_from=claim.resume_from,
+            emit=emit,
+            notes=notes,
+            started_at=started_at,
+            eval_probes=eval_probes,
         )
 
 
@@ -130,6 +161,7 @@ def train_on_prepared(
     emit: Callable[[TrainEvent], None] = _no_event,
     notes: list[str] | None = None,
     started_at: str | None = None,
+    eval_probes: Sequence[EvalProbe] = (),
 ) -> TrainResult:
     """Model, adapter, trainer and run folder for data already prepared (`ft.data.pipeline.PreparedData`)."""
     from transformers import set_seed
@@ -164,6 +196,8 @@ def train_on_prepared(
             total_params=adapted.total_params,
         )
     )
+    for probe in eval_probes:
+        emit(_note(probe.start(cfg, adapted.model, tokenizer, base_path, precision)))
     sft_config = build_sft_config(
         cfg,
         precision,
@@ -184,7 +218,7 @@ def train_on_prepared(
         started_at=started_at or utc_now(),
         notes=notes,
     )
-    return _train_and_save(context, adapted, tokenizer, data, sft_config, resume_from, emit)
+    return _train_and_save(context, adapted, tokenizer, data, sft_config, resume_from, emit, eval_probes)
 
 
 @dataclass
@@ -195,7 +229,7 @@ class RunContext:
     base_path: str
     added_tokens: list[str]
     data_fingerprint: str
-    data_counts: dict[str, int]
+    data_counts: dict[str, Any]
     terminator: str
     started_at: str
     notes: list[str]
@@ -246,6 +280,7 @@ def _train_and_save(
     sft_config: Any,
     resume_from: Path | None,
     emit: Callable[[TrainEvent], None],
+    eval_probes: Sequence[EvalProbe] = (),
 ) -> TrainResult:
     from transformers import EarlyStoppingCallback, PrinterCallback
 
@@ -277,6 +312,7 @@ def _train_and_save(
         processing_class=tokenizer,
         callbacks=callbacks,
         data_collator=collator,
+        eval_probes=eval_probes,
     )
     # Progress goes to on_event; transformers' printer would print every log dict to stdout.
     trainer.remove_callback(PrinterCallback)
@@ -295,6 +331,7 @@ def _train_and_save(
             if trainer.eval_dataset is not None and _last_eval_step(trainer) != trainer.state.global_step:
                 trainer.evaluate()
             result = _result(context, trainer, adapted, progress.start_step)
+            result.notes += [line for probe in eval_probes if (line := probe.summary())]
             save_run_folder(context, trainer, result)
     except KeyboardInterrupt:  # the second signal
         raise aborted(run_dir) from None
