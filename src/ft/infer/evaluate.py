@@ -20,15 +20,13 @@ from typing import TYPE_CHECKING, Any
 from ft.base.errors import FtError
 from ft.data.prompts import Segment, segments_text
 from ft.infer.metrics import GenerationScores, score_generations
-from ft.runs.folder import RunInfo, read_run, write_json_atomic
+from ft.runs.folder import EVAL_JSON, RunInfo, read_run, write_json_atomic
 
 if TYPE_CHECKING:
     from ft.config.schema import FtConfig
     from ft.data.pipeline import Example
     from ft.infer.forgetting import ForgettingResult
     from ft.infer.loading import LoadedModel
-
-EVAL_JSON = "eval.json"
 
 Progress = Callable[[str, int, int], None]
 """on_progress(stage, done, total): stage is 'loss tuned', 'generate base', ..."""

@@ -60,7 +60,7 @@ class GeneralPrompt:
 
 @dataclass(frozen=True)
 class ForgettingSettings:
-    max_new_tokens: int = 48
+    max_new_tokens: int = 32
     """Longest base answer: the probe compares the first tokens of each answer, where the model's
     behaviour on the prompt shows; longer answers only cost time."""
     batch_size: int = 8
