@@ -430,53 +430,56 @@ def adapter_off_forward(model: Any) -> Forward:
 
 class ForgettingProbe:
     """Forgetting at each evaluation of `ft train`. The CLI builds it and hands it to the runner
-    (a training stage cannot import inference); `start` once the adapter is attached, `measure` at
-    each evaluation, on the process that holds the whole model."""
+    (a training stage cannot import inference). `start` takes the run's settings; the base's
+    answers are made at the first evaluation, when the trainer has put the model on its device."""
 
     def __init__(self, settings: ForgettingSettings | None = None) -> None:
         self.settings = settings or ForgettingSettings()
+        self.run: tuple[FtConfig, Any, str, Precision] | None = None
         self.probe: Probe | None = None
         self.base_forward: Forward | None = None
-        self.pad_id = 0
         self.last: ForgettingResult | None = None
+        self.pad_id = 0
 
     def start(self, cfg: FtConfig, model: Any, tokenizer: Any, base_path: str, precision: Precision) -> str:
-        """The base's answers (generated now or read from the cache); returns a note for the user."""
-        from ft.infer.loading import loaded_for_model
-        from ft.models.precision import quantization_info
-
-        loaded = loaded_for_model(cfg, tokenizer, model)
-        identity = base_identity(base_path, quantization_info(cfg, precision))
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else loaded.stop_ids[0]
-        cache = forgetting_cache_dir()
-        with _evaluating(model):
-            if cfg.adapter is not None:
-                self.base_forward = adapter_off_forward(model)
-                with model.disable_adapter():
-                    self.probe = build_probe(loaded, model, identity, self.settings, cache, _no_progress)
-            else:  # a full fine-tune changes the weights themselves: a frozen copy of the base
-                base = _frozen_base(cfg, base_path, tokenizer, precision, model)
-                self.base_forward = model_forward(base)
-                self.probe = build_probe(loaded, base, identity, self.settings, cache, _no_progress)
+        self.run = (cfg, tokenizer, base_path, precision)
+        self.pad_id = int(tokenizer.pad_token_id)  # ft's tokenizer always has one (choose_pad_token)
+        count = len(general_prompts(self.settings.limit))
         return (
-            f"eval_forgetting: {len(self.probe.prompts)} general prompts and {len(self.probe.texts)} "
-            "paragraphs measured against the base at each evaluation (base answers cached in "
-            f"{cache})"
+            f"eval_forgetting: {count} general prompts and ft's general text measured against the base "
+            f"at each evaluation (the base's answers are cached in {forgetting_cache_dir()})"
         )
 
     def measure(self, model: Any) -> dict[str, float]:
-        if self.probe is None or self.base_forward is None:
-            raise RuntimeError("ForgettingProbe.measure before start")
         with _evaluating(model):
+            probe, base_forward = self._prepared(model)
             self.last = measure_forgetting(
-                self.probe,
-                model_forward(model),
-                self.base_forward,
-                self.pad_id,
-                self.settings.batch_size,
-                _no_progress,
+                probe, model_forward(model), base_forward, self.pad_id, self.settings.batch_size, _no_progress
             )
         return self.last.training_metrics()
+
+    def _prepared(self, model: Any) -> tuple[Probe, Forward]:
+        """The probe and the base's forward, made once: the base's answers (generated or cached)."""
+        if self.probe is not None and self.base_forward is not None:
+            return self.probe, self.base_forward
+        if self.run is None:
+            raise RuntimeError("ForgettingProbe.measure before start")
+        from ft.infer.loading import loaded_for_model
+        from ft.models.precision import quantization_info
+
+        cfg, tokenizer, base_path, precision = self.run
+        loaded = loaded_for_model(cfg, tokenizer, model)
+        identity = base_identity(base_path, quantization_info(cfg, precision))
+        cache = forgetting_cache_dir()
+        if cfg.adapter is not None:
+            self.base_forward = adapter_off_forward(model)
+            with model.disable_adapter():
+                self.probe = build_probe(loaded, model, identity, self.settings, cache, _no_progress)
+        else:  # a full fine-tune changes the weights themselves: a frozen copy of the base
+            base = _frozen_base(cfg, base_path, tokenizer, precision, model)
+            self.base_forward = model_forward(base)
+            self.probe = build_probe(loaded, base, identity, self.settings, cache, _no_progress)
+        return self.probe, self.base_forward
 
     def summary(self) -> str | None:
         return f"forgetting at the last evaluation: {self.last.summary()}" if self.last else None

@@ -196,8 +196,9 @@ def train_on_prepared(
             total_params=adapted.total_params,
         )
     )
-    for probe in eval_probes:
-        emit(_note(probe.start(cfg, adapted.model, tokenizer, base_path, precision)))
+    if is_main_process_from_env():  # the probes measure on the main process only
+        for probe in eval_probes:
+            emit(_note(probe.start(cfg, adapted.model, tokenizer, base_path, precision)))
     sft_config = build_sft_config(
         cfg,
         precision,
