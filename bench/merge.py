@@ -32,22 +32,8 @@ from typing import Any
 
 import yaml
 
+from _child import run_child
 from _env import REPO  # importing it sets up the environment
-
-MEMORY_PRELUDE = """
-import json, time
-from pathlib import Path
-
-def rss_mb(field):
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-
-def report(seconds, after_imports, **extra):
-    peak = rss_mb("VmHWM")
-    print("BENCH " + json.dumps({"seconds": seconds, "rss_after_imports_mb": after_imports,
-                                 "peak_rss_mb": peak, "extra_mb": peak - after_imports, **extra}))
-"""
 
 FT_MERGE = """
 import torch, transformers, peft
@@ -100,19 +86,6 @@ for shard in sorted(Path(BASE).glob("*.safetensors")):
     save_file(load_file(shard), str(Path(OUT) / shard.name), metadata={"format": "pt"})
 report(time.perf_counter() - start, after)
 """
-
-
-def run_child(body: str, **names: Any) -> dict[str, Any]:
-    """Run one path in a fresh process; its report line, plus the process's wall time."""
-    assignments = "".join(f"{key} = {value!r}\n" for key, value in names.items())
-    code = MEMORY_PRELUDE + assignments + body
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env={**os.environ}
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH ")]
-    if result.returncode != 0 or not lines:
-        raise SystemExit(f"bench child failed:\n{result.stdout}\n{result.stderr}")
-    return dict(json.loads(lines[-1][len("BENCH ") :]))
 
 
 def build_base(folder: Path, hidden: int, layers: int, shard: str) -> Path:

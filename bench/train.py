@@ -24,6 +24,7 @@ import os
 import random
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import _env  # noqa: F401  (importing it sets up the environment)
 
@@ -95,11 +96,24 @@ def alpaca_like_rows(count: int, seed: int = 0) -> list[dict[str, str]]:
     return rows
 
 
-def ft_run(model_dir: Path, data: Path, out: Path, batch: int, packing: bool) -> tuple[float, int]:
-    from ft.config.schema import FtConfig
+def ft_run(
+    model_dir: Path, data: Path, out: Path, batch: int, packing: bool, **keys: Any
+) -> tuple[float, int]:
+    """`keys`: more config keys (bench/gpu sets a sequence_len or liger's keys)."""
     from ft.train.runner import run_training
 
-    cfg = FtConfig(
+    cfg = ft_config(model_dir, data, out, batch, packing, **keys)
+    result = run_training(cfg, force=True)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    tokens = max(int(row["num_tokens"]) for row in rows if "num_tokens" in row)
+    assert result.train_runtime_s is not None
+    return result.train_runtime_s, tokens
+
+
+def ft_config(model_dir: Path, data: Path, out: Path, batch: int, packing: bool, **keys: Any) -> Any:
+    from ft.config.schema import FtConfig
+
+    settings: dict[str, Any] = dict(
         base_model=str(model_dir),
         datasets=[{"path": str(data), "type": "alpaca"}],
         sequence_len=SEQUENCE_LEN,
@@ -118,15 +132,15 @@ def ft_run(model_dir: Path, data: Path, out: Path, batch: int, packing: bool) ->
         save_steps=10_000,
         output_dir=str(out),
     )
-    result = run_training(cfg, force=True)
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    tokens = max(int(row["num_tokens"]) for row in rows if "num_tokens" in row)
-    assert result.train_runtime_s is not None
-    return result.train_runtime_s, tokens
+    settings.update(keys)
+    return FtConfig(**settings)
 
 
-def trl_notebook_run(model_dir: Path, rows: list[dict[str, str]], out: Path, batch: int) -> tuple[float, int]:
-    """The shape of the usual notebook: a text column, SFTTrainer, peft_config."""
+def trl_notebook_run(
+    model_dir: Path, rows: list[dict[str, str]], out: Path, batch: int, on_gpu: bool = False
+) -> tuple[float, int]:
+    """The shape of the usual notebook: a text column, SFTTrainer, peft_config; bf16 on a GPU
+    (weights loaded in bf16, as ft loads them for LoRA there), float32 on a CPU."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -137,7 +151,7 @@ def trl_notebook_run(model_dir: Path, rows: list[dict[str, str]], out: Path, bat
     tokenizer.pad_token = tokenizer.unk_token
     texts = [ALPACA.format(**row) + row["output"] + tokenizer.eos_token for row in rows]
     dataset = Dataset.from_dict({"text": texts})
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if on_gpu else torch.float32)
     args = SFTConfig(
         output_dir=str(out),
         per_device_train_batch_size=batch,
@@ -146,8 +160,8 @@ def trl_notebook_run(model_dir: Path, rows: list[dict[str, str]], out: Path, bat
         logging_steps=1,
         save_strategy="no",
         max_length=SEQUENCE_LEN,
-        use_cpu=True,
-        bf16=False,
+        use_cpu=not on_gpu,
+        bf16=on_gpu,
         gradient_checkpointing=False,
         report_to=[],
         disable_tqdm=True,

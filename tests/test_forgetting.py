@@ -148,7 +148,6 @@ def test_eval_forgetting_writes_eval_json_and_caches_the_base_answers(
 
     from ft.cli.infer import show_eval
     from ft.infer.evaluate import EvalSettings, run_eval
-    from ft.runs.folder import forgetting_summary
 
     monkeypatch.setenv("FT_CACHE_DIR", str(tmp_path / "cache"))
     settings = EvalSettings(max_new_tokens=4, forgetting=True, forgetting_limit=6)
@@ -156,7 +155,8 @@ def test_eval_forgetting_writes_eval_json_and_caches_the_base_answers(
     saved = json.loads((run_dir / "eval.json").read_text())["forgetting"]
     assert saved["prompts"] == 6 and saved["verdict"] in ("little", "some", "strong")
     assert report.forgetting is not None and saved["summary"] == report.forgetting.summary()
-    assert forgetting_summary(run_dir) == saved["summary"]  # what a model card shows
+    card = (run_dir / "README.md").read_text()  # ft eval writes the model card again
+    assert f"- forgetting (`ft eval --forgetting`, general prompts and text): {saved['summary']}" in card
     # Trained at lr 0.01 on other rows: the adapter moved the distributions, a little.
     assert 0 < saved["kl"] < 10 and math.isfinite(saved["tuned_perplexity"])
     cached = list((tmp_path / "cache" / "forgetting").glob("*.json"))

@@ -1,5 +1,5 @@
 """`adapter: prompt_tuning`: the config rules, the soft prompt's start from text, and every command
-on a tiny run: train (run folder, resume), format, generate, eval, merge's refusal."""
+on a tiny run: train (run folder, resume), format, generate, eval, the refusals of merge and export."""
 
 from __future__ import annotations
 
@@ -133,7 +133,7 @@ def test_training_leaves_only_a_soft_prompt_and_lowers_the_loss(soft_prompt_run:
 
 
 @pytest.mark.integration
-def test_generate_eval_and_merge(soft_prompt_run: Path) -> None:
+def test_generate_eval_merge_and_export(soft_prompt_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from test_infer import invoke
     from test_train import run_cli
 
@@ -146,8 +146,19 @@ def test_generate_eval_and_merge(soft_prompt_run: Path) -> None:
     assert report["loss"] == pytest.approx(run["final_eval_loss"], abs=1e-4)
     assert report["tuned"]["loss"] < report["base"]["loss"]
 
+    card = (soft_prompt_run / "README.md").read_text()  # the model card, written again by ft eval
+    assert "A soft prompt (prompt tuning; the base model's weights unchanged) fine-tuned from" in card
+    capsys.readouterr()
+
     assert run_cli("merge", str(soft_prompt_run)) == 2
     assert not (soft_prompt_run / "merged").exists()
+    out = soft_prompt_run.parent / "pt.gguf"
+    for extra in ([], ["--adapter-only"]):
+        assert run_cli("export", str(soft_prompt_run), "--gguf", "f16", "--out", str(out), *extra) == 2
+        err = capsys.readouterr().err
+        assert f"ft export: {soft_prompt_run} holds a soft prompt (prompt_tuning)" in err
+        assert "nothing to fold into the model" in err and "train with adapter: lora" in err
+        assert "Traceback" not in err and not out.exists()
 
 
 @pytest.mark.integration

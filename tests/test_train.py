@@ -27,6 +27,7 @@ ADAPTER_RUN_FILES = {
     "run.json",
     "metrics.jsonl",
     "loss.png",
+    "README.md",
 }
 
 
@@ -157,7 +158,8 @@ def test_full_finetune_writes_full_weights(tiny_model_dir: Path, tmp_path: Path)
     run = tmp_path / "run"
     files = top_level(run)
     assert {"config.json", "model.safetensors", "generation_config.json"} <= files
-    assert not files & {"adapter_config.json", "adapter_model.safetensors", "training_args.bin", "README.md"}
+    assert not files & {"adapter_config.json", "adapter_model.safetensors", "training_args.bin"}
+    assert "library_name: transformers" in (run / "README.md").read_text()  # ft's card, not the trainer's
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tuned = AutoModelForCausalLM.from_pretrained(run)
     assert not torch.equal(base.model.layers[0].mlp.up_proj.weight, tuned.model.layers[0].mlp.up_proj.weight)

@@ -115,3 +115,31 @@ def test_real_sft_config_accepts_the_arguments(tmp_path: Path) -> None:
 def test_gpu_bf16_flags() -> None:
     kw = kwargs_for(make_cfg(), precision=GPU_BF16)
     assert kw["bf16"] is True and kw["use_cpu"] is False
+
+
+def test_checkpointing_keys_renamed_for_transformers_before_5_23() -> None:
+    import dataclasses
+
+    from ft.train.settings import with_known_checkpointing_names
+
+    @dataclasses.dataclass
+    class Before523:
+        gradient_checkpointing: bool = False
+        gradient_checkpointing_kwargs: dict | None = None
+
+    @dataclasses.dataclass
+    class Since523:
+        activation_checkpointing: bool = False
+        activation_checkpointing_kwargs: dict | None = None
+
+    kwargs = {
+        "activation_checkpointing": True,
+        "activation_checkpointing_kwargs": {"use_reentrant": False},
+        "seed": 1,
+    }
+    assert with_known_checkpointing_names(kwargs, Before523) == {
+        "gradient_checkpointing": True,
+        "gradient_checkpointing_kwargs": {"use_reentrant": False},
+        "seed": 1,
+    }
+    assert with_known_checkpointing_names(kwargs, Since523) == kwargs

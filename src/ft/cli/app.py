@@ -18,13 +18,14 @@ from ft import __version__
 from ft.base.errors import FtError
 from ft.cli.data import register as register_data_commands
 from ft.cli.export import register as register_export_commands
+from ft.cli.hub import register as register_hub_commands
 from ft.cli.infer import register as register_infer_commands
 from ft.cli.plan import register as register_plan_commands
 from ft.cli.train import register as register_train_commands
 
 app = typer.Typer(
     name="ft",
-    help="Config-driven LoRA/QLoRA fine-tuning: validate, format, preprocess, train, merge, chat, eval.",
+    help="Config-driven LoRA/QLoRA fine-tuning: validate, format, preprocess, train, merge, export, push, chat, eval.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -50,6 +51,7 @@ def _root(
 register_data_commands(app)
 register_train_commands(app)
 register_export_commands(app)
+register_hub_commands(app)
 register_infer_commands(app)
 register_plan_commands(app)
 

@@ -1,8 +1,10 @@
-"""`ft merge`. Heavy libraries are imported inside the command body."""
+"""`ft merge` and `ft export`. Heavy libraries are imported inside the command bodies."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -79,6 +81,129 @@ def merge_stopped(signal_name: str) -> Exception:
     )
 
 
+def export_command(
+    source: Path = typer.Argument(..., help="A run folder (merged first) or a merged model folder."),
+    gguf: str = typer.Option(
+        ...,
+        "--gguf",
+        help="f32, f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0; K-quants (q4_k_m, q5_k_m, q6_k, ...) "
+        "when llama-cpp-python is installed.",
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="The GGUF file (default: SOURCE-TYPE.gguf beside SOURCE)."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace an existing file (and its Modelfile and record)."
+    ),
+    adapter_only: bool = typer.Option(
+        False, "--adapter-only", help="Only the LoRA adapter, for llama.cpp's --lora on a GGUF of the base."
+    ),
+    verify: bool = typer.Option(
+        True,
+        "--verify/--no-verify",
+        help="Read the file back and compare its logits with the merged model's.",
+    ),
+) -> None:
+    """A GGUF file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile, verified."""
+    import logging
+    import os
+
+    # transformers' GGUF loader (the verification) draws its own tqdm bar; tqdm reads this on import.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from ft.base.quiet import quiet_libraries
+
+    quiet_libraries()
+    logging.getLogger("gguf").setLevel(logging.ERROR)  # the writer's notes; ft reports what it wrote
+    from ft.base.signals import raise_on_signals
+    from ft.export.gguf_export import export_gguf
+
+    console = Console(soft_wrap=True)
+
+    def log(message: str) -> None:
+        console.print(f"[dim]{escape(message)}[/]", highlight=False)
+
+    with raise_on_signals(export_stopped), TensorProgress(console) as on_tensor:
+        result = export_gguf(
+            source,
+            gguf,
+            out,
+            force=force,
+            adapter_only=adapter_only,
+            verify=verify,
+            log=log,
+            on_tensor=on_tensor,
+        )
+    console.print(
+        f"[bold green]done[/] {result.out}  ({result.bytes / 2**20:,.1f} MiB, {result.tensors} tensors)",
+        highlight=False,
+    )
+    if result.modelfile is not None:
+        console.print(f"Ollama: ollama create NAME -f {result.modelfile}", highlight=False)
+    if result.modelfile_note:
+        console.print(
+            f"note: the Modelfile has no TEMPLATE: {escape(result.modelfile_note)}", highlight=False
+        )
+    checks = result.verification
+    if "max_abs_logit_diff" in checks:
+        tolerance = "-" if checks["tolerance"] is None else f"{checks['tolerance']:.3g}"
+        console.print(
+            f"type {result.type_name}  max |Δlogit| {checks['max_abs_logit_diff']:.3g} (tolerance {tolerance})  "
+            f"top-1 agreement {checks['top1_agreement']:.1%}  time {result.seconds:.1f}s",
+            highlight=False,
+        )
+    elif not checks:
+        console.print("verification skipped (--no-verify)", highlight=False)
+    console.print(f"record: {result.record}", highlight=False)
+
+
+class TensorProgress:
+    """A bar in a terminal; a plain line every tenth of the tensors when output goes to a file."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.bar: Any = None
+        self.task: Any = None
+        self.shown = -1
+
+    def __enter__(self) -> Callable[[int, int], None]:
+        if self.console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self.bar = Progress(
+                TextColumn("[bold]tensors"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self.bar.start()
+        return self.update
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            if self.task is None:
+                self.task = self.bar.add_task("tensors", total=total)
+            self.bar.update(self.task, completed=done)
+            return
+        tenth = done * 10 // total
+        if tenth != self.shown:
+            self.shown = tenth
+            self.console.print(f"tensors {done}/{total}", highlight=False)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def export_stopped(signal_name: str) -> Exception:
+    from ft.base.errors import TrainingInterrupted
+
+    return TrainingInterrupted(
+        f"ft export stopped by {signal_name}: nothing was written to --out", hint="run the same command again"
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
     app.command("merge")(merge_command)
+    app.command("export")(export_command)

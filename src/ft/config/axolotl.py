@@ -111,8 +111,6 @@ IGNORED: dict[str, str] = {
     "ddp_broadcast_buffers": "configure the launcher (accelerate) instead",
     "ddp_find_unused_parameters": "configure the launcher (accelerate) instead",
     "include_tokens_per_second": "ft reports tokens per second",
-    "hub_strategy": "ft does not push to the Hub",
-    "hub_revision": "ft does not push to the Hub",
     "hf_use_auth_token": "ft reads HF_TOKEN from the environment",
     "loss_watchdog_threshold": "not implemented in ft; watch the loss curve",
     "loss_watchdog_patience": "not implemented in ft; watch the loss curve",

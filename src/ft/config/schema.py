@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal, get_args
 
@@ -458,9 +459,29 @@ class TrainingSettings(Section):
         yield from _check_choice(data, "lr_scheduler", "lr_scheduler", LR_SCHEDULERS)
 
 
+HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
 class OutputSettings(Section):
     output_dir: str = Field("./outputs/run", description="Run folder: adapter, checkpoints, logs.")
-    hub_model_id: str | None = Field(None, description="Accepted for axolotl configs; ft does not push.")
+    hub_model_id: str | None = Field(
+        None,
+        description="Push the finished run folder (adapter, tokenizer, model card) to this Hub repo "
+        "(org/name) at the end of ft train; the token comes from HF_TOKEN in the environment only.",
+    )
+    hub_strategy: Literal["end"] | None = Field(
+        None, description="When to push: `end` (the only one ft has: once, when the run is finished)."
+    )
+    hub_revision: str | None = Field(None, description="Branch of the Hub repo to push to (default: main).")
+    hub_private_repo: bool | None = Field(
+        None, description="Create the Hub repo as private when it does not exist."
+    )
+
+    @classmethod
+    def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
+        repo = data.get("hub_model_id")
+        if isinstance(repo, str) and not HUB_REPO_ID.match(repo):
+            yield "hub_model_id", f"{repo!r} is not a Hub repo id: it has the form org/name"
 
 
 class LoggingSettings(Section):

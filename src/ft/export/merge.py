@@ -497,6 +497,10 @@ def _write_merge(
     tokenizer.save_pretrained(str(tmp))
     eos = write_generation_config(tmp, base_dir, tokenizer, run.data.get("terminator"))
     write_json_atomic(tmp / MERGE_JSON, merge_record(run, result, eos))
+    from ft.runs.card import write_merged_card, write_run_card
+
+    write_merged_card(tmp, run, location=out)
+    write_run_card(run.run_dir, repo=run.config.hub_model_id)
     return result
 
 

@@ -249,6 +249,9 @@ def run_eval(target: Path, settings: EvalSettings, on_progress: Progress | None 
         forgetting=forgetting,
     )
     write_json_atomic(run.run_dir / EVAL_JSON, report.to_json())
+    from ft.runs.card import write_run_card
+
+    write_run_card(run.run_dir, repo=cfg.hub_model_id)  # the card shows the new eval results
     return report
 
 

@@ -199,8 +199,9 @@ def all_sources_local(cfg: FtConfig) -> bool:
 
 def use_offline_mode_if_local(cfg: FtConfig) -> str | None:
     """With model and data on disk, keep the Hub libraries offline: otherwise trl's telemetry and
-    hub look-ups open connections in background threads (DESIGN.md, library facts)."""
-    if not all_sources_local(cfg):
+    hub look-ups open connections in background threads (DESIGN.md, library facts). Not when the
+    run pushes to the Hub at its end (hub_model_id): the Hub client reads the setting once."""
+    if cfg.hub_model_id or not all_sources_local(cfg):
         return None
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
         os.environ.setdefault(name, "1")

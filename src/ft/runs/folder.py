@@ -34,7 +34,8 @@ TRAINER_STATE = "trainer_state.json"
 FINAL_TMP = ".ft-final.tmp"
 """Where the final model files are written before being moved to the top level."""
 EVAL_JSON = "eval.json"
-"""Written by `ft eval` into the run folder; its `forgetting.summary` is the one-line verdict."""
+"""Written by `ft eval` into the run folder; read by the model card, which shows its
+`forgetting.summary` (the one-line verdict)."""
 MERGE_JSON = "ft_merge.json"
 """Written by `ft merge` into a merged folder (it marks the folder as ft's); read by inference for an
 optional `terminator`."""
@@ -104,6 +105,15 @@ def read_run(run_dir: Path) -> RunInfo:
     return RunInfo(run_dir, data, load_config(run_dir / CONFIG_YML))
 
 
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from a file; None when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write through a temporary file in the same folder and rename: readers see all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,16 +133,6 @@ def utc_now() -> str:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def forgetting_summary(run_dir: Path) -> str | None:
-    """The one-line forgetting verdict of the run's last `ft eval --forgetting` (for a model card),
-    or None when it was not measured."""
-    try:
-        summary = json.loads((run_dir / EVAL_JSON).read_text(encoding="utf-8"))["forgetting"]["summary"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return summary if isinstance(summary, str) else None
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

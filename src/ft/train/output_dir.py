@@ -26,7 +26,6 @@ to resume from.
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import re
 import shutil
@@ -49,6 +48,7 @@ from ft.runs.folder import (
     has_work_to_keep,
     incomplete_checkpoints,
     newest_checkpoint,
+    read_json,
     trim_metrics,
     utc_now,
     write_json_atomic,
@@ -120,17 +120,9 @@ class RunDirClaim:
 # Is this folder ft's, and only ft's?
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def marker_of(run_dir: Path) -> dict[str, Any] | None:
     """`.ft-run.json` when it is ft's and was written for this very folder (not copied along)."""
-    data = _read_json(run_dir / RUN_MARKER)
+    data = read_json(run_dir / RUN_MARKER)
     if data is None or not {"ft_version", "started_at", "run_dir"} <= data.keys():
         return None
     return data if data["run_dir"] == str(run_dir.resolve()) else None
@@ -138,7 +130,7 @@ def marker_of(run_dir: Path) -> dict[str, Any] | None:
 
 def finished_record_of(run_dir: Path) -> bool:
     """run.json parses and holds every key ft writes there (a user's own run.json does not)."""
-    data = _read_json(run_dir / RUN_JSON)
+    data = read_json(run_dir / RUN_JSON)
     return data is not None and all(key in data for key in RUN_KEYS)
 
 
@@ -176,7 +168,7 @@ def run_inputs(cfg: FtConfig, config_path: Path | None) -> dict[Path, str]:
 
 def live_owner(run_dir: Path) -> int | None:
     """The process id of another ft train working in `run_dir` right now, on this host."""
-    data = _read_json(run_dir / RUN_MARKER) or {}
+    data = read_json(run_dir / RUN_MARKER) or {}
     pid = data.get("pid")
     if not isinstance(pid, int) or data.get("host") != host_name() or pid == os.getpid():
         return None

@@ -19,7 +19,7 @@ from ft.base.errors import FtError, TrainingInterrupted
 from ft.config.schema import FtConfig
 from ft.data.packing import PackedRowsCollator, varlen_attention
 from ft.models.loading import use_offline_mode_if_local
-from ft.models.precision import Precision
+from ft.models.precision import Precision, resolve_precision
 from ft.runs.folder import (
     CONFIG_YML,
     FINAL_TMP,
@@ -36,6 +36,7 @@ from ft.runs.folder import (
     write_text_atomic,
 )
 from ft.runs.outdir import writing
+from ft.train.launch import check_launch
 from ft.train.settings import build_sft_config, is_main_process_from_env, set_wandb_env, world_size_from_env
 
 if TYPE_CHECKING:
@@ -104,10 +105,16 @@ def run_training(
             hint="run it through ft train, or pass eval_probes=[ft.infer.forgetting.ForgettingProbe()]",
         )
     emit = on_event or _no_event
+    if cfg.hub_model_id:
+        from ft.runs.hub import hub_token
+
+        hub_token()  # no token: stop now, not after the training
     started_at = utc_now()
     # Resolved: a symlinked output_dir is replaced where it points, and `.` or `x/..` get real names.
     run_dir = Path(cfg.output_dir).expanduser().resolve()
     main = is_main_process_from_env()
+    # Before the output folder is claimed: a launch that would save no weights is refused first.
+    launch_notes = check_launch(cfg, resolve_precision(cfg).use_cpu, os.environ)
     with (
         raise_on_signals(stopped_before_training),
         claimed_run_dir(
@@ -120,7 +127,7 @@ def run_training(
             config_path=config_path,
         ) as claim,
     ):
-        notes = [note for note in (use_offline_mode_if_local(cfg),) if note]
+        notes = [note for note in (use_offline_mode_if_local(cfg),) if note] + launch_notes
         set_wandb_env(cfg)
 
         from ft.data.chat_templates import chat_template_jinja
@@ -133,7 +140,7 @@ def run_training(
         # After prepare_data: the tokenizer's own template (tokenizer_default) renders the data.
         tokenizer.chat_template = chat_template_jinja(cfg, tokenizer)
         notes += summary_lines(data.report)
-        return train_on_prepared(
+        result = train_on_prepared(
             cfg,
             tokenizer,
             data,
@@ -143,6 +150,33 @@ def run_training(
             started_at=started_at,
             eval_probes=eval_probes,
         )
+    if cfg.hub_model_id and main:
+        emit(_note(push_run_folder(run_dir, cfg)))
+    return result
+
+
+def push_run_folder(run_dir: Path, cfg: FtConfig) -> str:
+    """The finished run folder to cfg.hub_model_id (hub_strategy: end); the line to show."""
+    from ft.runs.card import card_for_push
+    from ft.runs.hub import HubError, push
+
+    assert cfg.hub_model_id is not None
+    try:
+        pushed = push(
+            run_dir,
+            cfg.hub_model_id,
+            card_for_push(run_dir, cfg.hub_model_id),
+            private=bool(cfg.hub_private_repo),
+            revision=cfg.hub_revision,
+        )
+    except HubError as err:
+        raise HubError(
+            f"the run is saved in {run_dir}, but the push failed: {err.message}",
+            hint=f"{err.hint}; then: ft push {run_dir} {cfg.hub_model_id}",
+        ) from None
+    return f"pushed {len(pushed.files)} files to {pushed.repo_id}" + (
+        f" ({pushed.url})" if pushed.url else ""
+    )
 
 
 def stopped_before_training(signal_name: str) -> TrainingInterrupted:
@@ -168,7 +202,6 @@ def train_on_prepared(
 
     from ft.models.adapter import attach_adapter
     from ft.models.loading import load_model_from_path, resolve_base_model_path
-    from ft.models.precision import resolve_precision
 
     run_dir = Path(cfg.output_dir).expanduser()
     notes = list(notes or [])
@@ -424,6 +457,9 @@ def _publish_run_files(context: RunContext, tmp: Path, result: TrainResult) -> N
     write_json_atomic(run_dir / RUN_JSON, run_record(context, result))
     # run.json marks the folder as ft's from now on.
     (run_dir / RUN_MARKER).unlink(missing_ok=True)
+    from ft.runs.card import write_run_card
+
+    write_run_card(run_dir, repo=context.cfg.hub_model_id)
 
 
 SKIPPED_SAVE_FILES = frozenset({"training_args.bin", "README.md"})

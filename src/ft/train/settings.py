@@ -188,9 +188,24 @@ def build_sft_config(
         cfg, precision, run_dir, train_rows=train_rows, has_eval=has_eval, world_size=world_size
     )
     try:
-        return SFTConfig(**kwargs)
+        return SFTConfig(**with_known_checkpointing_names(kwargs, SFTConfig))
     except ValueError as err:
         raise FtError(f"training settings rejected by transformers/trl: {err}") from err
+
+
+def with_known_checkpointing_names(kwargs: dict[str, Any], config_class: Any) -> dict[str, Any]:
+    """transformers 5.23 renamed `gradient_checkpointing(_kwargs)` to `activation_checkpointing(_kwargs)`;
+    earlier 5.x releases (5.17 on the GPU machine of bench/gpu) know only the old names."""
+    import dataclasses
+
+    known = {field.name for field in dataclasses.fields(config_class)}
+    if "activation_checkpointing" in known:
+        return kwargs
+    renamed = {
+        "activation_checkpointing": "gradient_checkpointing",
+        "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs",
+    }
+    return {renamed.get(key, key): value for key, value in kwargs.items()}
 
 
 # ---------------------------------------------------------------------------------------------
