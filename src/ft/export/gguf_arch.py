@@ -212,9 +212,11 @@ def llama3_rope_factors(hparams: HParams) -> np.ndarray | None:
     high_freq_factor = float(rope.get("high_freq_factor", 4.0))
     old_context = float(rope.get("original_max_position_embeddings", 8192))
     low_wavelen, high_wavelen = old_context / low_freq_factor, old_context / high_freq_factor
-    factors = []
-    for i in range(0, dim, 2):
-        freq = float(1.0 / (base ** (np.float32(i) / dim)))
+    # In float32 torch arithmetic, as the converter computes it, so the bytes are the same.
+    import torch
+
+    factors: list[Any] = []
+    for freq in 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)):
         wavelen = 2 * math.pi / freq
         if wavelen < high_wavelen:
             factors.append(1.0)
@@ -223,4 +225,4 @@ def llama3_rope_factors(hparams: HParams) -> np.ndarray | None:
         else:
             smooth = (old_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
             factors.append(1 / ((1 - smooth) / factor + smooth))
-    return np.array(factors, dtype=np.float32)
+    return torch.tensor(factors, dtype=torch.float32).numpy()

@@ -150,13 +150,16 @@ def architecture_config(source: Source) -> Path:
     return source.path
 
 
-def check_tokenizer(folder: Path) -> None:
-    """The tokenizer is one ft can write (a run folder holds the tokenizer its merge will have)."""
+def check_tokenizer(folder: Path) -> Any:
+    """The folder's tokenizer, when it is one ft can write (a run folder holds the tokenizer its
+    merge will have)."""
     from transformers import AutoTokenizer
 
     from ft.export.gguf_vocab import tokenizer_kind
 
-    tokenizer_kind(AutoTokenizer.from_pretrained(str(folder)), folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    tokenizer_kind(tokenizer, folder)
+    return tokenizer
 
 
 def default_out(source: Source, type_name: str, adapter_only: bool) -> Path:
@@ -213,8 +216,7 @@ def export_gguf(
 
     hparams = read_hparams(architecture_config(source))
     recipe = arch_for(hparams, str(source.path))
-    if not adapter_only:
-        check_tokenizer(source.path)
+    tokenizer = None if adapter_only else check_tokenizer(source.path)
     out = (out or default_out(source, kind_name, adapter_only)).expanduser().resolve()
     check_out(out, source, force)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -226,7 +228,11 @@ def export_gguf(
         if adapter_only:
             return _export_adapter(source, recipe, hparams, kind_name, out, work, started, log)
         folder = _merged_folder(source, work, log)
-        return _export_model(source, folder, recipe, kind_name, out, work, started, verify, log, on_tensor)
+        if folder != source.path:  # the merge saved its own copy: read what the file will describe
+            tokenizer = None
+        return _export_model(
+            source, folder, tokenizer, recipe, kind_name, out, work, started, verify, log, on_tensor
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -244,6 +250,7 @@ def _merged_folder(source: Source, work: Path, log: Log) -> Path:
 def _export_model(
     source: Source,
     folder: Path,
+    tokenizer: Any | None,
     recipe: Any,
     kind_name: str,
     out: Path,
@@ -261,7 +268,8 @@ def _export_model(
     from ft.export.modelfile import build_modelfile
 
     hparams = read_hparams(folder)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
     specials = special_tokens_of(tokenizer)
     vocab = build_vocab(tokenizer, folder, int(hparams.get("vocab_size") or len(tokenizer)))
     chat_template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None

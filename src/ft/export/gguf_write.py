@@ -212,7 +212,12 @@ def float_rows(files: dict[Path, BinaryIO], plan: TensorPlan) -> Iterator[np.nda
 
 
 def encode(rows: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
-    return gguf.quants.quantize(np.ascontiguousarray(rows, dtype=np.float32), qtype)
+    values = np.ascontiguousarray(rows, dtype=np.float32)
+    if qtype == gguf.GGMLQuantizationType.F16:  # the same rounding, on every core (numpy uses one)
+        import torch
+
+        return torch.from_numpy(values).to(torch.float16).numpy()
+    return gguf.quants.quantize(values, qtype)
 
 
 @dataclass(frozen=True)
