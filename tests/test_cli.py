@@ -55,3 +55,31 @@ def test_help_imports_neither_heavy_libraries_nor_the_schema() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_help_offers_shell_completion_and_chat_help_lists_its_commands(capsys) -> None:
+    assert run_main(["--help"]) == 0
+    assert "--install-completion" in capsys.readouterr().out
+    assert run_main(["chat", "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "/reset starts a new conversation" in shown and "/exit or /quit" in shown and "/help" in shown
+
+
+def test_plan_names_the_memory_of_a_gpu_outside_the_table(capsys) -> None:
+    """Said before the model's config is read (no Hub, no cache needed)."""
+    assert run_main(["plan", "configs/llama2-qlora.yml", "--gpu", "V100"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no single GPU of the table matches 'V100'" in err
+    assert "--memory 32GB" in err
+
+
+def test_plan_shows_the_gpu_asked_for_first(capsys) -> None:
+    import json
+
+    base = "base_model=tests/data/plan/llama-2-7b"
+    assert run_main(["plan", "configs/llama2-qlora.yml", "--set", base, "--gpu", "L4", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["gpus"][0]["name"] == "L4" and plan["budget"]["name"] == "L4"
+    assert run_main(["plan", "configs/llama2-qlora.yml", "--set", base, "--gpu", "H100"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "GiB │" in line]
+    assert "H100 SXM (--gpu)" in rows[0]

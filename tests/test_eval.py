@@ -86,3 +86,24 @@ def test_held_out_row_cuts_at_the_first_trained_segment() -> None:
     assert held_out_row(template, "</s>").reference == "Hello"  # type: ignore[union-attr]
     # Completion text is trained whole: no prompt to answer.
     assert held_out_row([Segment("<s>", special="bos"), Segment("text", trained=True)], "</s>") is None
+
+
+def test_eval_generates_in_batches_within_a_budget_from_the_references(run_dir: Path) -> None:
+    one = invoke("eval", str(run_dir), "--batch-size", "1")
+    alone = json.loads((run_dir / "eval.json").read_text())
+    many = invoke("eval", str(run_dir), "--batch-size", "4")
+    batched = json.loads((run_dir / "eval.json").read_text())
+    assert [s["tuned"] for s in batched["samples"]] == [s["tuned"] for s in alone["samples"]]
+    assert batched["loss"] == pytest.approx(alone["loss"], abs=1e-5)
+    # Answers get twice the longest reference's tokens (+1), not minutes of rambling.
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    longest = max(
+        len(tokenizer(s["reference"], add_special_tokens=False)["input_ids"]) for s in alone["samples"]
+    )
+    assert alone["max_new_tokens"] == max(16, 2 * longest + 1) < 128
+    assert f"max_new_tokens {alone['max_new_tokens']}: twice the longest reference answer" in one.stdout
+    # Not a terminal (captured): plain progress lines, and what loads.
+    assert "generate tuned: 4/4 (100%)" in many.stdout and "loss tuned: 4/4 (100%)" in many.stdout
+    assert "loaded in" in many.stdout

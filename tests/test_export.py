@@ -73,8 +73,12 @@ def test_run_folder_exports_the_merged_model(lora_run: Path, tmp_path: Path, cap
     assert 0 <= checks["max_abs_logit_diff"] <= checks["tolerance"] == 1e-4
     assert checks["top1_agreement"] == 1.0 and checks["tokenizer_ids_equal"] is True
     assert checks["max_relative_tensor_error"] == 0.0 and checks["tensors_read_back"] == record["tensors"]
+    assert record["base_model_name"] == info["base_model_name"]
     printed = capsys.readouterr().out
     assert "max |Δlogit|" in printed and "top-1 agreement 100.0%" in printed
+    # Not a terminal (captured): the tensors written as plain lines, the last one complete.
+    total = record["tensors"]
+    assert f"tensors: {total}/{total} (100%)" in printed
     # the temporary merge is gone: only the three files
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "tiny-f32.Modelfile",
@@ -279,21 +283,10 @@ def other_architecture(folder: Path, name: str) -> Path:
         Qwen2ForCausalLM,
     )
 
-    from tiny import build_tokenizer
+    from tiny import build_tokenizer, llama_like_config
 
     tokenizer = build_tokenizer()
-    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
-    llama_like = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=False,
-        **ids,
-    )
+    llama_like = llama_like_config(tokenizer)
     torch.manual_seed(0)
     if name == "mistral":
         model: Any = MistralForCausalLM(MistralConfig(**llama_like))
@@ -302,7 +295,13 @@ def other_architecture(folder: Path, name: str) -> Path:
     else:
         # 1024 positions: transformers' GGUF reader sizes GPT-2's position table from its default
         config = GPT2Config(
-            vocab_size=len(tokenizer), n_embd=64, n_layer=2, n_head=4, n_positions=1024, **ids
+            vocab_size=len(tokenizer),
+            n_embd=64,
+            n_layer=2,
+            n_head=4,
+            n_positions=1024,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
         )
         model = GPT2LMHeadModel(config)
     with torch.no_grad():  # biases start at zero: give them values, so a lost bias shows in the logits

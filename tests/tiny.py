@@ -69,7 +69,15 @@ def build_model(
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    sizes = llama_like_config(tokenizer, hidden, intermediate, layers, heads, kv_heads)
+    return LlamaForCausalLM(LlamaConfig(**sizes)).to(torch.float32)
+
+
+def llama_like_config(
+    tokenizer, hidden: int = 64, intermediate: int = 128, layers: int = 2, heads: int = 4, kv_heads: int = 2
+) -> dict:
+    """The tiny model's config fields, which Llama-style architectures (Mistral, Qwen2) share."""
+    return dict(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
         intermediate_size=intermediate,
@@ -81,7 +89,6 @@ def build_model(
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=False,
     )
-    return LlamaForCausalLM(config).to(torch.float32)
 
 
 def save_tiny_model(folder: Path, seed: int = 0) -> Path:

@@ -65,10 +65,12 @@ def train(config: Path, overrides: Sequence[str] = (), resume: bool = False, on_
     """`ft train CONFIG --force [--resume] [--set ...]`, in this process; returns ft's TrainResult,
     whose notes start with those of reading the config (mapped keys and the like)."""
     from ft.config.load import read_config
+    from ft.runs.record import Launch
     from ft.train.runner import run_training
 
     cfg, notes = read_config(config, list(overrides))
-    result = run_training(cfg, resume=resume, force=not resume, on_event=on_event, config_path=config)
+    launch = Launch(config, tuple(overrides))
+    result = run_training(cfg, resume=resume, force=not resume, on_event=on_event, launch=launch)
     result.notes[:0] = notes
     return result
 

@@ -1,4 +1,4 @@
-"""Signal handling shared by the commands that must clean up when stopped (train, merge)."""
+"""Signal handling shared by the commands that must clean up when stopped (train, merge, generate)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,16 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+
+class _Stopped(BaseException):
+    """What the handler raises: a BaseException, like KeyboardInterrupt, so that library code that
+    catches Exception (transformers turns any error while loading a tokenizer into an OSError) lets
+    it through; `raise_on_signals` turns it into the command's own error on the way out."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @contextmanager
@@ -18,10 +28,13 @@ def raise_on_signals(error: Callable[[str], BaseException]) -> Iterator[None]:
         return
 
     def handle(signum: int, frame: Any) -> None:
-        raise error(signal.Signals(signum).name)
+        raise _Stopped(error(signal.Signals(signum).name))
 
     with signal_handler(handle):
-        yield
+        try:
+            yield
+        except _Stopped as stopped:
+            raise stopped.error from None
 
 
 @contextmanager

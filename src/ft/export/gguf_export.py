@@ -273,7 +273,8 @@ def _export_model(
     specials = special_tokens_of(tokenizer)
     vocab = build_vocab(tokenizer, folder, int(hparams.get("vocab_size") or len(tokenizer)))
     chat_template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
-    meta = Metadata(source.path.name, source.record.get("base_model"), chat_template, specials.adds_bos)
+    base_name = source.record.get("base_model_name") or source.record.get("base_model")
+    meta = Metadata(source.path.name, base_name, chat_template, specials.adds_bos)
     written_type = "f16" if kind_name in K_QUANTS else kind_name
     tmp = work / out.name
     log(
@@ -302,6 +303,7 @@ def _export_model(
         "source": str(source.path),
         "merged_from_run": source.adapter,
         "base_model": source.record.get("base_model"),
+        "base_model_name": base_name,
         "gguf": out.name,
         "type": kind_name,
         "architecture": recipe.arch_name,
@@ -368,7 +370,9 @@ def _logits(path: Path, folder: Path, kind_name: str, tokenizer: Any, log: Log) 
     if not check.tokenizer_ids_equal:
         raise FtError(
             f"{path}: the tokenizer read back from the GGUF file encodes the probe texts differently",
-            hint="report this as a bug in ft export; the file was not kept",
+            hint="report this as a bug in ft export; the file was not kept (a Qwen2 model with a tokenizer "
+            "that is not Qwen's: transformers reads every qwen2 file's tokenizer as Qwen's, llama.cpp does "
+            "not; --no-verify writes it)",
         )
     if check.tolerance is not None and not check.max_abs_logit_diff <= check.tolerance:
         raise FtError(
@@ -450,6 +454,7 @@ def _export_adapter(
         "ft_version": _version(),
         "source": str(source.path),
         "base_model": source.record.get("base_model"),
+        "base_model_name": source.record.get("base_model_name") or source.record.get("base_model"),
         "gguf": out.name,
         "type": kind_name,
         "adapter": {"type": "lora", "alpha": alpha, "tensors": len(plans)},

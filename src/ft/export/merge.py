@@ -20,12 +20,15 @@ import gc
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ft.base.errors import FtError, OutputExistsError
+from ft.base.host import available_memory
+from ft.base.perms import follow_umask
 from ft.models.adapter import refuse_folding
 from ft.models.precision import Precision, torch_dtype
 from ft.runs.folder import (
@@ -35,6 +38,7 @@ from ft.runs.folder import (
     RunInfo,
     library_versions,
     read_run,
+    run_hub_access,
     utc_now,
     write_json_atomic,
 )
@@ -126,19 +130,6 @@ def tolerance_for(dtype: str, reference_max: float) -> float:
     if dtype == "float32":
         return max(FP32_TOLERANCE, FP32_RELATIVE_TOLERANCE * reference_max)
     return RELATIVE_TOLERANCE_16BIT[dtype] * max(1.0, reference_max)
-
-
-def available_memory() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return None
 
 
 def merged_bytes(base_dir: Path, dtype: str) -> int | None:
@@ -252,11 +243,15 @@ def publish(tmp: Path, out: Path) -> None:
 
 def local_base_dir(run: RunInfo) -> Path | None:
     """The base model's local folder: run.json's base_model_path (a GGUF base's converted folder),
-    or a Hub id's snapshot in the local cache."""
-    path = Path(run.base_model_path).expanduser()
+    found again from the config when the run folder came from another machine, or a Hub id's
+    snapshot in the local cache."""
+    from ft.models.loading import locate_base_model
+
+    located = locate_base_model(run.base_model_path, run.config)
+    path = Path(located).expanduser()
     if path.is_dir():
         return path
-    if path.is_absolute() or run.base_model_path.startswith("."):
+    if path.is_absolute() or located.startswith("."):
         raise FtError(
             f"the base model folder {path} (run.json base_model_path) no longer exists",
             hint="put the base model back there (a .gguf base is converted again by ft train's first step)",
@@ -264,9 +259,7 @@ def local_base_dir(run: RunInfo) -> Path | None:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(
-            snapshot_download(run.base_model_path, revision=run.data.get("revision"), local_files_only=True)
-        )
+        return Path(snapshot_download(located, revision=run.data.get("revision"), local_files_only=True))
     except Exception:  # not cached: transformers reports it when loading
         return None
 
@@ -391,6 +384,21 @@ def write_generation_config(
     return list(generation.eos_token_id)
 
 
+def align_special_ids(tmp: Path, tokenizer: Any) -> None:
+    """config.json's BOS/EOS/pad ids as the tokenizer has them (generation_config.json says the same,
+    with the terminator added to its EOS list): the base's config may lack a pad id the run chose."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(tmp))
+    text_config = config.get_text_config()
+    for target in [config] if text_config is config else [config, text_config]:
+        target.pad_token_id = tokenizer.pad_token_id
+        target.eos_token_id = tokenizer.eos_token_id
+        if tokenizer.bos_token_id is not None:
+            target.bos_token_id = tokenizer.bos_token_id
+    config.save_pretrained(str(tmp))
+
+
 def merge_record(run: RunInfo, result: MergeResult, eos: list[int]) -> dict[str, Any]:
     from ft import __version__
 
@@ -398,6 +406,7 @@ def merge_record(run: RunInfo, result: MergeResult, eos: list[int]) -> dict[str,
         "ft_version": __version__,
         "base_model": run.data.get("base_model"),
         "base_model_path": run.base_model_path,
+        "base_model_name": run.data.get("base_model_name") or run.data.get("base_model"),
         "run_dir": str(run.run_dir.resolve()),
         "adapter": run.adapter,
         "dtype": result.dtype,
@@ -446,6 +455,8 @@ def merge_run(
     renamed into place (a test can raise there to check that nothing is left behind)."""
     started = time.monotonic()
     run = read_adapter_run(Path(run_dir))
+    for note in run_hub_access(run.run_dir):  # a Hub base: cached, or a quick failure
+        log(note)
     dtype_name = resolve_dtype(dtype, run)
     # Resolved: `.` or `..` get real names, a symlink is replaced where it points.
     out = (out or default_out(run.run_dir)).expanduser().resolve()
@@ -495,13 +506,24 @@ def _write_merge(
     result = MergeResult(out, dtype, mode, diff, tolerance, 0.0, _weight_files(tmp))
     tokenizer = load_run_tokenizer(run)
     tokenizer.save_pretrained(str(tmp))
+    align_special_ids(tmp, tokenizer)
     eos = write_generation_config(tmp, base_dir, tokenizer, run.data.get("terminator"))
     write_json_atomic(tmp / MERGE_JSON, merge_record(run, result, eos))
     from ft.runs.card import write_merged_card, write_run_card
 
     write_merged_card(tmp, run, location=out)
     write_run_card(run.run_dir, repo=run.config.hub_model_id)
+    follow_umask(tmp)
     return result
+
+
+@contextmanager
+def timed(log: Log, what: str) -> Iterator[None]:
+    """`what ...` before, `what: 12.3 s` after: each long step of a merge is a line in a log file."""
+    log(f"{what} ...")
+    began = time.monotonic()
+    yield
+    log(f"{what}: {time.monotonic() - began:.1f} s")
 
 
 def _weight_files(folder: Path) -> int:
@@ -521,22 +543,28 @@ def _merge_into(
     """Write the merged weights and config into `tmp`; returns (max |Δlogit|, tolerance)."""
     tokenizer = load_run_tokenizer(run)
     batch = probe_batch(tokenizer)
-    model = load_base_with_adapter(run, tokenizer, dtype) if verify or not use_streaming else None
+    model = None
+    if verify or not use_streaming:
+        with timed(log, f"loading the base model ({dtype}) with the adapter"):
+            model = load_base_with_adapter(run, tokenizer, dtype)
     reference = probe_logits(model, batch) if verify and model is not None else None
     if use_streaming:
         if model is not None:
             del model
             gc.collect()
         assert base_dir is not None
-        write_streamed(run, base_dir, tmp, dtype, shard_bytes)
+        with timed(log, "merging and writing tensor by tensor"):
+            write_streamed(run, base_dir, tmp, dtype, shard_bytes)
     else:
-        merge_in_memory(model, tmp, shard_bytes)
+        with timed(log, "merging and writing the weights"):
+            merge_in_memory(model, tmp, shard_bytes)
         del model
         gc.collect()
     if reference is None:
         log("verification skipped (--no-verify)")
         return None, None
-    merged = probe_logits(load_merged(tmp, dtype), batch)
+    with timed(log, "loading the merged model to compare its logits"):
+        merged = probe_logits(load_merged(tmp, dtype), batch)
     diff = max_abs_diff(merged, reference)
     tolerance = tolerance_for(dtype, float(reference.abs().max()))
     log(f"max |logit difference| merged vs base+adapter: {diff:.3g} (tolerance {tolerance:.3g} for {dtype})")

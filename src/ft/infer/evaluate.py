@@ -11,6 +11,7 @@ same rows go through the base model (the adapter switched off), for a side-by-si
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,13 +38,28 @@ class EvalSettings:
     limit: int | None = None
     """Evaluate the first N held-out rows only."""
     compare_base: bool = False
-    max_new_tokens: int = 128
+    max_new_tokens: int | None = None
+    """Most tokens per generated answer; default: twice the longest reference answer (see answer_budget)."""
     batch_size: int | None = None
-    """Rows per forward pass for the loss; default: eval_batch_size or micro_batch_size."""
+    """Rows per forward pass for the loss and per generate() call; default: eval_batch_size or
+    micro_batch_size for the loss, from the free memory for generation."""
     forgetting: bool = False
     """Also measure forgetting against the base model on ft's general prompts and text."""
     forgetting_limit: int | None = None
     """The first N general prompts and paragraphs only (tests)."""
+
+
+MIN_NEW_TOKENS = 16
+MAX_DEFAULT_NEW_TOKENS = 256
+
+
+def answer_budget(tokenizer: Any, references: Sequence[str]) -> int:
+    """Twice the longest reference answer in tokens (at least 16, at most 256): a right answer fits
+    with room, and a base model that rambles (--compare-base) stops long before minutes pass."""
+    longest = max(
+        (len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in references), default=0
+    )
+    return max(MIN_NEW_TOKENS, min(MAX_DEFAULT_NEW_TOKENS, 2 * longest + 1))
 
 
 @dataclass(frozen=True)
@@ -205,16 +221,30 @@ def perplexity(loss: float) -> float:
 # The run
 
 
-def run_eval(target: Path, settings: EvalSettings, on_progress: Progress | None = None) -> EvalReport:
-    """The whole `ft eval`: load, loss, generations, metrics (base too when asked); writes eval.json."""
+def _no_note(line: str) -> None:
+    return None
+
+
+def run_eval(
+    target: Path,
+    settings: EvalSettings,
+    on_progress: Progress | None = None,
+    on_note: Callable[[str], None] = _no_note,
+) -> EvalReport:
+    """The whole `ft eval`: load, loss, generations, metrics (base too when asked); writes eval.json.
+    `on_note` hears what is being loaded and how long it took."""
+    from ft.config.hub import EVAL_NEEDS, prepare_hub_access
     from ft.data.pipeline import prepare_data
+    from ft.infer.generate import prompt_ids
     from ft.infer.loading import load_folder_tokenizer, load_for_inference
 
     progress = on_progress or (lambda stage, done, total: None)
     cfg, run = resolve_target(target)
+    for line in prepare_hub_access(cfg.model_copy(update={"base_model": run.base_model_path}), EVAL_NEEDS):
+        on_note(line)
     # The data first (tokenizer only): a config without a held-out split fails before weights load.
     tokenizer = load_folder_tokenizer(run.run_dir)
-    prepared = prepare_data(cfg, tokenizer)
+    prepared = prepare_data(cfg, tokenizer, note=on_note)
     if prepared.eval is None or len(prepared.eval) == 0:
         raise FtError(
             "the config has no held-out split to evaluate on",
@@ -222,26 +252,41 @@ def run_eval(target: Path, settings: EvalSettings, on_progress: Progress | None 
         )
     examples = held_out_examples(cfg, tokenizer)
     check_same_rows(examples, prepared.eval)
+    on_note(f"loading the model in {run.run_dir}")
+    began = time.monotonic()
     loaded = load_for_inference(run.run_dir)
+    on_note(f"loaded in {time.monotonic() - began:.1f} s: {loaded.description}")
     count = min(settings.limit or len(examples), len(examples))
     dataset = prepared.eval.select(range(count))
     rows = [row for e in examples[:count] if (row := held_out_row(e.segments, loaded.terminator))]
     notes = [] if rows else ["no row has a prompt/answer split (completion text): no generation metrics"]
-    batch_size = settings.batch_size or cfg.eval_batch_size or cfg.micro_batch_size
-    tuned = evaluate_model(loaded.model, "tuned", loaded, dataset, rows, settings, batch_size, progress)
+    max_new = settings.max_new_tokens or answer_budget(loaded.tokenizer, [r.reference for r in rows])
+    if settings.max_new_tokens is None:
+        notes.append(
+            f"max_new_tokens {max_new}: twice the longest reference answer (--max-new-tokens to change)"
+        )
+    plan = GenerationPlan(
+        max_new,
+        settings.batch_size or cfg.eval_batch_size or cfg.micro_batch_size,
+        settings.batch_size,
+        [prompt_ids(loaded, row.prompt) for row in rows],
+    )
+    tuned = evaluate_model(loaded.model, "tuned", loaded, dataset, rows, plan, progress)
     base = None
     if settings.compare_base:
         with base_model(loaded, cfg, run) as model:
-            base = evaluate_model(model, "base", loaded, dataset, rows, settings, batch_size, progress)
+            base = evaluate_model(model, "base", loaded, dataset, rows, plan, progress)
     forgetting = None
     if settings.forgetting:
-        forgetting = measure_run_forgetting(loaded, cfg, run, batch_size, settings.forgetting_limit, progress)
+        forgetting = measure_run_forgetting(
+            loaded, cfg, run, plan.loss_batch_size, settings.forgetting_limit, progress
+        )
     report = EvalReport(
         run_dir=run.run_dir,
         split=split_name(cfg),
         rows=count,
         generated_rows=len(rows),
-        max_new_tokens=settings.max_new_tokens,
+        max_new_tokens=max_new,
         tuned=tuned,
         base=base,
         samples=samples(rows, tuned, base),
@@ -264,29 +309,44 @@ def check_same_rows(examples: list[Example], dataset: Any) -> None:
         )
 
 
+@dataclass(frozen=True)
+class GenerationPlan:
+    """How the held-out rows are evaluated: the answer budget, the loss batch, the generation batch
+    (None: from the free memory) and each row's prompt ids."""
+
+    max_new_tokens: int
+    loss_batch_size: int
+    generation_batch_size: int | None
+    prompts: list[list[int]]
+
+
 def evaluate_model(
     model: Any,
     label: str,
     loaded: LoadedModel,
     dataset: Any,
     rows: list[HeldOutRow],
-    settings: EvalSettings,
-    batch_size: int,
+    plan: GenerationPlan,
     progress: Progress,
 ) -> ModelResult:
-    from ft.infer.generate import GenerationSettings, generate_from_ids, prompt_ids
+    from ft.infer.generate import GenerationSettings, batches, default_batch_size, generate_batch, pad_id_of
 
-    pad_id = loaded.tokenizer.pad_token_id
-    pad_id = loaded.stop_ids[0] if pad_id is None else pad_id
     loss = eval_loss(
-        model, dataset, batch_size, pad_id, lambda done: progress(f"loss {label}", done, len(dataset))
+        model,
+        dataset,
+        plan.loss_batch_size,
+        pad_id_of(loaded),
+        lambda done: progress(f"loss {label}", done, len(dataset)),
     )
-    greedy = GenerationSettings(max_new_tokens=settings.max_new_tokens)
-    generations = []
-    for number, row in enumerate(rows, start=1):
-        ids = prompt_ids(loaded, row.prompt)
-        generations.append(generate_from_ids(model, loaded, ids, greedy))
-        progress(f"generate {label}", number, len(rows))
+    greedy = GenerationSettings(max_new_tokens=plan.max_new_tokens)
+    generations: list[str] = []
+    if rows:
+        size = plan.generation_batch_size or default_batch_size(
+            model, max(map(len, plan.prompts)), plan.max_new_tokens
+        )
+        for chunk in batches(len(rows), size):
+            generations += generate_batch(model, loaded, [plan.prompts[i] for i in chunk], greedy)
+            progress(f"generate {label}", chunk.stop, len(rows))
     scores = score_generations(generations, [r.reference for r in rows]) if rows else None
     return ModelResult(loss, perplexity(loss), scores, generations)
 
@@ -300,11 +360,12 @@ def base_model(loaded: LoadedModel, cfg: FtConfig, run: RunInfo) -> Iterator[Any
             yield loaded.model
         return
     from ft.infer.loading import inference_precision, prepare_for_generation
-    from ft.models.loading import load_model_from_path
+    from ft.models.loading import load_model_from_path, locate_base_model
 
     quantized = (run.data.get("quantization") or {}).get("bits") is not None
+    base_path = locate_base_model(run.base_model_path, cfg)
     model = load_model_from_path(
-        cfg, run.base_model_path, loaded.tokenizer, inference_precision(cfg), quantize=quantized
+        cfg, base_path, loaded.tokenizer, inference_precision(cfg), quantize=quantized
     )
     yield prepare_for_generation(model, quantized)
 

@@ -6,11 +6,14 @@ is never part of the returned text.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ft.base.errors import FtError
+from ft.base.host import available_memory
 from ft.data.examples import render_instruction
 from ft.data.prompts import (
     Message,
@@ -112,6 +115,107 @@ def _str(row: dict[str, Any], key: str) -> str:
     return value
 
 
+# ---------------------------------------------------------------------------------------------
+# Input files (ft generate --input): every row checked before anything is generated
+
+
+@dataclass(frozen=True)
+class InputRow:
+    line: int
+    """1-based line of the JSON-lines file (0 for --prompt)."""
+    data: dict[str, Any]
+
+
+MAX_SHOWN_ROW_PROBLEMS = 20
+INPUT_FORMS = '{"prompt": "..."}, {"messages": [{"role": "user", "content": "..."}]} or {"instruction": "...", "input": "..."}'
+
+
+def read_input_rows(path: Path) -> list[InputRow]:
+    """Every row of a JSON-lines input file; all bad rows at once, by line, in one FtError."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise FtError(f"--input: cannot read {path}: {getattr(err, 'strerror', None) or err}") from err
+    rows: list[InputRow] = []
+    problems: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as err:
+            problems.append(f"line {number}: not JSON ({err.msg})")
+            continue
+        problem = row_problem(data)
+        if problem:
+            problems.append(f"line {number}: {problem}")
+        else:
+            rows.append(InputRow(number, data))
+    if problems:
+        raise bad_rows_error(path, problems)
+    if not rows:
+        raise FtError(f"--input: {path} has no rows", hint=f"one JSON object per line: {INPUT_FORMS}")
+    return rows
+
+
+def bad_rows_error(source: str | Path, problems: list[str]) -> FtError:
+    shown = [f"  {problem}" for problem in problems[:MAX_SHOWN_ROW_PROBLEMS]]
+    if len(problems) > MAX_SHOWN_ROW_PROBLEMS:
+        shown.append(f"  ... and {len(problems) - MAX_SHOWN_ROW_PROBLEMS} more")
+    return FtError(
+        f"--input: {source}: {len(problems)} bad row(s), nothing generated:\n" + "\n".join(shown),
+        hint=f"each line is one of {INPUT_FORMS}",
+    )
+
+
+def row_problem(row: Any) -> str | None:
+    """Why an input row cannot be prompted, or None (the shape only; rendering is checked later)."""
+    if not isinstance(row, dict):
+        return f"a JSON object is needed, got {type(row).__name__}"
+    if "system" in row and row["system"] is not None and not isinstance(row["system"], str):
+        return "'system' must be text"
+    if "messages" in row:
+        return _messages_problem(row["messages"])
+    for key in ("prompt", "instruction"):
+        if key in row:
+            if not isinstance(row[key], str) or not row[key].strip():
+                return f"{key!r} must be non-empty text"
+            if key == "instruction" and row.get("input") is not None and not isinstance(row["input"], str):
+                return "'input' must be text"
+            return None
+    return f"needs prompt, messages or instruction (got: {', '.join(row) or 'no keys'})"
+
+
+def _messages_problem(messages: Any) -> str | None:
+    if not isinstance(messages, list) or not messages:
+        return "'messages' must be a non-empty list of {role, content} objects"
+    for index, turn in enumerate(messages):
+        if not isinstance(turn, dict) or turn.get("role") not in ("system", "user", "assistant"):
+            return f"messages[{index}] must be {{'role': system|user|assistant, 'content': ...}}"
+        if not isinstance(turn.get("content", ""), str):
+            return f"messages[{index}].content must be text"
+    if not any(turn["role"] == "user" for turn in messages):
+        return "'messages' has no user turn to answer"
+    return None
+
+
+def render_input_rows(
+    loaded: LoadedModel, rows: Sequence[InputRow], system: str | None, source: str
+) -> list[list[int]]:
+    """The prompt ids of every row, rendered as trained; rows that cannot be rendered (roles out of
+    order for the format, ...) are all reported at once, by line, before anything is generated."""
+    prompts: list[list[int]] = []
+    problems: list[str] = []
+    for row in rows:
+        try:
+            prompts.append(prompt_ids(loaded, render_row(loaded, row.data, system)))
+        except FtError as err:
+            problems.append(f"line {row.line}: {err.message}")
+    if problems:
+        raise bad_rows_error(source, problems)
+    return prompts
+
+
 def prompt_ids(loaded: LoadedModel, segments: Sequence[Segment]) -> list[int]:
     """Token ids of rendered prompt segments, encoded exactly as training encodes them."""
     from ft.data.tokens import encode_segments
@@ -141,25 +245,94 @@ def generate_from_ids(
     on_text: TextCallback | None = None,
 ) -> str:
     """`generate` with an explicit model (the base model for comparisons) and prompt ids."""
+    return generate_batch(model, loaded, [ids], settings, on_text)[0]
+
+
+def pad_id_of(loaded: LoadedModel) -> int:
+    pad = loaded.tokenizer.pad_token_id
+    return int(pad) if pad is not None else loaded.stop_ids[0]
+
+
+def left_padded(prompts: Sequence[list[int]], pad_id: int) -> tuple[Any, Any]:
+    """(input_ids, attention_mask), each prompt right-aligned: the new tokens of every row start at
+    the same position, and the mask keeps the padding out of attention (and, through the position
+    ids generate() derives from it, out of the positions)."""
     import torch
 
+    width = max(len(ids) for ids in prompts)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, ids in enumerate(prompts):
+        if ids:
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            mask[row, width - len(ids) :] = 1
+    return input_ids, mask
+
+
+def generate_batch(
+    model: Any,
+    loaded: LoadedModel,
+    prompts: Sequence[list[int]],
+    settings: GenerationSettings,
+    on_text: TextCallback | None = None,
+) -> list[str]:
+    """Answers to several prompts in one generate() call, left-padded; each row stops at its own
+    stop token (finished rows are padded while the others go on) and is cut there. Greedy answers
+    equal one-at-a-time generation (tests/test_infer.py compares). `on_text` streams a single prompt."""
+    import torch
+
+    if on_text is not None and len(prompts) != 1:
+        raise ValueError("streaming needs a single prompt")
     device = next(model.parameters()).device
-    input_ids = torch.tensor([ids], device=device)
+    input_ids, mask = left_padded(prompts, pad_id_of(loaded))
     streamer = text_streamer(loaded.tokenizer, loaded.stop_ids, on_text) if on_text else None
     with torch.inference_mode():
         output = model.generate(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
+            input_ids=input_ids.to(device),
+            attention_mask=mask.to(device),
             max_new_tokens=settings.max_new_tokens,
             eos_token_id=loaded.stop_ids,
-            pad_token_id=loaded.tokenizer.pad_token_id
-            if loaded.tokenizer.pad_token_id is not None
-            else loaded.stop_ids[0],
+            pad_token_id=pad_id_of(loaded),
             streamer=streamer,
             **settings.generate_kwargs(),
         )
-    new_ids = output[0, len(ids) :].tolist()
-    return decode_answer(loaded.tokenizer, new_ids, loaded.stop_ids)
+    width = input_ids.shape[1]
+    return [decode_answer(loaded.tokenizer, row[width:].tolist(), loaded.stop_ids) for row in output]
+
+
+MAX_DEFAULT_BATCH = {"cpu": 8, "cuda": 32}
+"""Default rows per generate() call: on a CPU, bigger batches gain little over 8 (bench/generate.py)."""
+MEMORY_SHARE = 0.5
+
+
+def default_batch_size(model: Any, longest_prompt: int, max_new_tokens: int) -> int:
+    """Rows per generate() call from the memory free for the KV cache and the logits of each row
+    (half of what is free), at most MAX_DEFAULT_BATCH for the device."""
+    import torch
+
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    layers = int(getattr(config, "num_hidden_layers", 32))
+    heads = int(getattr(config, "num_attention_heads", 32))
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(config, "head_dim", None) or getattr(config, "hidden_size", 4096) // heads)
+    vocab = int(getattr(config, "vocab_size", 32000))
+    # The KV cache is kept in the activations' dtype (a k-bit model's float parameters say which).
+    element = model.dtype.itemsize if getattr(model.dtype, "is_floating_point", False) else 4
+    tokens = longest_prompt + max_new_tokens
+    per_row = 2 * layers * kv_heads * head_dim * tokens * element + 2 * vocab * 4 * tokens
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        cap = MAX_DEFAULT_BATCH["cuda"]
+    else:
+        free = available_memory() or per_row * MAX_DEFAULT_BATCH["cpu"] * 4
+        cap = MAX_DEFAULT_BATCH["cpu"]
+    return max(1, min(cap, int(free * MEMORY_SHARE) // max(per_row, 1)))
+
+
+def batches(count: int, size: int) -> list[range]:
+    """[0, size), [size, 2 size), ... over `count` rows, in order."""
+    return [range(start, min(start + size, count)) for start in range(0, count, max(size, 1))]
 
 
 def decode_answer(tokenizer: Any, new_ids: list[int], stop_ids: Sequence[int]) -> str:

@@ -25,7 +25,15 @@ from ft.data.prompts import (
     renderer_for_config,
     special_tokens_of,
 )
-from ft.runs.folder import ADAPTER_CONFIG, CONFIG_YML, MERGE_JSON, RUN_JSON, RunInfo, read_run
+from ft.runs.folder import (
+    ADAPTER_CONFIG,
+    MERGE_JSON,
+    RUN_JSON,
+    RunInfo,
+    is_run_folder,
+    read_run,
+    run_hub_access,
+)
 
 if TYPE_CHECKING:
     from ft.config.schema import FtConfig
@@ -51,10 +59,6 @@ class LoadedModel:
     @property
     def config(self) -> FtConfig | None:
         return self.run.config if self.run is not None else None
-
-
-def is_run_folder(path: Path) -> bool:
-    return (path / RUN_JSON).is_file() and (path / CONFIG_YML).is_file()
 
 
 def load_for_inference(path: Path) -> LoadedModel:
@@ -92,10 +96,11 @@ def inference_precision(cfg: FtConfig | None) -> Precision:
 
 def load_run_folder(run: RunInfo) -> LoadedModel:
     """Base model (k-bit when the run was trained so) plus the run's adapter, or the run's full weights."""
-    from ft.models.loading import load_model_from_path, use_offline_mode_if_local
+    from ft.models.loading import load_model_from_path, locate_base_model
 
     cfg = run.config
-    use_offline_mode_if_local(cfg)
+    run_hub_access(run.run_dir)
+    base_path = locate_base_model(run.base_model_path, cfg)
     tokenizer = load_folder_tokenizer(run.run_dir)
     precision = inference_precision(cfg)
     bits = (run.data.get("quantization") or {}).get("bits")
@@ -103,7 +108,7 @@ def load_run_folder(run: RunInfo) -> LoadedModel:
     # The adapter goes on the base as it was trained: k-bit when the run was (run.json's quantization).
     quantized = bits is not None and has_adapter
     if has_adapter:
-        base = load_model_from_path(cfg, run.base_model_path, tokenizer, precision, quantize=quantized)
+        base = load_model_from_path(cfg, base_path, tokenizer, precision, quantize=quantized)
         model = attach_saved_adapter(base, run.run_dir)
         what = f"base + {run.adapter or 'lora'} adapter" + (f", {bits}-bit base" if quantized else "")
     else:

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ft.base.errors import ModelLoadError
+from ft.base.perms import dir_mode, follow_umask
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -75,10 +77,11 @@ def materialize_gguf(path: Path, cache_dir: Path | None = None) -> Path:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
+    staging.chmod(dir_mode())  # mkdtemp makes it private; the cache is an ordinary folder
     try:
         model, tokenizer = load_gguf(path)
         save_materialized(model, tokenizer, staging, source=path)
+        follow_umask(staging)
         if final.exists():  # a leftover without the marker, or a concurrent writer that finished first
             if is_materialized(final):
                 return final
@@ -139,3 +142,29 @@ def load_gguf_tokenizer(path: Path, cache_dir: Path | None = None) -> Any:
     if is_materialized(folder):
         return AutoTokenizer.from_pretrained(folder)
     return AutoTokenizer.from_pretrained(str(Path(path).parent), gguf_file=Path(path).name)
+
+
+ORIGIN_KEYS = ("general.source.huggingface.repository", "general.base_model.0.repo_url", "general.source.url")
+"""GGUF metadata that names where a model came from (llama.cpp's converter writes them when it knows)."""
+HUB_URL = re.compile(r"https?://huggingface\.co/([A-Za-z0-9][\w.\-]*/[\w.\-]+)")
+
+
+def gguf_hub_origin(path: Path) -> str | None:
+    """The Hub id a .gguf file says it was converted from, when its metadata says so."""
+    try:
+        from gguf import GGUFReader
+
+        fields = GGUFReader(str(path)).fields
+    except Exception:  # not readable as GGUF here: the loader reports that with a better message
+        return None
+    for key in ORIGIN_KEYS:
+        field = fields.get(key)
+        if field is None:
+            continue
+        value = str(field.contents())
+        match = HUB_URL.match(value)
+        if match:
+            return match.group(1)
+        if key.endswith("repository") and "/" in value:
+            return value
+    return None

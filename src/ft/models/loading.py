@@ -7,52 +7,84 @@ bitsandbytes settings it loads with come from `ft.models.precision`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ft.base.errors import FtError, ModelLoadError
+from ft.config.hub import HubRef, hub_offline, is_cached, probe_hub, repo_id_of_cached_path
 from ft.config.schema import SOFT_PROMPT_ADAPTERS, AdapterSettings, FtConfig, ModelSettings
-from ft.config.sources import ModelSource, resolve_model_source
+from ft.config.sources import PACKAGE_SCHEME, ModelSource, package_hub_origin, resolve_model_source
 from ft.models.precision import Precision, build_bnb_config, quantization_bits, torch_dtype
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+def _no_note(line: str) -> None:
+    return None
 
 
-def resolve_base_model_path(cfg: ModelSettings) -> str:
-    """The local folder (or Hub id) the weights are loaded from; a .gguf file is materialized once."""
+def resolve_base_model_path(cfg: ModelSettings, note: Callable[[str], None] = _no_note) -> str:
+    """The local folder (or Hub id) the weights are loaded from; a .gguf file is materialized once
+    (`note` hears when that happens: it takes a while)."""
     source = resolve_model_source(cfg.base_model)
     if source.kind == "gguf":
-        from pathlib import Path
+        from ft.models.gguf import is_materialized, materialize_gguf, materialized_path
 
-        from ft.models.gguf import materialize_gguf
-
-        return str(materialize_gguf(Path(source.location)))
+        path = Path(source.location)
+        if not is_materialized(materialized_path(path)):
+            note(
+                f"converting {path.name} once into a float32 safetensors folder in {materialized_path(path)}"
+            )
+        return str(materialize_gguf(path))
     if source.kind == "hub":
         _check_hub_reachable(source, cfg.revision)
     return source.location
 
 
-def _check_hub_reachable(source: ModelSource, revision: str | None) -> None:
-    """Fail in seconds, not after a minute of retries, when a Hub model is neither cached nor reachable."""
-    from huggingface_hub import snapshot_download
+def portable_base_name(cfg: ModelSettings) -> str:
+    """How files that leave this machine name the base model (the adapter's base_model_name_or_path,
+    run.json's base_model_name): the Hub id when the base came from the Hub or its origin is known
+    (a Hub cache folder, a .gguf whose metadata or package names its repository), else the config's
+    base_model as written, never a path into this machine's caches."""
+    source = resolve_model_source(cfg.base_model)
+    if source.kind == "hub":
+        return source.location
+    if source.kind == "gguf":
+        from ft.models.gguf import gguf_hub_origin
 
-    try:
-        snapshot_download(
-            source.location, revision=revision, local_files_only=True, allow_patterns=["config.json"]
-        )
+        origin = gguf_hub_origin(Path(source.location))
+        if origin is None and cfg.base_model.startswith(PACKAGE_SCHEME):
+            origin = package_hub_origin(cfg.base_model)
+        return origin or cfg.base_model
+    return repo_id_of_cached_path(source.location) or cfg.base_model
+
+
+def locate_base_model(saved_path: str, cfg: ModelSettings, note: Callable[[str], None] = _no_note) -> str:
+    """run.json's base_model_path while it is there (or a Hub id); else the config's base_model
+    resolved again here, so a run folder copied or moved to another machine finds its base (a
+    pkg:// GGUF is converted again, a Hub id is read from the cache)."""
+    path = Path(saved_path).expanduser()
+    if path.exists() or not saved_path.startswith(("/", ".", "~")):
+        return saved_path
+    note(
+        f"the base model folder {saved_path} (run.json) is not on this machine: using base_model {cfg.base_model}"
+    )
+    return resolve_base_model_path(cfg, note)
+
+
+def _check_hub_reachable(source: ModelSource, revision: str | None) -> None:
+    """Fail in seconds, not after a minute of retries, when a Hub model is neither cached nor
+    reachable (the shared quick probe of ft.config.hub); a wrong id fails on the Hub's answer."""
+    ref = HubRef("base_model", source.location, "weights", revision)
+    if is_cached(ref):
         return
-    except Exception:  # not in the local cache: look online below
-        pass
-    if hub_offline():
+    why = "HF_HUB_OFFLINE is set" if hub_offline() else probe_hub()
+    if why is not None:
         raise ModelLoadError(
-            f"base_model: {source.location!r} is not in the local Hugging Face cache "
-            "and HF_HUB_OFFLINE is set",
-            hint="download it once with network access (hf download ...), or use a local folder",
+            f"base_model: {source.location!r} is not in the local Hugging Face cache and {why}",
+            hint=f"download it once with network access ({ref.download_command()}), or use a local folder",
         )
     from huggingface_hub import HfApi
 
@@ -64,6 +96,16 @@ def _check_hub_reachable(source: ModelSource, revision: str | None) -> None:
             f"({type(err).__name__}: {err})",
             hint="check the id, the revision, your network and token (HF_TOKEN), or use a local folder",
         ) from err
+
+
+def weights_description(cfg: FtConfig, precision: Precision) -> str:
+    """'4-bit nf4, computing in float32', 'bfloat16': how the base weights are loaded, for messages."""
+    bits = quantization_bits(cfg)
+    if bits == 4:
+        return f"4-bit {cfg.bnb_4bit_quant_type}, computing in {precision.compute_dtype}"
+    if bits == 8:
+        return f"8-bit, computing in {precision.compute_dtype}"
+    return precision.weights_dtype(full_finetune=cfg.adapter is None)
 
 
 def _device_map(cfg: FtConfig, precision: Precision) -> Any:
@@ -185,24 +227,3 @@ def check_added_tokens_trainable(cfg: AdapterSettings, model: Any, added: int) -
             f"{cfg.adapter} only lora_modules_to_save is trained and saved in full, and it lacks {missing}",
             hint=f"set lora_modules_to_save: {needed}, or use tokens the vocabulary already has",
         )
-
-
-def all_sources_local(cfg: FtConfig) -> bool:
-    try:
-        model_local = resolve_model_source(cfg.base_model).kind != "hub"
-    except FtError:
-        return False
-    tokenizer_local = cfg.tokenizer_config is None or Path(cfg.tokenizer_config).expanduser().exists()
-    datasets = [*cfg.datasets, *(cfg.test_datasets or [])]
-    return model_local and tokenizer_local and all(Path(d.path).expanduser().exists() for d in datasets)
-
-
-def use_offline_mode_if_local(cfg: FtConfig) -> str | None:
-    """With model and data on disk, keep the Hub libraries offline: otherwise trl's telemetry and
-    hub look-ups open connections in background threads (DESIGN.md, library facts). Not when the
-    run pushes to the Hub at its end (hub_model_id): the Hub client reads the setting once."""
-    if cfg.hub_model_id or not all_sources_local(cfg):
-        return None
-    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
-        os.environ.setdefault(name, "1")
-    return "model and data are local: Hugging Face Hub access is off (HF_HUB_OFFLINE=1)"

@@ -5,13 +5,13 @@ bitsandbytes would quantize and the layers LoRA would wrap, with the same rules 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ft.base.errors import FtError
+from ft.config.hub import cached_file, hub_offline, probe_hub
 from ft.config.schema import AdapterSettings, FtConfig, ModelSettings
 from ft.config.sources import resolve_model_source
 from ft.models.adapter import is_soft_prompt, target_modules
@@ -145,21 +145,25 @@ def _gguf_config(path: Path, kwargs: dict[str, Any]) -> tuple[Any, str]:
 
 
 def _hub_config(repo_id: str, revision: str | None, kwargs: dict[str, Any]) -> tuple[Any, str]:
-    """The Hub config from the local cache, else (when online) from the Hub; never the weights."""
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    """The Hub config from the local cache, else (when the shared quick probe of ft.config.hub
+    reaches the Hub) from the Hub; never the weights."""
     from transformers import AutoConfig
 
-    cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
-    if isinstance(cached, str):
+    cached = cached_file(repo_id, "config.json", revision)
+    if cached is not None:
         config, _ = read_config_file(
             f"{repo_id}'s cached config.json ({cached})",
             lambda: AutoConfig.from_pretrained(repo_id, revision=revision, local_files_only=True, **kwargs),
         )
         return config, f"{repo_id} (Hugging Face cache)"
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    if offline:
+    if hub_offline():
         why = "it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
         raise _no_config_error(repo_id, revision, why)
+    unreachable = probe_hub()
+    if unreachable is not None:
+        raise _no_config_error(repo_id, revision, f"the Hub cannot be reached ({unreachable})")
+    from huggingface_hub import hf_hub_download
+
     try:
         _probe_hub(repo_id, revision)
         path = hf_hub_download(repo_id, "config.json", revision=revision, etag_timeout=10)
@@ -190,8 +194,8 @@ def _hub_problem(err: Exception, repo_id: str, revision: str | None) -> str:
 
 
 def _probe_hub(repo_id: str, revision: str | None) -> None:
-    """One quick request before the download: unreachable, hf_hub_download retries for ~25 s.
-    A 401/404 answer raises huggingface_hub's error for it (RepositoryNotFoundError, ...)."""
+    """One request for this repository's config.json before the download: a 401/404 answer raises
+    huggingface_hub's error for it (RepositoryNotFoundError, ...) without hf_hub_download's retries."""
     from huggingface_hub import hf_hub_url
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 

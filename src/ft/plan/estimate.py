@@ -28,6 +28,7 @@ from ft.plan.memory import (
     find_gpu,
     flops_multiplier,
     optimizer_state_bytes,
+    other_gpu_hint,
     quantized_weight_bytes,
     training_flops,
 )
@@ -92,7 +93,7 @@ def build_plan(
     custom budget (both optional). The memory lines are those of the chosen GPU's precision (a GPU
     with bf16 when none is chosen); each row of the GPU table has the total at its own precision.
     Raises FtError for an unknown GPU, a bf16 run on a GPU without it, or an unreadable model."""
-    chosen = _pick_gpu(gpu)
+    chosen = pick_gpu(gpu)
     cfg = with_saved_adapter(cfg)
     by_bf16 = {supported: _precision_on(cfg, supported) for supported in (True, False)}
     shown = chosen.bf16 if chosen else True
@@ -118,7 +119,9 @@ def build_plan(
     flops = training_flops(arch, tokens.total, full, cfg.gradient_checkpointing) if tokens.total else None
     per_million = training_flops(arch, 1_000_000, full, cfg.gradient_checkpointing)
     work = (flops, per_million, mfu)
-    gpus = [_gpu_fit(g, by_bf16[g.bf16], memory_by_bf16[g.bf16], work) for g in GPUS]
+    # The GPU asked for first, then the table in its order.
+    ordered = sorted(GPUS, key=lambda g: chosen is None or g.name != chosen.name)
+    gpus = [_gpu_fit(g, by_bf16[g.bf16], memory_by_bf16[g.bf16], work) for g in ordered]
     budget = None
     if memory_bytes is not None:
         budget = _fit("--memory", memory_bytes, None, total, precision.compute_dtype, work)
@@ -162,14 +165,18 @@ def _total(memory: list[MemoryLine]) -> int:
     return sum(line.bytes for line in memory)
 
 
-def _pick_gpu(name: str | None) -> Gpu | None:
+def pick_gpu(name: str | None) -> Gpu | None:
+    """The GPU of the table `--gpu` names; FtError (with the --memory to give for a known GPU
+    outside the table) when none or several match."""
     if name is None:
         return None
     gpu = find_gpu(name)
     if gpu is None:
+        table = "use one of: " + ", ".join(g.name for g in GPUS)
+        other = other_gpu_hint(name)
         raise FtError(
             f"--gpu: no single GPU of the table matches {name!r}",
-            hint="use one of: " + ", ".join(g.name for g in GPUS),
+            hint=f"{other}; or {table}" if other else table,
         )
     return gpu
 

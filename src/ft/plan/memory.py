@@ -56,6 +56,33 @@ GPUS = (
 )
 
 
+OTHER_GPUS = {
+    "V100": "16 or 32 GB, no bfloat16",
+    "P100": "16 GB, no bfloat16",
+    "K80": "12 GB per GPU, no bfloat16",
+    "A10": "24 GB",
+    "A10G": "24 GB",
+    "A40": "48 GB",
+    "A6000": "48 GB",
+    "RTX 3090": "24 GB",
+    "RTX 4080": "16 GB",
+    "H200": "141 GB",
+    "MI250": "64 GB per GPU",
+    "MI300X": "192 GB",
+}
+"""GPUs not in the table (no peak FLOPs of ours for them): what to pass as --memory instead."""
+
+
+def other_gpu_hint(name: str) -> str | None:
+    """For a known GPU outside the table: its memory and the --memory to give (the largest size)."""
+    key = name.lower().replace(" ", "").replace("-", "")
+    for gpu, what in OTHER_GPUS.items():
+        if gpu.lower().replace(" ", "") == key:
+            sizes = [int(word) for word in what.replace(",", " ").split() if word.isdigit()]
+            return f"the {gpu} is not in the table ({what}): plan for its memory with --memory {max(sizes)}GB"
+    return None
+
+
 def find_gpu(name: str) -> Gpu | None:
     """The GPU whose name is `name` (case, spaces and dashes ignored), or the only one whose name
     starts with it or has it as a word ('4090' for 'RTX 4090'); None when none or several match."""

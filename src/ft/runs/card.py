@@ -2,8 +2,8 @@
 
 Generated from what the run recorded (run.json, config.yml, eval.json, ft_merge.json), never
 hand-edited: `ft train` writes the run's card, `ft eval` and `ft merge` write it again with what
-they measured. The YAML header carries the Hub's fields (base_model when it is a Hub id,
-library_name, tags, license when the base declares one, datasets that are Hub ids); the body says
+they measured. The YAML header carries the Hub's fields (base_model when it is a Hub id or run.json's
+portable base_model_name names one, library_name, tags, license when the base declares one, datasets that are Hub ids); the body says
 how the model was trained and how to load it with plain transformers / peft.
 """
 
@@ -215,9 +215,16 @@ def load_snippet(repo: str, merged: bool) -> str:
     )
 
 
+def portable_base(record: dict[str, Any]) -> str:
+    """How a record names its base model to readers elsewhere: base_model_name (a Hub id when the
+    origin is known, never a cache path), else base_model as the config wrote it."""
+    return str(record.get("base_model_name") or record.get("base_model") or "")
+
+
 def render_card(run: RunInfo, *, merged: dict[str, Any] | None = None, repo: str | None = None) -> str:
     """The card of the run folder, or (with `merged`, its ft_merge.json) of its merged folder."""
     base = str(run.data.get("base_model") or "")
+    name_of_base = portable_base(run.data)
     adapter = run.adapter
     library = "transformers" if merged is not None or adapter is None else "peft"
     tags = [
@@ -229,7 +236,7 @@ def render_card(run: RunInfo, *, merged: dict[str, Any] | None = None, repo: str
     ]
     header = front_matter(
         {
-            "base_model": hub_base_model(base),
+            "base_model": hub_base_model(name_of_base),
             "library_name": library,
             "pipeline_tag": "text-generation",
             "license": base_license(base),
@@ -244,7 +251,7 @@ def render_card(run: RunInfo, *, merged: dict[str, Any] | None = None, repo: str
     body = [
         f"# {name}",
         "",
-        f"A {what} fine-tuned from `{base}` with [ft](https://pypi.org/project/ft-finetune/) "
+        f"A {what} fine-tuned from `{name_of_base}` with [ft](https://pypi.org/project/ft-finetune/) "
         f"({adapter or 'full fine-tune'}{', ' + _quantization(run) if _quantization(run) else ''}).",
         "This card is generated from the run's record (run.json); ft writes it again after `ft eval` and `ft merge`.",
         "",
@@ -308,7 +315,7 @@ def render_gguf_card(record: dict[str, Any], repo: str) -> str:
     base = str(record.get("base_model") or "")
     header = front_matter(
         {
-            "base_model": hub_base_model(base),
+            "base_model": hub_base_model(portable_base(record)),
             "license": base_license(base),
             "tags": ["ft", "gguf", "llama.cpp", "ollama"],
         }

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ft.base.errors import FtError
+from ft.base.perms import file_mode
+from ft.config.hub import Need, prepare_hub_access
 from ft.config.schema import FtConfig
 
 RUN_JSON = "run.json"
@@ -114,11 +116,29 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def is_run_folder(path: Path) -> bool:
+    """A finished run folder: run.json and config.yml."""
+    return (path / RUN_JSON).is_file() and (path / CONFIG_YML).is_file()
+
+
+def run_hub_access(path: Path, needs: tuple[Need, ...] = ("weights",)) -> list[str]:
+    """ft.config.hub.prepare_hub_access for the base model of a run folder (run.json's
+    base_model_path, a Hub id or a local folder) and its data when `needs` says: called by the
+    commands that load a run before the Hugging Face libraries are imported. Nothing for another
+    folder (a merged model is local)."""
+    path = Path(path).expanduser()
+    if not is_run_folder(path):
+        return []
+    run = read_run(path)
+    return prepare_hub_access(run.config.model_copy(update={"base_model": run.base_model_path}), needs)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write through a temporary file in the same folder and rename: readers see all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())  # mkstemp's 0600 would carry over to the published file
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)
@@ -221,12 +241,9 @@ FORGETTING_KEY = "eval_forgetting_kl"
 """Logged at each evaluation with `eval_forgetting: true` (ft.infer.forgetting)."""
 
 
-def plot_loss(metrics: list[dict[str, Any]], path: Path) -> str | None:
-    """loss.png with train and eval loss against the step, and the forgetting KL when measured
-    (dashed, squares, its own axis: told apart without colour); returns a note when skipped."""
-    train = [(row["step"], row["loss"]) for row in metrics if "loss" in row and "step" in row]
-    evals = [(row["step"], row["eval_loss"]) for row in metrics if "eval_loss" in row and "step" in row]
-    if not train and not evals:
+def plot_loss(metrics: list[dict[str, Any]], path: Path, title: str = "") -> str | None:
+    """loss.png (see loss_figure); returns a note when it is skipped."""
+    if not _series(metrics, "loss") and not _series(metrics, "eval_loss"):
         return "no loss logged: loss.png not written"
     try:
         import matplotlib
@@ -235,30 +252,59 @@ def plot_loss(metrics: list[dict[str, Any]], path: Path) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed: loss.png not written (pip install 'ft-finetune[plot]')"
+    fig = loss_figure(metrics, title)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return None
+
+
+def loss_figure(metrics: list[dict[str, Any]], title: str = "") -> Any:
+    """Train and eval loss against the step, the learning rate on a second axis, the forgetting KL
+    on a third when measured (`eval_forgetting: true`), the run's name as the title. Points are marked, so a run with one logged step still shows its loss (a line
+    needs two points to be seen)."""
+    import matplotlib.pyplot as plt
+
+    train, evals, rates = (_series(metrics, key) for key in ("loss", "eval_loss", "learning_rate"))
     fig, ax = plt.subplots(figsize=(7, 4))
     if train:
-        ax.plot(*zip(*train, strict=True), label="train loss")
+        ax.plot(*zip(*train, strict=True), marker="." if len(train) > 1 else "o", label="train loss")
     if evals:
         ax.plot(*zip(*evals, strict=True), marker="o", label="eval loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
-    drift = [(row["step"], row[FORGETTING_KEY]) for row in metrics if FORGETTING_KEY in row and "step" in row]
+    if rates:
+        lr_axis = ax.twinx()
+        lr_axis.plot(
+            *zip(*rates, strict=True), color="tab:gray", linestyle="--", marker="x", label="learning rate"
+        )
+        lr_axis.set_ylabel("learning rate")
+        lr_axis.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+        more_handles, more_labels = lr_axis.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    drift = _series(metrics, FORGETTING_KEY)
     if drift:
-        # Its own axis: KL in nats/token is on another scale than the loss.
-        other = ax.twinx()
-        other.plot(
+        # Its own axis (KL in nats/token is on another scale than the loss), moved out to the right
+        # when the learning rate holds the first one; dashed with squares: told apart without colour.
+        kl_axis = ax.twinx()
+        if rates:
+            kl_axis.spines["right"].set_position(("axes", 1.15))
+        kl_axis.plot(
             *zip(*drift, strict=True), marker="s", linestyle="--", color="tab:red", label="forgetting KL"
         )
-        other.set_ylabel("forgetting: KL(base || tuned), nats/token")
-        other.set_ylim(bottom=0)
-        more_handles, more_labels = other.get_legend_handles_labels()
+        kl_axis.set_ylabel("forgetting: KL(base || tuned), nats/token")
+        kl_axis.set_ylim(bottom=0)
+        more_handles, more_labels = kl_axis.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
-    ax.legend(handles, labels)
+    ax.legend(handles, labels, loc="upper right")
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return None
+    return fig
+
+
+def _series(metrics: list[dict[str, Any]], key: str) -> list[tuple[Any, Any]]:
+    return [(row["step"], row[key]) for row in metrics if key in row and "step" in row]

@@ -3,9 +3,9 @@
 The token comes from the environment only (`HF_TOKEN`): never from a config, never from a login
 file, never printed. What is uploaded is an explicit list (`files_to_push`): a run folder's final
 adapter, tokenizer and records, not its checkpoints; a merged folder's files; a GGUF file with its
-Modelfile and record. A generated model card goes up as README.md. Before any upload, one request
-with a short timeout checks that the Hub answers, so an unreachable Hub is a clear error in
-seconds instead of a minute of retries. Everything goes up in one commit (`create_commit`).
+Modelfile and record. A generated model card goes up as README.md. Before any upload, the one
+quick probe of `ft.config.hub` checks that the Hub answers, so an unreachable Hub is a clear error
+in seconds instead of a minute of retries. Everything goes up in one commit (`create_commit`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any
 from ft.base.errors import FtError
 
 TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-REACH_TIMEOUT_S = 5.0
 RUN_FILES = (
     "adapter_config.json",
     "adapter_model.safetensors",
@@ -91,22 +90,21 @@ def files_to_push(path: Path) -> list[tuple[Path, str]]:
     ]
 
 
-def check_reachable(endpoint: str | None = None, timeout: float = REACH_TIMEOUT_S) -> None:
-    """One quick request to the Hub; HubError within `timeout` seconds when it does not answer."""
-    from huggingface_hub.utils import get_session
+def check_reachable() -> None:
+    """HubError when the Hub does not answer ft.config.hub's one quick probe (shared by every
+    command of the process), or when HF_HUB_OFFLINE is set."""
+    from ft.config.hub import endpoint, hub_offline, probe_hub
 
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+    if hub_offline():
         raise HubError(
             "HF_HUB_OFFLINE is set: ft will not contact the Hub", hint="unset HF_HUB_OFFLINE to push"
         )
-    base = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-    try:
-        get_session().head(f"{base}/api/whoami-v2", timeout=timeout)
-    except Exception as err:  # the transport's exception types are not public API
+    why = probe_hub()
+    if why is not None:
         raise HubError(
-            f"the Hugging Face Hub ({base}) cannot be reached ({type(err).__name__})",
+            f"the Hugging Face Hub ({endpoint()}) cannot be reached ({why})",
             hint="check the network (or HF_ENDPOINT), then push again: ft push FOLDER REPO_ID",
-        ) from None
+        )
 
 
 def push(

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ft.base.errors import FtError
+from ft.base.perms import dir_mode
 
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
@@ -89,7 +90,9 @@ def new_sibling(path: Path, tag: str, suffix: str) -> Path:
     named with this process's id and host."""
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f"{_sibling_prefix(path, tag)}{os.getpid()}-{host_name()}."
-    return Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=path.parent))
+    folder = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=path.parent))
+    folder.chmod(dir_mode())  # it may become the output itself (a merged model): not private
+    return folder
 
 
 def pid_alive(pid: int) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
+from ft.base.perms import follow_umask
 from ft.base.signals import signal_handler
 from ft.runs.folder import TRAINER_STATE, newest_checkpoint
 from ft.runs.outdir import is_write_failure, write_failed
@@ -77,14 +78,54 @@ class MetricsFileCallback(TrainerCallback):
             handle.write(json.dumps(row) + "\n")
 
 
-class ProgressCallback(TrainerCallback):
-    """Turns trainer progress into TrainEvents: steps with ETA, losses with tokens/s."""
+class Throughput(TrainerCallback):
+    """tokens/s, defined once for the bar, the plain lines, metrics.jsonl, the summary and run.json:
+    the real (non-padding) tokens of this session's training batches, per second spent inside
+    training steps (forward, backward, optimizer step). Evaluations, logging and checkpoint saves
+    run between steps and are not counted, so a run that evaluates often is not made to look slow.
 
-    def __init__(self, on_event: EventSink) -> None:
+    The tokens are trl's `num_tokens` (counted since this process started; ft's packed-rows
+    collator replaces it with its own count, see CollatedTokensCallback, which must come first).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.tokens = 0.0
+        self.step_seconds = 0.0
+        self._began: float | None = None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        if self.tokens <= 0 or self.step_seconds <= 0:
+            return None
+        return self.tokens / self.step_seconds
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._began = self.clock()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._began is not None:
+            self.step_seconds += self.clock() - self._began
+            self._began = None
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        if logs is None or "num_tokens" not in logs:
+            return
+        self.tokens = float(logs["num_tokens"])
+        if self.tokens_per_s is not None:
+            logs["tokens_per_s"] = self.tokens_per_s
+
+
+class ProgressCallback(TrainerCallback):
+    """Turns trainer progress into TrainEvents: steps with ETA, logs with Throughput's tokens/s."""
+
+    def __init__(self, on_event: EventSink, throughput: Throughput) -> None:
         self.on_event = on_event
+        self.throughput = throughput
         self.started = 0.0
         self.start_step = 0
-        self.tokens_per_s: float | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.started = time.monotonic()
@@ -101,7 +142,7 @@ class ProgressCallback(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.is_world_process_zero:
-            values = {"eta_s": self.eta_s(state), "tokens_per_s": self.tokens_per_s}
+            values = {"eta_s": self.eta_s(state), "tokens_per_s": self.throughput.tokens_per_s}
             self.on_event(TrainEvent("step", state.global_step, state.max_steps, values))
 
     def on_log(
@@ -109,13 +150,7 @@ class ProgressCallback(TrainerCallback):
     ) -> None:
         if not logs or not state.is_world_process_zero:
             return
-        values = dict(logs)
-        elapsed = time.monotonic() - self.started
-        # trl's num_tokens counts real (non-pad) tokens seen by all ranks since this process started.
-        if "num_tokens" in logs and elapsed > 0:
-            self.tokens_per_s = float(logs["num_tokens"]) / elapsed
-            values["tokens_per_s"] = self.tokens_per_s
-        values["eta_s"] = self.eta_s(state)
+        values = {**logs, "tokens_per_s": self.throughput.tokens_per_s, "eta_s": self.eta_s(state)}
         kind = "eval" if any(key.startswith("eval_") for key in logs) else "log"
         self.on_event(TrainEvent(kind, state.global_step, state.max_steps, values))
 
@@ -223,6 +258,8 @@ class QuietSFTTrainer(SFTTrainer):
             (folder / TRAINER_STATE).unlink(missing_ok=True)
         try:
             super()._save_checkpoint(model, trial)
+            if self.args.should_save and folder.is_dir():
+                follow_umask(folder)
         except Exception as err:
             if not is_checkpoint_write_failure(err):
                 raise

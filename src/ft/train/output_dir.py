@@ -108,24 +108,35 @@ folder; `merged` is ft merge's default --out. Anything else there is the user's.
 
 @dataclass
 class RunDirClaim:
-    """What `claim_run_dir` decided: where to resume from, and the old run set aside by --force."""
+    """What `claim_run_dir` decided: where to resume from, and the old run set aside by --force.
+
+    `started_at` is the run's first start (a resume keeps it); `resumes` lists every resume so far,
+    this one last; `data_content` is the digest of the data the run trained on, when known."""
 
     run_dir: Path
     resume_from: Path | None = None
     replaced: Path | None = None
     notes: list[str] = field(default_factory=list)
+    started_at: str = field(default_factory=utc_now)
+    resumes: list[dict[str, Any]] = field(default_factory=list)
+    data_content: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
 # Is this folder ft's, and only ft's?
 
 
-def marker_of(run_dir: Path) -> dict[str, Any] | None:
-    """`.ft-run.json` when it is ft's and was written for this very folder (not copied along)."""
+MARKER_KEYS = frozenset({"ft_version", "started_at", "run_dir"})
+
+
+def marker_of(run_dir: Path, *, copied: bool = False) -> dict[str, Any] | None:
+    """`.ft-run.json` when it is ft's and was written for this very folder; with `copied`, also
+    one that came along when the folder was copied or moved (cp -a, rsync): enough to resume the
+    run, never to delete the folder."""
     data = read_json(run_dir / RUN_MARKER)
-    if data is None or not {"ft_version", "started_at", "run_dir"} <= data.keys():
+    if data is None or not data.keys() >= MARKER_KEYS:
         return None
-    return data if data["run_dir"] == str(run_dir.resolve()) else None
+    return data if copied or data["run_dir"] == str(run_dir.resolve()) else None
 
 
 def finished_record_of(run_dir: Path) -> bool:
@@ -134,8 +145,10 @@ def finished_record_of(run_dir: Path) -> bool:
     return data is not None and all(key in data for key in RUN_KEYS)
 
 
-def ft_created(run_dir: Path) -> bool:
-    return run_dir.is_dir() and (marker_of(run_dir) is not None or finished_record_of(run_dir))
+def ft_created(run_dir: Path, *, copied: bool = False) -> bool:
+    """The folder is a run of ft's: finished (run.json) or not (.ft-run.json). `copied` accepts a
+    marker written for the folder this one was copied or moved from (see marker_of)."""
+    return run_dir.is_dir() and (marker_of(run_dir, copied=copied) is not None or finished_record_of(run_dir))
 
 
 def unknown_entries(run_dir: Path) -> list[str]:
@@ -167,8 +180,9 @@ def run_inputs(cfg: FtConfig, config_path: Path | None) -> dict[Path, str]:
 
 
 def live_owner(run_dir: Path) -> int | None:
-    """The process id of another ft train working in `run_dir` right now, on this host."""
-    data = read_json(run_dir / RUN_MARKER) or {}
+    """The process id of another ft train working in `run_dir` right now, on this host (a marker
+    copied from a live run's folder names that run, not this folder)."""
+    data = marker_of(run_dir) or {}
     pid = data.get("pid")
     if not isinstance(pid, int) or data.get("host") != host_name() or pid == os.getpid():
         return None
@@ -246,11 +260,19 @@ def claim_run_dir(
     force: bool,
     main: bool = True,
     config_path: Path | None = None,
+    allow_changes: bool = False,
 ) -> RunDirClaim:
     """Check the output folder and make it ready; raises OutputExistsError or FtError."""
     claim = RunDirClaim(run_dir)
     _claim_into(
-        claim, cfg, resume=resume, force=force, main=main, config_path=config_path, note=claim.notes.append
+        claim,
+        cfg,
+        resume=resume,
+        force=force,
+        main=main,
+        config_path=config_path,
+        note=claim.notes.append,
+        allow_changes=allow_changes,
     )
     return claim
 
@@ -264,6 +286,7 @@ def _claim_into(
     main: bool,
     config_path: Path | None,
     note: Note,
+    allow_changes: bool = False,
 ) -> None:
     """Fills `claim` as it goes, so that a signal half-way leaves a record of what was moved;
     `note` is called as each action happens."""
@@ -275,27 +298,73 @@ def _claim_into(
     with writing(run_dir, START_WRITE_HINT):
         _settle_stale_replaced(run_dir, note)
         if resumes_in_place(cfg, run_dir, resume):
-            _claim_for_resume(claim, cfg, note)
+            _claim_for_resume(claim, cfg, note, allow_changes)
             return
         if cfg.resume_from_checkpoint:
             claim.resume_from = resume_checkpoint(cfg, run_dir)
         _claim_for_start(claim, cfg, force=force, config_path=config_path, note=note)
 
 
-def _claim_for_resume(claim: RunDirClaim, cfg: FtConfig, note: Note) -> None:
+def _claim_for_resume(claim: RunDirClaim, cfg: FtConfig, note: Note, allow_changes: bool) -> None:
+    """Resume in place: a run folder of ft's, also one copied or moved here (its marker names the
+    folder it came from), with the config it was started with unless `allow_changes`."""
+    from ft.train.resume import check_config_changes
+
     run_dir = claim.run_dir
-    if not ft_created(run_dir):
+    if not ft_created(run_dir, copied=True):
         raise FtError(
             f"--resume: {run_dir} is not a run folder ft created (no valid run.json or .ft-run.json)",
             hint="resume only from the output_dir of an ft train run",
         )
     refuse_live_run(run_dir)
     claim.resume_from = resume_checkpoint(cfg, run_dir)
+    changes = check_config_changes(run_dir, cfg, allow_changes)
+    history = run_history(run_dir)
+    moved_from = history.get("run_dir")
+    if isinstance(moved_from, str) and moved_from != str(run_dir.resolve()):
+        note(f"{run_dir}: a run folder copied or moved from {moved_from}")
     _tidy_for_resume(claim, claim.resume_from, note)
-    _start(run_dir)  # the marker (this process's) before run.json goes: the folder stays ft's
+    claim.started_at = str(history.get("started_at") or claim.started_at)
+    claim.data_content = history.get("data_content")
+    entry: dict[str, Any] = {
+        "at": utc_now(),
+        "from_checkpoint": claim.resume_from.name,
+        "step": checkpoint_step(claim.resume_from),
+    }
+    if changes:
+        entry["changes"] = changes
+        note(f"--allow-changes: resuming with {len(changes)} changed key(s): {', '.join(changes)}")
+    claim.resumes = [*history.get("resumes", []), entry]
+    # The marker (this process's) before run.json goes: the folder stays ft's.
+    _start(run_dir, claim)
     if (run_dir / RUN_JSON).exists():
         (run_dir / RUN_JSON).unlink()
         note(f"{run_dir}: the finished run is unfinished again until this one ends ({RUN_JSON} removed)")
+
+
+def run_history(run_dir: Path) -> dict[str, Any]:
+    """What a resume carries over: the first start, earlier resumes, the data's digest and the
+    folder the run was started in, from run.json (finished) or .ft-run.json (unfinished)."""
+    record = read_json(run_dir / RUN_JSON) if finished_record_of(run_dir) else None
+    data = record or marker_of(run_dir, copied=True) or {}
+    resumes = data.get("resumes")
+    return {
+        "started_at": data.get("started_at"),
+        "resumes": resumes if isinstance(resumes, list) else [],
+        "data_content": data.get("data_content"),
+        "run_dir": data.get("run_dir"),
+    }
+
+
+def record_data_content(claim: RunDirClaim, digest: str) -> None:
+    """Keep the digest of the data in the marker, so a resume of an unfinished run can compare,
+    with the resumes as they stand (a data change allowed on this one is in its entry)."""
+    claim.data_content = digest
+    marker = read_json(claim.run_dir / RUN_MARKER)
+    if marker is not None:
+        write_json_atomic(
+            claim.run_dir / RUN_MARKER, {**marker, "data_content": digest, "resumes": claim.resumes}
+        )
 
 
 def _claim_for_start(
@@ -303,23 +372,24 @@ def _claim_for_start(
 ) -> None:
     run_dir = claim.run_dir
     if is_empty(run_dir):
-        _start(run_dir)
+        _start(run_dir, claim)
         return
     ours = ft_created(run_dir)
     if ours and not has_work_to_keep(run_dir):
         refuse_deleting(run_dir, cfg, config_path)
         note(f"{run_dir} held an unfinished run with no checkpoint: starting it over")
         shutil.rmtree(run_dir)
-        _start(run_dir)
+        _start(run_dir, claim)
         return
     if not force:
         refuse_live_run(run_dir)
-        raise OutputExistsError(
-            f"output_dir: {run_dir} already exists and is not empty",
-            hint="continue it with --resume, replace it with --force, or set another output_dir"
-            if ours
-            else "set another output_dir (ft did not create this folder, so --force will not replace it)",
-        )
+        if ours:
+            hint = "continue it with --resume, replace it with --force, or set another output_dir"
+        elif ft_created(run_dir, copied=True):
+            hint = "it is a run folder copied or moved here: continue it with --resume, or set another output_dir"
+        else:
+            hint = "set another output_dir (ft did not create this folder, so --force will not replace it)"
+        raise OutputExistsError(f"output_dir: {run_dir} already exists and is not empty", hint=hint)
     if not ours:
         kind = "a file" if not run_dir.is_dir() else "a folder"
         raise FtError(
@@ -330,7 +400,7 @@ def _claim_for_start(
     refuse_deleting(run_dir, cfg, config_path)
     with signals_held():
         claim.replaced = set_aside(run_dir, REPLACED_TAG)
-        _start(run_dir)
+        _start(run_dir, claim)
     note(f"--force: the previous run is set aside in {claim.replaced} until this one ends")
 
 
@@ -370,16 +440,22 @@ def _tidy_for_resume(claim: RunDirClaim, checkpoint: Path, note: Note) -> None:
         note(f"{METRICS_JSONL}: {dropped} rows after step {step} left out (trained again)")
 
 
-def _start(run_dir: Path) -> None:
+def _start(run_dir: Path, claim: RunDirClaim | None = None) -> None:
+    """`.ft-run.json`: ft's from the first moment; for this folder (run_dir), this process (pid,
+    host), and the run's history so far (first start, resumes)."""
     from ft import __version__
 
-    marker = {
+    marker: dict[str, Any] = {
         "ft_version": __version__,
-        "started_at": utc_now(),
+        "started_at": claim.started_at if claim is not None else utc_now(),
         "run_dir": str(run_dir.resolve()),
         "pid": os.getpid(),
         "host": host_name(),
     }
+    if claim is not None:
+        marker["resumes"] = claim.resumes
+        if claim.data_content:
+            marker["data_content"] = claim.data_content
     write_json_atomic(run_dir / RUN_MARKER, marker)
 
 
@@ -422,6 +498,7 @@ def claimed_run_dir(
     main: bool,
     note: Note,
     config_path: Path | None = None,
+    allow_changes: bool = False,
 ) -> Iterator[RunDirClaim]:
     """claim_run_dir, then settle a --force replacement however the run ends."""
     claim = RunDirClaim(run_dir)
@@ -431,7 +508,16 @@ def claimed_run_dir(
         note(line)
 
     try:
-        _claim_into(claim, cfg, resume=resume, force=force, main=main, config_path=config_path, note=record)
+        _claim_into(
+            claim,
+            cfg,
+            resume=resume,
+            force=force,
+            main=main,
+            config_path=config_path,
+            note=record,
+            allow_changes=allow_changes,
+        )
         yield claim
     except BaseException:
         _settle_on_the_way_out(claim, note)

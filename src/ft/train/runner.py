@@ -8,19 +8,24 @@ stops cleanly on Ctrl-C/SIGTERM, and writes the run folder.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ft.base.errors import FtError, TrainingInterrupted
+from ft.base.perms import follow_umask
+from ft.config.hub import TRAIN_NEEDS, prepare_hub_access
+from ft.config.load import dump_config
 from ft.config.schema import FtConfig
 from ft.data.packing import PackedRowsCollator, varlen_attention
-from ft.models.loading import use_offline_mode_if_local
 from ft.models.precision import Precision, resolve_precision
 from ft.runs.folder import (
+    ADAPTER_CONFIG,
     CONFIG_YML,
     FINAL_TMP,
     LOSS_PNG,
@@ -36,6 +41,7 @@ from ft.runs.folder import (
     write_text_atomic,
 )
 from ft.runs.outdir import writing
+from ft.runs.record import Launch
 from ft.train.launch import check_launch
 from ft.train.settings import build_sft_config, is_main_process_from_env, set_wandb_env, world_size_from_env
 
@@ -50,10 +56,25 @@ class TrainResult:
     final_train_loss: float | None
     final_eval_loss: float | None
     tokens_per_s: float | None
+    """ft.train.callbacks.Throughput's: real tokens per second inside training steps."""
     train_runtime_s: float | None
     trainable_params: int
     total_params: int
     notes: list[str] = field(default_factory=list)
+    train_tokens: float | None = None
+    train_step_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """How and when the run started: what run.json records and what the stop hints repeat.
+
+    `started_at` is the run's first start; `resumes` lists every resume, the current one last."""
+
+    launch: Launch = field(default_factory=Launch)
+    flags: tuple[str, ...] = ()
+    started_at: str = field(default_factory=utc_now)
+    resumes: tuple[dict[str, Any], ...] = ()
 
 
 class EvalProbe(Protocol):
@@ -86,8 +107,9 @@ def run_training(
     *,
     resume: bool = False,
     force: bool = False,
+    allow_changes: bool = False,
     on_event: Callable[[TrainEvent], None] | None = None,
-    config_path: Path | None = None,
+    launch: Launch | None = None,
     eval_probes: Sequence[EvalProbe] = (),
 ) -> TrainResult:
     """The whole `ft train`; raises OutputExistsError, TrainingInterrupted, WriteFailedError, FtError.
@@ -95,9 +117,11 @@ def run_training(
 
     Until the trainer takes over Ctrl-C/SIGTERM (a checkpoint, then a stop), a signal stops the
     command with TrainingInterrupted, so that a --force replacement is settled on the way out.
+    `launch` is the command line (config file, --set) that run.json records and hints repeat.
     """
     from ft.base.signals import raise_on_signals
-    from ft.train.output_dir import claimed_run_dir
+    from ft.train.output_dir import START_WRITE_HINT, claimed_run_dir, record_data_content
+    from ft.train.resume import check_data_change
 
     if cfg.eval_forgetting and not eval_probes:
         raise FtError(
@@ -105,11 +129,16 @@ def run_training(
             hint="run it through ft train, or pass eval_probes=[ft.infer.forgetting.ForgettingProbe()]",
         )
     emit = on_event or _no_event
+    launch = launch or Launch()
+    flags = tuple(
+        flag
+        for flag, on in (("--resume", resume), ("--force", force), ("--allow-changes", allow_changes))
+        if on
+    )
     if cfg.hub_model_id:
         from ft.runs.hub import hub_token
 
         hub_token()  # no token: stop now, not after the training
-    started_at = utc_now()
     # Resolved: a symlinked output_dir is replaced where it points, and `.` or `x/..` get real names.
     run_dir = Path(cfg.output_dir).expanduser().resolve()
     main = is_main_process_from_env()
@@ -124,22 +153,33 @@ def run_training(
             force=force,
             main=main,
             note=lambda line: emit(_note(line)),
-            config_path=config_path,
+            config_path=launch.config_path,
+            allow_changes=allow_changes,
         ) as claim,
     ):
-        notes = [note for note in (use_offline_mode_if_local(cfg),) if note] + launch_notes
+        notes = prepare_hub_access(cfg, TRAIN_NEEDS) + launch_notes
         set_wandb_env(cfg)
+        if main:
+            # Now, not at the end: an interrupted folder says what it was running.
+            with writing(run_dir, START_WRITE_HINT):
+                write_text_atomic(run_dir / CONFIG_YML, dump_config(cfg))
 
         from ft.data.chat_templates import chat_template_jinja
         from ft.data.pipeline import prepare_data, summary_lines
         from ft.models.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(cfg)
-        data = prepare_data(cfg, tokenizer)
+        data = prepare_data(cfg, tokenizer, note=lambda line: emit(_note(line)))
+        if main:
+            changed = check_data_change(claim.data_content, data.content, allow_changes)
+            if changed and claim.resumes:
+                claim.resumes[-1].setdefault("changes", {}).update(changed)
+            record_data_content(claim, data.content)
         # Set before training so checkpoints carry it too: a template that renders the training format.
         # After prepare_data: the tokenizer's own template (tokenizer_default) renders the data.
         tokenizer.chat_template = chat_template_jinja(cfg, tokenizer)
         notes += summary_lines(data.report)
+        start = RunStart(launch, flags, claim.started_at, tuple(claim.resumes))
         result = train_on_prepared(
             cfg,
             tokenizer,
@@ -147,7 +187,7 @@ def run_training(
             resume_from=claim.resume_from,
             emit=emit,
             notes=notes,
-            started_at=started_at,
+            start=start,
             eval_probes=eval_probes,
         )
     if cfg.hub_model_id and main:
@@ -194,14 +234,19 @@ def train_on_prepared(
     resume_from: Path | None = None,
     emit: Callable[[TrainEvent], None] = _no_event,
     notes: list[str] | None = None,
-    started_at: str | None = None,
+    start: RunStart | None = None,
     eval_probes: Sequence[EvalProbe] = (),
 ) -> TrainResult:
     """Model, adapter, trainer and run folder for data already prepared (`ft.data.pipeline.PreparedData`)."""
     from transformers import set_seed
 
     from ft.models.adapter import attach_adapter
-    from ft.models.loading import load_model_from_path, resolve_base_model_path
+    from ft.models.loading import (
+        load_model_from_path,
+        portable_base_name,
+        resolve_base_model_path,
+        weights_description,
+    )
 
     run_dir = Path(cfg.output_dir).expanduser()
     notes = list(notes or [])
@@ -214,13 +259,17 @@ def train_on_prepared(
         raise FtError(
             "datasets: no training rows left after preparation", hint="run ft preprocess CONFIG to see why"
         )
-    base_path = resolve_base_model_path(cfg)
+    emit(_note(f"loading the base model {cfg.base_model} ({weights_description(cfg, precision)})"))
+    began = time.monotonic()
+    base_path = resolve_base_model_path(cfg, note=lambda line: emit(_note(line)))
     base_rows = _vocab_rows(base_path, cfg)
     # New embedding rows and LoRA A matrices are drawn at random before the trainer seeds
     # anything: without this, the same config trains differently after other work in the process.
     set_seed(cfg.seed)
     model = load_model_from_path(cfg, base_path, tokenizer, precision)
+    emit(_note(f"base model loaded in {time.monotonic() - began:.1f} s"))
     adapted = attach_adapter(cfg, model, tokenizer)
+    base_name = portable_base_name(cfg)
     emit(
         _note(
             f"trainable parameters: {adapted.trainable_params:,} of {adapted.total_params:,} "
@@ -245,12 +294,14 @@ def train_on_prepared(
         run_dir=run_dir,
         precision=precision,
         base_path=base_path,
+        base_name=base_name,
         added_tokens=_added_tokens(tokenizer, base_rows),
         data_fingerprint=data.fingerprint,
         data_counts=data.report.counts(),
         terminator=terminator_of(cfg, tokenizer),
-        started_at=started_at or utc_now(),
+        start=start or RunStart(),
         notes=notes,
+        data_content=data.content,
     )
     return _train_and_save(context, adapted, tokenizer, data, sft_config, resume_from, emit, eval_probes)
 
@@ -261,12 +312,14 @@ class RunContext:
     run_dir: Path
     precision: Precision
     base_path: str
+    base_name: str
     added_tokens: list[str]
     data_fingerprint: str
     data_counts: dict[str, Any]
     terminator: str
-    started_at: str
+    start: RunStart
     notes: list[str]
+    data_content: str = ""
 
 
 def packed_rows_collator(cfg: FtConfig, tokenizer: Any) -> Any:
@@ -326,14 +379,18 @@ def _train_and_save(
         QuietSFTTrainer,
         StopCallback,
         StopRequest,
+        Throughput,
         stop_on_signals,
     )
 
     cfg, run_dir = context.cfg, context.run_dir
     stop = StopCallback(StopRequest())
-    progress = ProgressCallback(emit)
+    throughput = Throughput()
+    progress = ProgressCallback(emit, throughput)
     collator = packed_rows_collator(cfg, tokenizer)
-    callbacks: list[Any] = [MetricsFileCallback(run_dir / METRICS_JSONL), progress, stop]
+    # In this order: the collator's token count replaces trl's before Throughput reads it, and
+    # Throughput adds tokens_per_s to the logs before metrics.jsonl and the progress see them.
+    callbacks: list[Any] = [throughput, MetricsFileCallback(run_dir / METRICS_JSONL), progress, stop]
     if collator is not None:
         callbacks.insert(0, CollatedTokensCallback(collator, world_size_from_env()))
     if cfg.early_stopping_patience:
@@ -361,14 +418,14 @@ def _train_and_save(
             with writing(run_dir, CHECKPOINT_WRITE_HINT):
                 trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             if stop.stopped_at is not None:
-                raise interrupted(run_dir, stop.stopped_at, stop.request.signal_name)
+                raise interrupted(run_dir, stop.stopped_at, stop.request.signal_name, context.start.launch)
             if trainer.eval_dataset is not None and _last_eval_step(trainer) != trainer.state.global_step:
                 trainer.evaluate()
-            result = _result(context, trainer, adapted, progress.start_step)
+            result = _result(context, trainer, adapted, throughput)
             result.notes += [line for probe in eval_probes if (line := probe.summary())]
             save_run_folder(context, trainer, result)
     except KeyboardInterrupt:  # the second signal
-        raise aborted(run_dir) from None
+        raise aborted(run_dir, context.start.launch) from None
     emit(_note("run folder written", run_dir=str(run_dir)))
     return result
 
@@ -395,26 +452,20 @@ def _last(history: list[dict[str, Any]], key: str) -> Any:
     return None
 
 
-def _session_tokens(history: list[dict[str, Any]], start_step: int) -> float | None:
-    """Tokens trained by this process: trl counts num_tokens from the process's start (not restored
-    on resume), while a resumed run's history also holds the rows restored from its checkpoint."""
-    return _last([row for row in history if row.get("step", 0) > start_step], "num_tokens")
-
-
-def _result(context: RunContext, trainer: Any, adapted: Any, start_step: int = 0) -> TrainResult:
+def _result(context: RunContext, trainer: Any, adapted: Any, throughput: Any) -> TrainResult:
     history = trainer.state.log_history
-    runtime = _last(history, "train_runtime")
-    tokens = _session_tokens(history, start_step)
     return TrainResult(
         run_dir=context.run_dir,
         global_step=trainer.state.global_step,
         final_train_loss=_last(history, "loss"),
         final_eval_loss=_last(history, "eval_loss"),
-        tokens_per_s=tokens / runtime if tokens and runtime else None,
-        train_runtime_s=runtime,
+        tokens_per_s=throughput.tokens_per_s,
+        train_runtime_s=_last(history, "train_runtime"),
         trainable_params=adapted.trainable_params,
         total_params=adapted.total_params,
         notes=context.notes,
+        train_tokens=throughput.tokens or None,
+        train_step_seconds=throughput.step_seconds or None,
     )
 
 
@@ -430,8 +481,22 @@ def save_run_folder(context: RunContext, trainer: Any, result: TrainResult) -> N
         trainer.save_model(str(tmp))
     if not trainer.is_world_process_zero():
         return
+    name_base_portably(tmp, context.base_name)
+    follow_umask(tmp)
     with writing(run_dir, FINAL_WRITE_HINT):
         _publish_run_files(context, tmp, result)
+
+
+def name_base_portably(folder: Path, base_name: str) -> None:
+    """The final adapter_config.json names the base by its Hub id, not a folder of this machine, so
+    the adapter loads elsewhere (peft's AutoPeftModel reads it). Only the final one: while training,
+    peft looks the name up at each save (a Hub request for a Hub id), so checkpoints keep the path."""
+    path = folder / ADAPTER_CONFIG
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base_name
+    write_json_atomic(path, config)
 
 
 FINAL_WRITE_HINT = "free some disk space, then run ft train CONFIG --resume: it writes the run folder from the last checkpoint"
@@ -448,10 +513,8 @@ def _publish_run_files(context: RunContext, tmp: Path, result: TrainResult) -> N
         os.replace(item, target)
     shutil.rmtree(tmp, ignore_errors=True)
 
-    from ft.config.load import dump_config
-
     write_text_atomic(run_dir / CONFIG_YML, dump_config(context.cfg))
-    plot_note = plot_loss(read_metrics(run_dir / METRICS_JSONL), run_dir / LOSS_PNG)
+    plot_note = plot_loss(read_metrics(run_dir / METRICS_JSONL), run_dir / LOSS_PNG, title=run_dir.name)
     if plot_note:
         result.notes.append(plot_note)
     write_json_atomic(run_dir / RUN_JSON, run_record(context, result))
@@ -467,15 +530,17 @@ SKIPPED_SAVE_FILES = frozenset({"training_args.bin", "README.md"})
 
 
 def run_record(context: RunContext, result: TrainResult) -> dict[str, Any]:
-    """The content of run.json (keys listed in ft.runs.folder.RUN_KEYS)."""
+    """The content of run.json (the keys every run.json has are ft.runs.folder.RUN_KEYS)."""
     from ft import __version__
     from ft.models.precision import quantization_info
+    from ft.runs.record import hardware_info, peak_memory, python_version
 
-    cfg = context.cfg
+    cfg, start = context.cfg, context.start
     return {
         "ft_version": __version__,
         "base_model": cfg.base_model,
         "base_model_path": context.base_path,
+        "base_model_name": context.base_name,
         "revision": cfg.revision,
         "adapter": cfg.adapter,
         "quantization": quantization_info(cfg, context.precision),
@@ -485,13 +550,32 @@ def run_record(context: RunContext, result: TrainResult) -> dict[str, Any]:
         "added_tokens": context.added_tokens,
         "library_versions": library_versions(),
         "data_fingerprint": context.data_fingerprint,
+        "data_content": context.data_content,
         "data": context.data_counts,
         "global_step": result.global_step,
         "final_train_loss": result.final_train_loss,
         "final_eval_loss": result.final_eval_loss,
-        "started_at": context.started_at,
+        "tokens_per_s": result.tokens_per_s,
+        "throughput": {
+            "tokens": result.train_tokens,
+            "step_seconds": result.train_step_seconds,
+            "definition": TOKENS_PER_S_DEFINITION,
+        },
+        "peak_memory": peak_memory(),
+        "hardware": hardware_info(),
+        "python": python_version(),
+        **start.launch.to_json(*start.flags),
+        "run_dir": str(context.run_dir.resolve()),
+        "started_at": start.started_at,
+        "resumes": list(start.resumes),
         "finished_at": utc_now(),
     }
+
+
+TOKENS_PER_S_DEFINITION = (
+    "real (non-padding) tokens of this session's training batches per second inside training steps "
+    "(forward, backward, optimizer); evaluation, logging and checkpoint saves not counted"
+)
 
 
 def prompt_format_name(cfg: FtConfig) -> str:
@@ -503,15 +587,15 @@ def prompt_format_name(cfg: FtConfig) -> str:
     return first.type
 
 
-def interrupted(run_dir: Path, step: int, signal_name: str | None) -> TrainingInterrupted:
+def interrupted(run_dir: Path, step: int, signal_name: str | None, launch: Launch) -> TrainingInterrupted:
     checkpoint = run_dir / f"checkpoint-{step}"
     return TrainingInterrupted(
         f"training stopped by {signal_name or 'a signal'} at step {step}; checkpoint saved in {checkpoint}",
-        hint="continue with: ft train CONFIG --resume",
+        hint=f"continue with: {launch.resume_command()}",
     )
 
 
-def aborted(run_dir: Path) -> TrainingInterrupted:
+def aborted(run_dir: Path, launch: Launch) -> TrainingInterrupted:
     newest = newest_checkpoint(run_dir)
     if newest is None:
         return TrainingInterrupted(
@@ -520,5 +604,5 @@ def aborted(run_dir: Path) -> TrainingInterrupted:
         )
     return TrainingInterrupted(
         f"training aborted by a second signal; the newest complete checkpoint is {newest}",
-        hint="continue with: ft train CONFIG --resume",
+        hint=f"continue with: {launch.resume_command()}",
     )
