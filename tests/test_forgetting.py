@@ -141,6 +141,27 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> P
 
 
 @pytest.mark.integration
+def test_base_answers_in_batches_equal_one_prompt_at_a_time(run_dir: Path) -> None:
+    """The base's answers are generated left-padded in batches: greedy, they must be the answers
+    one prompt at a time (prompts of different lengths, a last batch that is not full)."""
+    from ft.infer.forgetting import answer_prompts, prompt_ids
+    from ft.infer.generate import GenerationSettings, generate_from_ids
+    from ft.infer.loading import load_for_inference
+
+    loaded = load_for_inference(run_dir)
+    ids = prompt_ids(loaded, general_prompts(12))
+    assert len({len(prompt) for prompt in ids}) >= 6
+    settings = ForgettingSettings(max_new_tokens=24, generation_batch_size=5)
+    done: list[tuple[str, int, int]] = []
+    with loaded.model.disable_adapter():  # the base, as ft eval --forgetting uses it
+        batched = answer_prompts(loaded.model, loaded, ids, settings, lambda *step: done.append(step))
+        greedy = GenerationSettings(max_new_tokens=24)
+        alone = [generate_from_ids(loaded.model, loaded, prompt, greedy) for prompt in ids]
+    assert batched == alone and len(set(alone)) > 1
+    assert done == [("forgetting: base answers", n, 12) for n in (5, 10, 12)]
+
+
+@pytest.mark.integration
 def test_eval_forgetting_writes_eval_json_and_caches_the_base_answers(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -278,9 +278,7 @@ def run_eval(
             base = evaluate_model(model, "base", loaded, dataset, rows, plan, progress)
     forgetting = None
     if settings.forgetting:
-        forgetting = measure_run_forgetting(
-            loaded, cfg, run, plan.loss_batch_size, settings.forgetting_limit, progress
-        )
+        forgetting = measure_run_forgetting(loaded, cfg, run, plan, settings.forgetting_limit, progress)
     report = EvalReport(
         run_dir=run.run_dir,
         split=split_name(cfg),
@@ -329,7 +327,7 @@ def evaluate_model(
     plan: GenerationPlan,
     progress: Progress,
 ) -> ModelResult:
-    from ft.infer.generate import GenerationSettings, batches, default_batch_size, generate_batch, pad_id_of
+    from ft.infer.generate import GenerationSettings, generate_in_batches, pad_id_of
 
     loss = eval_loss(
         model,
@@ -338,15 +336,14 @@ def evaluate_model(
         pad_id_of(loaded),
         lambda done: progress(f"loss {label}", done, len(dataset)),
     )
-    greedy = GenerationSettings(max_new_tokens=plan.max_new_tokens)
-    generations: list[str] = []
-    if rows:
-        size = plan.generation_batch_size or default_batch_size(
-            model, max(map(len, plan.prompts)), plan.max_new_tokens
-        )
-        for chunk in batches(len(rows), size):
-            generations += generate_batch(model, loaded, [plan.prompts[i] for i in chunk], greedy)
-            progress(f"generate {label}", chunk.stop, len(rows))
+    generations = generate_in_batches(
+        model,
+        loaded,
+        plan.prompts,
+        GenerationSettings(max_new_tokens=plan.max_new_tokens),
+        plan.generation_batch_size,
+        lambda done: progress(f"generate {label}", done, len(rows)),
+    )
     scores = score_generations(generations, [r.reference for r in rows]) if rows else None
     return ModelResult(loss, perplexity(loss), scores, generations)
 
@@ -371,10 +368,16 @@ def base_model(loaded: LoadedModel, cfg: FtConfig, run: RunInfo) -> Iterator[Any
 
 
 def measure_run_forgetting(
-    loaded: LoadedModel, cfg: FtConfig, run: RunInfo, batch_size: int, limit: int | None, progress: Progress
+    loaded: LoadedModel,
+    cfg: FtConfig,
+    run: RunInfo,
+    plan: GenerationPlan,
+    limit: int | None,
+    progress: Progress,
 ) -> ForgettingResult:
-    """`ft eval --forgetting`: the base's answers to ft's general prompts (generated with the base,
-    or read from the cache), then both models on them and on ft's general text."""
+    """`ft eval --forgetting`: the base's answers to ft's general prompts (generated in batches with
+    the base, or read from the cache), then both models on them and on ft's general text; the
+    batch sizes are the held-out rows' (`--batch-size`)."""
     from ft.infer.forgetting import (
         ForgettingSettings,
         adapter_off_forward,
@@ -386,7 +389,10 @@ def measure_run_forgetting(
     )
 
     identity = base_identity(run.base_model_path, run.data.get("quantization"))
-    settings = ForgettingSettings(batch_size=batch_size, limit=limit)
+    batch_size = plan.loss_batch_size
+    settings = ForgettingSettings(
+        batch_size=batch_size, generation_batch_size=plan.generation_batch_size, limit=limit
+    )
     pad_id = (
         loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else loaded.stop_ids[0]
     )

@@ -64,6 +64,10 @@ class ForgettingSettings:
     """Longest base answer: the probe compares the first tokens of each answer, where the model's
     behaviour on the prompt shows; longer answers only cost time."""
     batch_size: int = 8
+    """Rows per forward pass of the two models (KL, log-likelihoods, perplexity)."""
+    generation_batch_size: int | None = None
+    """Prompts per generate() call for the base's answers; None: from the free memory
+    (ft.infer.generate.default_batch_size). Greedy answers do not depend on it."""
     limit: int | None = None
     """The first N prompts and paragraphs only (for tests)."""
 
@@ -105,17 +109,24 @@ def prompt_ids(loaded: LoadedModel, prompts: Sequence[GeneralPrompt]) -> list[li
 
 
 def answer_prompts(
-    model: Any, loaded: LoadedModel, ids: list[list[int]], max_new_tokens: int, progress: Progress
+    model: Any,
+    loaded: LoadedModel,
+    ids: list[list[int]],
+    settings: ForgettingSettings,
+    progress: Progress,
 ) -> list[str]:
-    """The model's greedy answers, through ft's one generation function (ft.infer.generate)."""
-    from ft.infer.generate import GenerationSettings, generate_from_ids
+    """The model's greedy answers, left-padded in batches through ft's generation (ft.infer.generate):
+    the same answers as one prompt at a time (tests/test_forgetting.py compares)."""
+    from ft.infer.generate import GenerationSettings, generate_in_batches
 
-    greedy = GenerationSettings(max_new_tokens=max_new_tokens)
-    answers = []
-    for number, prompt in enumerate(ids, start=1):
-        answers.append(generate_from_ids(model, loaded, prompt, greedy))
-        progress("forgetting: base answers", number, len(ids))
-    return answers
+    return generate_in_batches(
+        model,
+        loaded,
+        ids,
+        GenerationSettings(max_new_tokens=settings.max_new_tokens),
+        settings.generation_batch_size,
+        lambda done: progress("forgetting: base answers", done, len(ids)),
+    )
 
 
 def build_probe(
@@ -134,7 +145,7 @@ def build_probe(
     cached = cache_dir / f"{key}.json" if cache_dir is not None else None
     answers = read_cached_answers(cached, len(prompts))
     if answers is None:
-        answers = answer_prompts(base, loaded, ids, settings.max_new_tokens, progress)
+        answers = answer_prompts(base, loaded, ids, settings, progress)
         if cached is not None:
             write_cached_answers(cached, answers)
     chat, tokens = loaded.chat_format, loaded.tokens
