@@ -12,6 +12,9 @@ from ft.config.load import read_config
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((REPO / "configs").glob("*.yml"))
 EXPECTED = {
+    "forgetting-harmful.yml",
+    "quickstart-mix.yml",
+    "quickstart-prompt-tuning.yml",
     "gpt2-lora.yml",
     "llama2-qlora.yml",
     "mistral-qlora.yml",

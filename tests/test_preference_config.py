@@ -84,6 +84,21 @@ BASE = {"base_model": "org/model", "datasets": [{"path": "pairs.jsonl", "type": 
             ],
         ),
         (
+            {
+                "rl": "dpo",
+                "adapter": "prompt_tuning",
+                "eval_forgetting": True,
+                "val_set_size": 0.1,
+                "datasets": [{"path": "d.jsonl", "type": "alpaca", "weight": 2}],
+            },
+            [
+                "adapter: rl: dpo trains a LoRA adapter or the full model, not a soft prompt: set adapter: lora",
+                "eval_forgetting: not measured during preference tuning: measure after training with "
+                "ft eval RUN --forgetting",
+                "datasets[0].weight: preference pairs are not weighted: remove weight (or repeat the rows)",
+            ],
+        ),
+        (
             {"datasets": [{"path": "d.jsonl", "field_rejected": "worse"}]},
             ["datasets[0].field_rejected: field_rejected names a pair column: set rl: dpo, ipo or orpo"],
         ),

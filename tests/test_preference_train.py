@@ -204,7 +204,11 @@ def test_ipo_and_orpo_train_and_log_rewards(method: str, tiny_model_dir: Path, t
     assert f"- {method}\n" in card  # the tag
 
 
-def test_dpo_after_sft_scores_against_the_sft_adapter(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+def test_dpo_after_sft_scores_against_the_sft_adapter(
+    tiny_model_dir: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ft.infer.evaluate import EvalSettings
+    from ft.infer.pair_eval import run_pair_eval
     from test_train import write_config
 
     sft_config = write_config(tmp_path, tiny_model_dir, name="sft", max_steps=4, save_steps=4)
@@ -225,6 +229,12 @@ def test_dpo_after_sft_scores_against_the_sft_adapter(tiny_model_dir: Path, tmp_
     report = json.loads((run / "eval.json").read_text())
     assert report["base_label"] == f"reference (the adapter of {tmp_path / 'sft'})"
     assert report["rewards"]["margin"] > 0
+    # --forgetting on a preference run: drift from the base model (SFT and DPO both), as for SFT.
+    monkeypatch.setenv("FT_CACHE_DIR", str(tmp_path / "cache"))
+    settings = EvalSettings(max_new_tokens=2, forgetting=True, forgetting_limit=3)
+    forgetting = run_pair_eval(run, settings).forgetting
+    assert forgetting is not None and forgetting.kl > 0
+    assert json.loads((run / "eval.json").read_text())["forgetting"]["kl"] == forgetting.kl
 
     # Written into the SFT run's own folder, --force would delete the adapter it continues: refused.
     in_place = dpo_config(tmp_path, tiny_model_dir, name="in-place", lora_model_dir=str(tmp_path / "sft"))

@@ -136,6 +136,27 @@ def test_loss_figure_of_a_preference_run_has_the_reward_margins_below() -> None:
     assert margins.get_xlabel() == "step"
 
 
+def test_loss_figure_puts_the_forgetting_kl_on_its_own_axis_beside_the_learning_rate() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ft.runs.folder import FORGETTING_KEY, loss_figure
+
+    metrics = [
+        {"step": 1, "loss": 2.5, "learning_rate": 1e-4},
+        {"step": 2, "eval_loss": 2.4, FORGETTING_KEY: 0.0},
+        {"step": 4, "eval_loss": 2.2, FORGETTING_KEY: 0.3},
+    ]
+    ax, lr_axis, kl_axis = loss_figure(metrics).axes
+    assert lr_axis.get_ylabel() == "learning rate"
+    assert kl_axis.get_ylabel() == "forgetting: KL(base || tuned), nats/token"
+    [kl_line] = kl_axis.get_lines()
+    assert list(kl_line.get_xdata()) == [2, 4] and list(kl_line.get_ydata()) == [0.0, 0.3]
+    assert kl_line.get_marker() == "s" and kl_line.get_linestyle() == "--"
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels == ["train loss", "eval loss", "learning rate", "forgetting KL"]
+
+
 def test_published_files_and_folders_follow_the_umask(tmp_path: Path) -> None:
     from ft.base.perms import follow_umask
     from ft.runs.folder import write_text_atomic

@@ -17,7 +17,7 @@ from rich.markup import escape
 from ft.cli.preview import SpanStyle, in_colour, token_cells
 
 if TYPE_CHECKING:
-    from ft.config.schema import DataSettings, FtConfig
+    from ft.config.schema import AdapterSettings, DataSettings, FtConfig
     from ft.data.pipeline import DataReport, Example
 
 CONFIG_ARG = typer.Argument(..., help="The run's YAML config.")
@@ -103,9 +103,13 @@ def format_command(
         format_pairs(console, cfg, tokenizer, shown, tokens, stats, as_json)
         return
     examples, report = preview_examples(cfg, tokenizer, None if stats else shown)
+    virtual = soft_prompt_length(cfg)
     if as_json:
         for example in examples[:shown]:
-            typer.echo(json.dumps(example_json(example, tokens), ensure_ascii=False))
+            record = example_json(example, tokens)
+            if virtual:
+                record["virtual_tokens"] = virtual
+            typer.echo(json.dumps(record, ensure_ascii=False))
         if stats:
             typer.echo(json.dumps({"stats": {"scope": "whole training set", **report.to_json()}}))
         return
@@ -113,8 +117,21 @@ def format_command(
     if examples[:shown]:
         console.print(style.legend(tokens), highlight=False)
     for number, example in enumerate(examples[:shown], start=1):
-        show_example(console, number, example, tokenizer, cfg.sequence_len, tokens, style)
+        show_example(console, number, example, tokenizer, cfg.sequence_len, tokens, style, virtual)
     show_report(console, report, cfg, whole_set=stats)
+    if virtual:
+        console.print(
+            f"soft prompt: {virtual} trained virtual tokens (embedding vectors, not text) go before each row's "
+            f"first token; the model sees up to sequence_len + {virtual} = {cfg.sequence_len + virtual} positions",
+            highlight=False,
+        )
+
+
+def soft_prompt_length(cfg: AdapterSettings) -> int:
+    """The virtual tokens peft puts before every sequence (0 without a soft prompt)."""
+    from ft.config.schema import SOFT_PROMPT_ADAPTERS
+
+    return cfg.num_virtual_tokens if cfg.adapter in SOFT_PROMPT_ADAPTERS else 0
 
 
 def example_json(example: Example, with_tokens: bool) -> dict[str, Any]:
@@ -138,6 +155,7 @@ def show_example(
     limit: int,
     tokens: bool,
     style: SpanStyle,
+    virtual: int = 0,
 ) -> None:
     from ft.data.tokens import IGNORE_INDEX
 
@@ -146,19 +164,22 @@ def show_example(
         f"[bold]example {number}[/] · {escape(example.key)} {escape(example.where)} · "
         f"{len(example.input_ids)} tokens, {trained} trained"
     )
+    if virtual:
+        head += f" · + {virtual} virtual tokens before them"
     if example.truncated:
         head += f" · [yellow]truncated to sequence_len {limit}[/]"
     console.rule(head, align="left")
-    console.print(style.spans(example.segments), highlight=False, markup=not style.plain)
+    marker = [style.soft_prompt(virtual)] if virtual else []
+    console.print("".join(marker) + style.spans(example.segments), highlight=False, markup=not style.plain)
     if tokens:
         scored = [label != IGNORE_INDEX for label in example.labels]
-        console.print(
-            token_cells(tokenizer, example.input_ids, scored, style), highlight=False, markup=not style.plain
-        )
+        cells = token_cells(tokenizer, example.input_ids, scored, style)
+        console.print(" ".join([*marker, cells]), highlight=False, markup=not style.plain)
 
 
 def show_report(console: Console, report: DataReport, cfg: DataSettings, whole_set: bool) -> None:
     from ft.cli.preview import show_bad_rows, show_too_long
+    from ft.data.pipeline import is_weighted, mix_lines
 
     train = report.train
     scope = "whole training set" if whole_set else "shown rows"
@@ -178,6 +199,11 @@ def show_report(console: Console, report: DataReport, cfg: DataSettings, whole_s
             f"packing: {train.rows} rows in {train.sequences} sequences, efficiency {train.packing_efficiency:.3f}",
             highlight=False,
         )
+    if len(report.mix) > 1 or is_weighted(report.mix):
+        split = " (before the eval split: ft train takes it first)" if cfg.val_set_size else ""
+        console.print(f"training mix by dataset weight{split}:", highlight=False)
+        for line in mix_lines(report.mix):
+            console.print(f"  {escape(line)}", highlight=False)
     if report.no_trained_tokens:
         console.print(
             f"[yellow]{report.no_trained_tokens} row(s) with no token left to train on (dropped)[/]"

@@ -16,6 +16,7 @@ from ft.base.errors import FtError
 
 if TYPE_CHECKING:
     from ft.infer.evaluate import EvalReport
+    from ft.infer.forgetting import ForgettingResult
     from ft.infer.generate import ChatSession, GenerationSettings
     from ft.infer.loading import LoadedModel
 
@@ -269,6 +270,12 @@ def eval_command(
         help="Rows per forward pass and per generate() call (default: the config's eval_batch_size or "
         "micro_batch_size for the loss; from the free memory, at most 8 on a CPU, for generation).",
     ),
+    forgetting: bool = typer.Option(
+        False,
+        "--forgetting",
+        help="Also measure drift from the base model on ft's 222 general prompts and general text: "
+        "KL per token, log-likelihood, unchanged greedy answers, perplexity, a verdict.",
+    ),
 ) -> None:
     """Eval loss, perplexity and generation metrics (ROUGE-1/2/L, BLEU, exact match) on the held-out split;
     for preference runs also the chosen-over-rejected log-probability margin and accuracy."""
@@ -278,7 +285,11 @@ def eval_command(
 
     console = Console(soft_wrap=True, highlight=False)
     settings = EvalSettings(
-        limit=limit, compare_base=compare_base, max_new_tokens=max_new_tokens, batch_size=batch_size
+        limit=limit,
+        compare_base=compare_base,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        forgetting=forgetting,
     )
 
     def note(line: str) -> None:
@@ -342,6 +353,38 @@ def show_eval(console: Console, report: EvalReport) -> None:
         )
     for note in report.notes:
         console.print(f"[dim]{escape(note)}[/]")
+    if report.forgetting is not None:
+        show_forgetting(console, report.forgetting)
+
+
+def show_forgetting(console: Console, result: ForgettingResult) -> None:
+    """Drift from the base on general prompts, overall and per category, then the verdict line."""
+    from rich.table import Table
+
+    table = Table(title="forgetting: general prompts and text, base -> tuned", title_justify="left")
+    for column in ("prompts", "n", "KL nats/token", "log-lik base", "log-lik tuned", "unchanged"):
+        table.add_column(column, justify="left" if column == "prompts" else "right")
+    rows = {"all": _forgetting_cells(result.to_json()), **result.by_category}
+    for name, values in rows.items():
+        table.add_row(
+            name,
+            str(int(values["prompts"])),
+            f"{values['kl']:.4f}",
+            f"{values['base_logprob']:.3f}",
+            f"{values['tuned_logprob']:.3f}",
+            f"{values['unchanged']:.0%}",
+        )
+    console.print(table)
+    console.print(
+        f"general-text perplexity: base {result.base_perplexity:.3f}, tuned {result.tuned_perplexity:.3f} "
+        f"({result.perplexity_increase:+.1%})",
+        highlight=False,
+    )
+    console.print(f"[bold]verdict:[/] {escape(result.summary())}", highlight=False)
+
+
+def _forgetting_cells(data: dict[str, Any]) -> dict[str, float]:
+    return {key: data[key] for key in ("prompts", "kl", "base_logprob", "tuned_logprob", "unchanged")}
 
 
 def _metric(data: dict[str, Any], key: str) -> float | None:

@@ -87,6 +87,11 @@ class SpanStyle:
             parts.append(self.CLOSE)
         return "".join(parts)
 
+    def soft_prompt(self, virtual: int) -> str:
+        """Where the soft prompt goes, shown in words (not only by colour) before the row's text."""
+        marker = f"⟨soft prompt: {virtual} virtual tokens, trained⟩"
+        return marker if self.plain else f"[bold magenta]{marker}[/]"
+
     def token(self, token_id: int, piece: str, trained: bool) -> str:
         cell = f"{token_id}:{repr(piece)[1:-1]}"
         if self.plain:

@@ -95,12 +95,22 @@ class ProgressView:
             margin = event.values.get("eval_rewards/margins")
             pairs = f", reward margin {margin:.4f}" if margin is not None else ""
             self.console.print(
-                f"step {event.step}/{event.max_steps}: eval loss {loss:.4f}{pairs}", highlight=False
+                f"step {event.step}/{event.max_steps}: eval loss {loss:.4f}{pairs}{_forgetting(event)}",
+                highlight=False,
             )
 
     def stop(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+def _forgetting(event: TrainEvent) -> str:
+    kl = event.values.get("eval_forgetting_kl")
+    if kl is None:
+        return ""
+    unchanged = event.values.get("eval_forgetting_unchanged", 0.0)
+    ppl = event.values.get("eval_general_perplexity", 0.0)
+    return f"  forgetting KL {kl:.4f} nats/token, {unchanged:.0%} answers unchanged, general perplexity {ppl:.2f}"
 
 
 def _speed(tokens_per_s: float | None) -> str:
@@ -136,7 +146,7 @@ def print_summary(console: Console, result: TrainResult) -> None:
     if result.preference is not None:
         console.print(preference_line(result.preference), highlight=False)
     for note in result.notes:
-        if note.startswith("matplotlib"):
+        if note.startswith(("matplotlib", "forgetting")):
             console.print(f"[dim]{escape(note)}[/]", highlight=False)
 
 
@@ -199,6 +209,11 @@ def train_command(
             console.print(f"[dim]{escape(note)}[/]", highlight=False)
     quiet_libraries()
     view = ProgressView(console)
+    probes = []
+    if cfg.eval_forgetting:
+        from ft.infer.forgetting import ForgettingProbe
+
+        probes.append(ForgettingProbe())
     try:
         result = run_training(
             cfg,
@@ -207,6 +222,7 @@ def train_command(
             allow_changes=allow_changes,
             on_event=view if main else None,
             launch=Launch(config, tuple(overrides)),
+            eval_probes=probes,
         )
     finally:
         view.stop()

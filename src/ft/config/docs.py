@@ -43,7 +43,11 @@ exclude each other. Preference tuning (`rl: dpo | ipo | orpo`) takes pair datase
 format (not `completion`), no `sample_packing`, `train_on_inputs` or `group_by_length`, and a
 `max_prompt_len` below `sequence_len`; ORPO takes no reference keys (`rl_beta`, `ref_model`,
 `precompute_ref_log_probs`, `dpo_label_smoothing`), DPO/IPO no `orpo_alpha`; the preference keys
-and `field_prompt` / `field_chosen` / `field_rejected` mean nothing without `rl`. Local paths (`base_model`, `ref_model`, `tokenizer_config`, `lora_model_dir`,
+and `field_prompt` / `field_chosen` / `field_rejected` mean nothing without `rl`.
+`adapter: prompt_tuning` (a soft prompt) takes no LoRA key and no
+`sample_packing`, and the prompt-tuning keys need it; `prompt_tuning_init: text` needs
+`prompt_tuning_init_text`; `eval_forgetting` needs an eval split and one process holding the whole
+model (no `fsdp` / `deepspeed`); `weight` is for training datasets only. Local paths (`base_model`, `ref_model`, `tokenizer_config`, `lora_model_dir`,
 `deepspeed`, dataset paths) must exist; a Hub id is checked for its form (`org/name`) only.
 A local `base_model` folder must hold safetensors weights (pickle `.bin` weights only with
 `allow_pickle_weights: true`) and may name its own model code (`auto_map`) only with

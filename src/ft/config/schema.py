@@ -188,6 +188,13 @@ class DatasetSettings(Section):
         None, description="Custom prompt with {instruction}/{input} fields; the answer follows it."
     )
     no_input_format: str | None = Field(None, description="Custom prompt used when the row has no input.")
+    weight: float = Field(
+        1.0,
+        gt=0,
+        description="Training datasets: how many times each row is used. 0.1 takes a seeded 10% sample, "
+        "2 every row twice, 2.5 every row twice plus a seeded half. Applied after the eval split; "
+        "`ft format --stats` and `ft train` report the rows and shares of the mix.",
+    )
 
     @classmethod
     def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
@@ -262,9 +269,27 @@ class QuantizationSettings(Section):
             yield "load_in_8bit", "load_in_4bit and load_in_8bit are exclusive: keep one"
 
 
+LORA_ADAPTERS = ("lora", "qlora")
+SOFT_PROMPT_ADAPTERS = ("prompt_tuning",)
+LORA_KEYS = (
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_target_modules",
+    "lora_target_linear",
+    "lora_modules_to_save",
+    "lora_fan_in_fan_out",
+    "peft_use_dora",
+    "peft_use_rslora",
+)
+SOFT_PROMPT_KEYS = ("num_virtual_tokens", "prompt_tuning_init", "prompt_tuning_init_text")
+
+
 class AdapterSettings(Section):
-    adapter: Literal["lora", "qlora"] | None = Field(
-        None, description="lora, qlora (4-bit base), or empty for a full fine-tune."
+    adapter: Literal["lora", "qlora", "prompt_tuning"] | None = Field(
+        None,
+        description="lora, qlora (4-bit base), prompt_tuning (a trained soft prompt, the model untouched), "
+        "or empty for a full fine-tune.",
     )
     lora_r: int = Field(
         8, gt=0, le=65536, description="LoRA rank (at most 65536: no model has layers wider than that)."
@@ -283,11 +308,37 @@ class AdapterSettings(Section):
     peft_use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA.")
     peft_use_rslora: bool = Field(False, description="rsLoRA: scale by alpha / sqrt(r).")
     lora_model_dir: str | None = Field(None, description="Existing adapter to continue training from.")
+    num_virtual_tokens: int = Field(
+        20,
+        gt=0,
+        le=4096,
+        description="prompt_tuning: length of the soft prompt, in embedding vectors prepended to every "
+        "sequence (trainable parameters: this x the model's hidden size).",
+    )
+    prompt_tuning_init: Literal["random", "text"] = Field(
+        "random",
+        description="prompt_tuning: start the soft prompt from random vectors (peft's default), or from the "
+        "embeddings of `prompt_tuning_init_text`'s tokens (repeated or cut to num_virtual_tokens).",
+    )
+    prompt_tuning_init_text: str | None = Field(
+        None,
+        description="prompt_tuning with prompt_tuning_init: text: the text whose tokens start the prompt.",
+    )
 
     @classmethod
     def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
-        if data.get("lora_model_dir") and data.get("adapter") not in ("lora", "qlora"):
+        adapter = data.get("adapter")
+        if data.get("lora_model_dir") and adapter not in LORA_ADAPTERS:
             yield "lora_model_dir", "an existing adapter needs adapter: lora or qlora"
+        yield from _keys_for_other_adapter(data, adapter)
+        init, text = data.get("prompt_tuning_init"), data.get("prompt_tuning_init_text")
+        if init == "text" and not (isinstance(text, str) and text.strip()):
+            yield (
+                "prompt_tuning_init_text",
+                "prompt_tuning_init: text needs the text whose tokens start the prompt",
+            )
+        if text is not None and init != "text" and adapter in SOFT_PROMPT_ADAPTERS:
+            yield "prompt_tuning_init_text", "is used only with prompt_tuning_init: text"
 
     @classmethod
     def check_complete(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
@@ -300,6 +351,24 @@ class AdapterSettings(Section):
                 f"adapter: {adapter} needs target layers: set lora_target_linear: true "
                 "(every linear layer but the output head) or lora_target_modules: [q_proj, v_proj]",
             )
+
+
+def _keys_for_other_adapter(data: Mapping[str, Any], adapter: Any) -> Iterator[Problem]:
+    """A LoRA key with a soft prompt, or a soft-prompt key with LoRA, would be ignored: said, not
+    dropped. A value equal to the default changes nothing (and a config built in code has them all)."""
+    if adapter in SOFT_PROMPT_ADAPTERS:
+        for key in _changed(data, LORA_KEYS):
+            yield key, f"is a LoRA setting: adapter: {adapter} trains only a soft prompt; remove it"
+    else:
+        for key in _changed(data, SOFT_PROMPT_KEYS):
+            yield key, "is a prompt_tuning setting: set adapter: prompt_tuning, or remove it"
+
+
+def _changed(data: Mapping[str, Any], keys: tuple[str, ...]) -> Iterator[str]:
+    for key in keys:
+        value = data.get(key)
+        if value not in (None, [], AdapterSettings.model_fields[key].default):
+            yield key
 
 
 class DataSettings(Section):
@@ -339,6 +408,8 @@ class DataSettings(Section):
                 if isinstance(item, Mapping):
                     for sub, message in DatasetSettings.check_rules(item):
                         yield f"{key}[{index}].{sub}", message
+                    if key == "test_datasets" and item.get("weight") not in (None, 1, "1"):
+                        yield f"{key}[{index}].weight", "weights mix training data: an eval set is used whole"
 
 
 class TrainingSettings(Section):
@@ -381,6 +452,12 @@ class TrainingSettings(Section):
         None, gt=0, description="Stop after N evals without improvement."
     )
     neftune_noise_alpha: float | None = Field(None, gt=0, description="NEFTune embedding noise.")
+    eval_forgetting: bool = Field(
+        False,
+        description="At each evaluation, also measure forgetting against the base model on ft's general "
+        "prompts and text (as `ft eval RUN --forgetting`; about two forward passes over 200 short "
+        "prompts): KL, unchanged answers, general perplexity in metrics.jsonl and loss.png.",
+    )
 
     @classmethod
     def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
@@ -547,7 +624,14 @@ class FtConfig(
         for bits in ("load_in_4bit", "load_in_8bit"):
             if is_true(data.get(bits)) and adapter is None:
                 yield bits, "a quantized base cannot be fully fine-tuned: set adapter: qlora or lora"
+        if adapter in SOFT_PROMPT_ADAPTERS and is_true(data.get("sample_packing")):
+            yield (
+                "sample_packing",
+                f"adapter: {adapter} prepends its soft prompt once per sequence, so packed examples would "
+                "share one prompt (and peft drops the position ids that keep them apart): set sample_packing: false",
+            )
         yield from _preference_rules(data)
+        yield from _forgetting_rules(data)
 
     @model_validator(mode="after")
     def _rules_hold(self) -> FtConfig:
@@ -571,6 +655,23 @@ def _preference_rules(data: Mapping[str, Any]) -> Iterator[Problem]:
         return
     if is_true(data.get("sample_packing")):
         yield "sample_packing", "preference pairs are not packed (each batch is padded): set it false"
+    if data.get("adapter") in SOFT_PROMPT_ADAPTERS:
+        yield (
+            "adapter",
+            f"rl: {method} trains a LoRA adapter or the full model, not a soft prompt: set adapter: lora",
+        )
+    if is_true(data.get("eval_forgetting")):
+        yield (
+            "eval_forgetting",
+            "not measured during preference tuning: measure after training with ft eval RUN --forgetting",
+        )
+    for key, index, item in _dataset_items(data):
+        weight = _number(item.get("weight"))
+        if weight is not None and weight != 1:
+            yield (
+                f"{key}[{index}].weight",
+                "preference pairs are not weighted: remove weight (or repeat the rows)",
+            )
     if is_true(data.get("train_on_inputs")):
         yield "train_on_inputs", "preference tuning scores the answers only: remove train_on_inputs"
     if is_true(data.get("group_by_length")):
@@ -606,6 +707,20 @@ def _dataset_items(data: Mapping[str, Any]) -> Iterator[tuple[str, int, Mapping[
         for index, item in enumerate(items if isinstance(items, list) else []):
             if isinstance(item, Mapping):
                 yield key, index, item
+
+
+def _forgetting_rules(data: Mapping[str, Any]) -> Iterator[Problem]:
+    if not is_true(data.get("eval_forgetting")):
+        return
+    if not (_number(data.get("val_set_size")) or data.get("test_datasets")):
+        yield "eval_forgetting", "runs at each evaluation: set val_set_size or test_datasets (an eval split)"
+    for key in ("fsdp", "deepspeed"):
+        if data.get(key):
+            yield (
+                "eval_forgetting",
+                f"needs the whole model in one process; with {key} it is sharded: measure after training "
+                "with ft eval RUN --forgetting",
+            )
 
 
 SECTIONS: tuple[type[Section], ...] = tuple(base for base in FtConfig.__bases__ if issubclass(base, Section))

@@ -93,6 +93,17 @@ class SplitReport:
         }
 
 
+@dataclass(frozen=True)
+class MixLine:
+    """One training dataset in the mix: its usable rows, its weight, the rows trained."""
+
+    key: str
+    path: str
+    rows: int
+    weight: float
+    used: int
+
+
 @dataclass
 class DataReport:
     rows_read: int = 0
@@ -104,6 +115,7 @@ class DataReport:
     no_trained_tokens: int = 0
     train: SplitReport = field(default_factory=SplitReport)
     eval: SplitReport = field(default_factory=SplitReport)
+    mix: list[MixLine] = field(default_factory=list)
     from_cache: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -114,9 +126,11 @@ class DataReport:
         data["bad_rows"] = [str(row) for row in self.bad_rows]
         return data
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[str, Any]:
         """What went in and what was left out, for run.json: nothing dropped without a number."""
+        mix = {"mix": [asdict(line) for line in self.mix]} if is_weighted(self.mix) else {}
         return {
+            **mix,
             "rows_read": self.rows_read,
             "bad_rows_skipped": self.skipped_bad,
             "dropped_over_sequence_len": self.dropped_too_long,
@@ -321,6 +335,38 @@ def split_eval(cfg: FtConfig, examples: list[Item]) -> tuple[list[Item], list[It
     ]
 
 
+def mix_datasets(
+    datasets: list[DatasetSettings], seed: int, examples: list[Example]
+) -> tuple[list[Example], list[MixLine]]:
+    """Each training dataset's rows `weight` times: whole copies, then a seeded sample for the
+    fraction (0.1: a tenth of the rows; 2.5: every row twice and a half more). Training order is
+    the trainer's (shuffled), so the mixed rows are simply listed by dataset."""
+    mixed: list[Example] = []
+    lines = []
+    for index, dataset in enumerate(datasets):
+        key = f"datasets[{index}]"
+        own = [e for e in examples if e.key == key]
+        whole, fraction = divmod(dataset.weight, 1)
+        picked = random.Random(f"{seed}:{key}").sample(own, round(fraction * len(own)))
+        used = own * int(whole) + picked
+        mixed += used
+        lines.append(MixLine(key, dataset.path, len(own), dataset.weight, len(used)))
+    return mixed, lines
+
+
+def is_weighted(lines: list[MixLine]) -> bool:
+    return any(line.weight != 1 for line in lines)
+
+
+def mix_lines(lines: list[MixLine]) -> list[str]:
+    """`datasets[1] general.jsonl: 400 rows x 0.1 = 40 (9.1%)`, one per dataset."""
+    total = sum(line.used for line in lines) or 1
+    return [
+        f"{line.key} {line.path}: {line.rows} rows x {line.weight:g} = {line.used} ({line.used / total:.1%})"
+        for line in lines
+    ]
+
+
 def summarize(examples: list[Example], report: SplitReport) -> None:
     report.rows = len(examples)
     report.lengths = [len(e.input_ids) for e in examples]
@@ -419,6 +465,8 @@ def prepare_data(cfg: FtConfig, tokenizer: Any, use_cache: bool = True, note: No
     check_bad_rows(cfg, report)
     if not eval_sources:
         train_examples, eval_examples = split_eval(cfg, train_examples)
+    # After the split: a row repeated by its weight never lands in both splits.
+    train_examples, report.mix = mix_datasets(cfg.datasets, cfg.seed, train_examples)
     if not train_examples:
         raise no_training_rows(report)
     summarize(train_examples, report.train)
@@ -471,6 +519,7 @@ def load_prepared(folder: Path, fingerprint: str) -> PreparedData:
         dropped_too_long=saved["dropped_too_long"],
         truncated=saved["truncated"],
         no_trained_tokens=saved["no_trained_tokens"],
+        mix=[MixLine(**line) for line in saved.get("mix", [])],
         from_cache=str(folder),
     )
     for split in ("train", "eval"):
@@ -492,6 +541,8 @@ def preview_examples(cfg: FtConfig, tokenizer: Any, limit: int | None) -> tuple[
     examples = encode_sources(cfg, sources, tokenizer, report)
     if limit is not None:
         examples = examples[:limit]
+    else:  # the whole set (--stats): counted as trained, with each dataset's weight
+        examples, report.mix = mix_datasets(cfg.datasets, cfg.seed, examples)
     summarize(examples, report.train)
     if cfg.sample_packing and examples:
         pack_examples(examples, cfg.sequence_len, report.train)
@@ -514,6 +565,8 @@ def summary_lines(report: DataReport) -> list[str]:
     ]
     if train.packing_efficiency is not None:
         lines.append(f"packing efficiency {train.packing_efficiency:.3f}")
+    if len(report.mix) > 1 or is_weighted(report.mix):
+        lines += ["training mix:", *(f"  {line}" for line in mix_lines(report.mix))]
     for label, count in (
         ("bad rows skipped", report.skipped_bad),
         ("rows over sequence_len dropped", report.dropped_too_long),

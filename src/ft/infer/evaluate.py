@@ -26,8 +26,8 @@ from ft.runs.folder import EVAL_JSON, RunInfo, read_run, write_json_atomic
 if TYPE_CHECKING:
     from ft.config.schema import FtConfig
     from ft.data.pipeline import Example
+    from ft.infer.forgetting import ForgettingResult
     from ft.infer.loading import LoadedModel
-
 
 Progress = Callable[[str, int, int], None]
 """on_progress(stage, done, total): stage is 'loss tuned', 'generate base', ..."""
@@ -43,6 +43,10 @@ class EvalSettings:
     batch_size: int | None = None
     """Rows per forward pass for the loss and per generate() call; default: eval_batch_size or
     micro_batch_size for the loss, from the free memory for generation."""
+    forgetting: bool = False
+    """Also measure forgetting against the base model on ft's general prompts and text."""
+    forgetting_limit: int | None = None
+    """The first N general prompts and paragraphs only (tests)."""
 
 
 MIN_NEW_TOKENS = 16
@@ -96,6 +100,7 @@ class EvalReport:
     """What `base` is: the base model, or for preference runs the reference they trained against."""
     rewards: dict[str, float] | None = None
     """Preference runs with the reference evaluated: DPO's implicit reward margin and accuracy."""
+    forgetting: ForgettingResult | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -114,6 +119,8 @@ class EvalReport:
             data["base_label"] = self.base_label
         if self.rewards is not None:
             data["rewards"] = self.rewards
+        if self.forgetting is not None:
+            data["forgetting"] = self.forgetting.to_json()
         data["notes"] = self.notes
         data["samples"] = self.samples
         return data
@@ -188,7 +195,8 @@ def eval_loss(model: Any, dataset: Any, batch_size: int, pad_id: int, on_row: Ca
     import torch
     import torch.nn.functional as F
 
-    from ft.data.tokens import IGNORE_INDEX
+    from ft.data.tokens import IGNORE_INDEX, pad_batch
+    from ft.models.adapter import text_logits
 
     device = next(model.parameters()).device
     total, tokens = 0.0, 0
@@ -197,6 +205,7 @@ def eval_loss(model: Any, dataset: Any, batch_size: int, pad_id: int, on_row: Ca
         ids, labels, mask = pad_batch(batch["input_ids"], batch["labels"], pad_id)
         with torch.inference_mode():
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        logits = text_logits(logits, ids.shape[1])
         targets = labels[:, 1:].to(device)
         loss = F.cross_entropy(
             logits[:, :-1].float().reshape(-1, logits.shape[-1]),
@@ -210,23 +219,6 @@ def eval_loss(model: Any, dataset: Any, batch_size: int, pad_id: int, on_row: Ca
     if tokens == 0:
         raise FtError("the held-out split has no trained tokens: nothing to compute a loss on")
     return total / tokens
-
-
-def pad_batch(input_ids: list[list[int]], labels: list[list[int]], pad_id: int) -> tuple[Any, Any, Any]:
-    """Right-padded tensors: ids (pad), labels (-100), attention mask."""
-    import torch
-
-    from ft.data.tokens import IGNORE_INDEX
-
-    width = max(len(row) for row in input_ids)
-    ids = torch.full((len(input_ids), width), pad_id, dtype=torch.long)
-    targets = torch.full((len(input_ids), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(input_ids), width), dtype=torch.long)
-    for index, (row_ids, row_labels) in enumerate(zip(input_ids, labels, strict=True)):
-        ids[index, : len(row_ids)] = torch.tensor(row_ids)
-        targets[index, : len(row_labels)] = torch.tensor(row_labels)
-        mask[index, : len(row_ids)] = 1
-    return ids, targets, mask
 
 
 def perplexity(loss: float) -> float:
@@ -280,6 +272,9 @@ def run_eval(
     if settings.compare_base:
         with base_model(loaded, cfg, run) as model:
             base = evaluate_model(model, "base", loaded, dataset, rows, plan, progress)
+    forgetting = None
+    if settings.forgetting:
+        forgetting = measure_run_forgetting(loaded, cfg, run, plan, settings.forgetting_limit, progress)
     report = EvalReport(
         run_dir=run.run_dir,
         split=split_name(cfg),
@@ -290,6 +285,7 @@ def run_eval(
         base=base,
         samples=samples(rows, tuned, base),
         notes=notes,
+        forgetting=forgetting,
     )
     write_report(report, cfg)
     return report
@@ -396,17 +392,16 @@ def generate_rows(
     progress: Progress,
 ) -> tuple[GenerationScores | None, list[str]]:
     """Greedy answers to the held-out prompts (in batches) and their scores against the references."""
-    from ft.infer.generate import GenerationSettings, batches, default_batch_size, generate_batch
+    from ft.infer.generate import GenerationSettings, generate_in_batches
 
-    greedy = GenerationSettings(max_new_tokens=plan.max_new_tokens)
-    generations: list[str] = []
-    if rows:
-        size = plan.generation_batch_size or default_batch_size(
-            model, max(map(len, plan.prompts)), plan.max_new_tokens
-        )
-        for chunk in batches(len(rows), size):
-            generations += generate_batch(model, loaded, [plan.prompts[i] for i in chunk], greedy)
-            progress(f"generate {label}", chunk.stop, len(rows))
+    generations = generate_in_batches(
+        model,
+        loaded,
+        plan.prompts[: len(rows)],
+        GenerationSettings(max_new_tokens=plan.max_new_tokens),
+        plan.generation_batch_size,
+        lambda done: progress(f"generate {label}", done, len(rows)),
+    )
     scores = score_generations(generations, [r.reference for r in rows]) if rows else None
     return scores, generations
 
@@ -428,6 +423,43 @@ def base_model(loaded: LoadedModel, cfg: FtConfig, run: RunInfo) -> Iterator[Any
         cfg, base_path, loaded.tokenizer, inference_precision(cfg), quantize=quantized
     )
     yield prepare_for_generation(model, quantized)
+
+
+def measure_run_forgetting(
+    loaded: LoadedModel,
+    cfg: FtConfig,
+    run: RunInfo,
+    plan: GenerationPlan,
+    limit: int | None,
+    progress: Progress,
+) -> ForgettingResult:
+    """`ft eval --forgetting`: the base's answers to ft's general prompts (generated in batches with
+    the base, or read from the cache), then both models on them and on ft's general text; the
+    batch sizes are the held-out rows' (`--batch-size`)."""
+    from ft.infer.forgetting import (
+        ForgettingSettings,
+        adapter_off_forward,
+        base_identity,
+        build_probe,
+        forgetting_cache_dir,
+        measure_forgetting,
+        model_forward,
+    )
+
+    identity = base_identity(run.base_model_path, run.data.get("quantization"))
+    batch_size = plan.loss_batch_size
+    settings = ForgettingSettings(
+        batch_size=batch_size, generation_batch_size=plan.generation_batch_size, limit=limit
+    )
+    pad_id = (
+        loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else loaded.stop_ids[0]
+    )
+    tuned = model_forward(loaded.model)
+    with base_model(loaded, cfg, run) as model:
+        probe = build_probe(loaded, model, identity, settings, forgetting_cache_dir(), progress)
+        if not loaded.has_adapter:  # a full fine-tune: the base weights loaded beside the tuned ones
+            return measure_forgetting(probe, tuned, model_forward(model), pad_id, batch_size, progress)
+    return measure_forgetting(probe, tuned, adapter_off_forward(loaded.model), pad_id, batch_size, progress)
 
 
 def samples(rows: list[HeldOutRow], tuned: ModelResult, base: ModelResult | None) -> list[dict[str, str]]:

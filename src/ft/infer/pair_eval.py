@@ -32,6 +32,7 @@ from ft.infer.evaluate import (
     generation_plan,
     held_out_row,
     load_noted,
+    measure_run_forgetting,
     no_note,
     perplexity,
     samples,
@@ -106,8 +107,7 @@ def answer_logps(
 def _batch_logps(model: Any, batch: list[tuple[list[int], list[int]]], pad_id: int) -> list[float]:
     import torch
 
-    from ft.data.tokens import IGNORE_INDEX
-    from ft.infer.evaluate import pad_batch
+    from ft.data.tokens import IGNORE_INDEX, pad_batch
 
     ids = [prompt + answer for prompt, answer in batch]
     labels = [[IGNORE_INDEX] * len(prompt) + answer for prompt, answer in batch]
@@ -155,6 +155,9 @@ def run_pair_eval(
         with reference_model(loaded, cfg, run) as model:
             base_logps, base = _evaluate(model, "reference", loaded, pairs, rows, plan, progress)
         rewards = implicit_rewards(tuned_logps, base_logps, cfg.rl_beta or DEFAULT_BETA)
+    forgetting = None
+    if settings.forgetting:  # against the base model, as for SFT runs (not against the reference)
+        forgetting = measure_run_forgetting(loaded, cfg, run, plan, settings.forgetting_limit, progress)
     report = EvalReport(
         run_dir=run.run_dir,
         split=split_name(cfg),
@@ -170,6 +173,7 @@ def run_pair_eval(
         ],
         base_label=f"reference ({reference_name(cfg)})",
         rewards=rewards,
+        forgetting=forgetting,
     )
     write_report(report, cfg)
     return report

@@ -12,6 +12,7 @@ from typing import Any
 
 from ft.base.errors import FtError
 from ft.config.schema import AdapterSettings, FtConfig, PreferenceSettings, TrainingSettings
+from ft.models.adapter import is_soft_prompt
 from ft.models.precision import Precision, bnb_settings, quantization_bits, resolve_precision
 from ft.plan.architecture import Architecture, Shape, inspect_model, with_saved_adapter
 from ft.plan.memory import (
@@ -222,6 +223,13 @@ def _weights_name(cfg: FtConfig, bits: int | None, precision: Precision) -> str:
 def _adapter_info(cfg: AdapterSettings, arch: Architecture) -> dict[str, Any] | None:
     if cfg.adapter is None:
         return None
+    if is_soft_prompt(cfg.adapter):
+        return {
+            "kind": cfg.adapter,
+            "virtual_tokens": cfg.num_virtual_tokens,
+            "init": cfg.prompt_tuning_init,
+            "parameters": arch.lora_params,
+        }
     return {
         "kind": cfg.adapter,
         "rank": cfg.lora_r,
@@ -298,6 +306,13 @@ def _reference_lines(cfg: FtConfig, arch: Architecture, weights: list[MemoryLine
 
 
 def _adapter_line(cfg: AdapterSettings, arch: Architecture, saved_width: int) -> MemoryLine:
+    if is_soft_prompt(cfg.adapter):
+        return MemoryLine(
+            "adapter",
+            f"{cfg.adapter} soft prompt ({cfg.num_virtual_tokens} virtual tokens, float32)",
+            4 * arch.lora_params,
+            f"{cfg.num_virtual_tokens} x {arch.hidden_size} parameters",
+        )
     note = f"{arch.lora_params:,} parameters on {len(arch.lora_inputs)} layers"
     if arch.saved_modules:
         note += f"; modules_to_save {arch.saved_module_params:,} x {saved_width} bytes"
@@ -335,7 +350,9 @@ def _autocast_copy_lines(
     if cfg.adapter is None:
         copied = arch.matmul_params if width == 4 else 0
     else:
-        copied = arch.lora_params + (arch.head_matmul_params if bits and width < 4 else 0)
+        # A soft prompt is concatenated with the embeddings, not multiplied: autocast copies none of it.
+        adapter_matmul = 0 if is_soft_prompt(cfg.adapter) else arch.lora_params
+        copied = adapter_matmul + (arch.head_matmul_params if bits and width < 4 else 0)
     if not copied:
         return []
     return [
@@ -403,6 +420,8 @@ def _activation_lines(
     length = cfg.sequence_len if full else min(longest or 0, cfg.sequence_len)
     # A preference batch holds both sequences (chosen, rejected) of each pair.
     sequences = 2 if cfg.rl else 1
+    # A soft prompt's virtual tokens go through every layer and the head like text tokens.
+    length += cfg.num_virtual_tokens if is_soft_prompt(cfg.adapter) else 0
     tokens = cfg.micro_batch_size * sequences * length
     kbit_adapter = bool(bits) and cfg.adapter is not None
     widths = activation_widths(DTYPE_BYTES[precision.compute_dtype], width, kbit_adapter)

@@ -45,6 +45,9 @@ HYPER_PARAMETERS = (
 )
 
 
+_ADAPTER_NAMES = {"prompt_tuning": "soft prompt (prompt tuning; the base model's weights unchanged)"}
+
+
 def hub_base_model(reference: str | None) -> str | None:
     """The base model's Hub id, or None for a local folder, a .gguf file or a pkg:// file."""
     if not reference or reference.startswith(PACKAGE_SCHEME) or reference.endswith(".gguf"):
@@ -221,6 +224,11 @@ def results_lines(run: RunInfo, evaluation: dict[str, Any] | None, merge: dict[s
         )
         if base_shown:
             lines.append(f"  {_base_label(evaluation)}: {base_shown}")
+        forgetting = evaluation.get("forgetting") or {}
+        if forgetting.get("summary"):
+            lines.append(
+                f"- forgetting (`ft eval --forgetting`, general prompts and text): {forgetting['summary']}"
+            )
         lines += pair_eval_lines(evaluation)
     if merge:
         lines.append(
@@ -298,7 +306,7 @@ def render_card(run: RunInfo, *, merged: dict[str, Any] | None = None, repo: str
         }
     )
     name = run.run_dir.name if merged is None else f"{run.run_dir.name} (merged)"
-    what = "LoRA adapter" if library == "peft" else "model"
+    what = _ADAPTER_NAMES.get(adapter or "", "LoRA adapter") if library == "peft" else "model"
     evaluation = read_json(run.run_dir / EVAL_JSON)
     terminator = run.data.get("terminator")
     body = [

@@ -12,7 +12,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,7 +280,20 @@ class QuietCheckpoints:
 
 
 class QuietSFTTrainer(QuietCheckpoints, SFTTrainer):
-    """SFTTrainer with QuietCheckpoints."""
+    """SFTTrainer with QuietCheckpoints, that adds its `eval_probes`' metrics (forgetting) to each
+    evaluation's log row."""
+
+    def __init__(self, *args: Any, eval_probes: Sequence[Any] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.eval_probes = list(eval_probes)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # The evaluation's row is logged here, before callbacks see it: the probes' metrics join
+        # it so that metrics.jsonl, the progress view and TensorBoard get them in the same row.
+        if self.eval_probes and "eval_loss" in logs and self.is_world_process_zero():
+            for probe in self.eval_probes:
+                logs.update(probe.measure(self.model))
+        super().log(logs, start_time)
 
 
 WRITER_ERRORS = (

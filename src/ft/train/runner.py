@@ -12,10 +12,10 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ft.base.errors import FtError, TrainingInterrupted
 from ft.base.perms import follow_umask
@@ -79,6 +79,23 @@ class RunStart:
     resumes: tuple[dict[str, Any], ...] = ()
 
 
+class EvalProbe(Protocol):
+    """An extra measurement at each evaluation (ft.infer.forgetting.ForgettingProbe for
+    `eval_forgetting`): given by the caller, since a training stage does not import inference."""
+
+    def start(self, cfg: FtConfig, model: Any, tokenizer: Any, base_path: str, precision: Precision) -> str:
+        """Prepare with the model to be trained; returns a note for the user."""
+        ...
+
+    def measure(self, model: Any) -> dict[str, float]:
+        """Metrics to add to the evaluation's row of metrics.jsonl (keys starting with eval_)."""
+        ...
+
+    def summary(self) -> str | None:
+        """A line for the end of the run, or None."""
+        ...
+
+
 # ---------------------------------------------------------------------------------------------
 # The run
 
@@ -95,8 +112,10 @@ def run_training(
     allow_changes: bool = False,
     on_event: Callable[[TrainEvent], None] | None = None,
     launch: Launch | None = None,
+    eval_probes: Sequence[EvalProbe] = (),
 ) -> TrainResult:
     """The whole `ft train`; raises OutputExistsError, TrainingInterrupted, WriteFailedError, FtError.
+    `eval_probes`: measured at each evaluation; `eval_forgetting: true` needs one (the CLI gives it).
 
     Until the trainer takes over Ctrl-C/SIGTERM (a checkpoint, then a stop), a signal stops the
     command with TrainingInterrupted, so that a --force replacement is settled on the way out.
@@ -106,6 +125,11 @@ def run_training(
     from ft.train.output_dir import START_WRITE_HINT, claimed_run_dir, record_data_content
     from ft.train.resume import check_data_change
 
+    if cfg.eval_forgetting and not eval_probes:
+        raise FtError(
+            "eval_forgetting: true needs the forgetting probe, which ft train passes to run_training",
+            hint="run it through ft train, or pass eval_probes=[ft.infer.forgetting.ForgettingProbe()]",
+        )
     emit = on_event or _no_event
     launch = launch or Launch()
     flags = tuple(
@@ -159,7 +183,14 @@ def run_training(
         notes += summary
         start = RunStart(launch, flags, claim.started_at, tuple(claim.resumes))
         result = train_on_prepared(
-            cfg, tokenizer, data, resume_from=claim.resume_from, emit=emit, notes=notes, start=start
+            cfg,
+            tokenizer,
+            data,
+            resume_from=claim.resume_from,
+            emit=emit,
+            notes=notes,
+            start=start,
+            eval_probes=eval_probes,
         )
     if cfg.hub_model_id and main:
         emit(_note(push_run_folder(run_dir, cfg)))
@@ -206,6 +237,7 @@ def train_on_prepared(
     emit: Callable[[TrainEvent], None] = _no_event,
     notes: list[str] | None = None,
     start: RunStart | None = None,
+    eval_probes: Sequence[EvalProbe] = (),
 ) -> TrainResult:
     """Model, adapter, trainer and run folder for data already prepared (`ft.data.pipeline.PreparedData`)."""
     from transformers import set_seed
@@ -238,7 +270,7 @@ def train_on_prepared(
     set_seed(cfg.seed)
     model = load_model_from_path(cfg, base_path, tokenizer, precision)
     emit(_note(f"base model loaded in {time.monotonic() - began:.1f} s"))
-    adapted = attach_adapter(cfg, model)
+    adapted = attach_adapter(cfg, model, tokenizer)
     base_name = portable_base_name(cfg)
     emit(
         _note(
@@ -248,6 +280,9 @@ def train_on_prepared(
             total_params=adapted.total_params,
         )
     )
+    if is_main_process_from_env():  # the probes measure on the main process only
+        for probe in eval_probes:
+            emit(_note(probe.start(cfg, adapted.model, tokenizer, base_path, precision)))
     sizes: dict[str, Any] = {
         "train_rows": len(data.train),
         "has_eval": data.eval is not None and len(data.eval) > 0,
@@ -277,7 +312,9 @@ def train_on_prepared(
         notes=notes,
         data_content=data.content,
     )
-    return _train_and_save(context, adapted, tokenizer, data, trainer_args, resume_from, emit, reference)
+    return _train_and_save(
+        context, adapted, tokenizer, data, trainer_args, resume_from, emit, reference, eval_probes
+    )
 
 
 @dataclass
@@ -289,7 +326,7 @@ class RunContext:
     base_name: str
     added_tokens: list[str]
     data_fingerprint: str
-    data_counts: dict[str, int]
+    data_counts: dict[str, Any]
     terminator: str
     start: RunStart
     notes: list[str]
@@ -342,6 +379,7 @@ def _train_and_save(
     resume_from: Path | None,
     emit: Callable[[TrainEvent], None],
     reference: Any = None,
+    eval_probes: Sequence[EvalProbe] = (),
 ) -> TrainResult:
     from transformers import EarlyStoppingCallback, PrinterCallback
 
@@ -384,6 +422,7 @@ def _train_and_save(
             processing_class=tokenizer,
             callbacks=callbacks,
             data_collator=collator,
+            eval_probes=eval_probes,
         )
     # Progress goes to on_event; transformers' printer would print every log dict to stdout.
     trainer.remove_callback(PrinterCallback)
@@ -403,6 +442,7 @@ def _train_and_save(
             if trainer.eval_dataset is not None and _last_eval_step(trainer) != trainer.state.global_step:
                 trainer.evaluate()
             result = _result(context, trainer, adapted, throughput)
+            result.notes += [line for probe in eval_probes if (line := probe.summary())]
             if cfg.rl:
                 from ft.train.preference import drop_reference_adapter
 
