@@ -6,7 +6,7 @@ example configs at v0.4.0, v0.7.0 and v0.18.0, and configs users published), eac
 
 Per release, and the user-written set on its own line:
 - accepted: loads (the supervised fine-tuning configs);
-- refused, feature: one line naming a feature ft lacks (DPO, multimodal, unsloth, ...);
+- refused, feature: one line naming a feature ft lacks (KTO, GRPO, multimodal, unsloth, ...);
 - refused, config error: the config's own error (a key no axolotl release defined, a key given
   twice, a broken custom format, a placeholder Hub repo), with the reasons;
 - crashed: anything else (goal: 0);
@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 import yaml
 
 import _env  # noqa: F401  (tests/ on sys.path, offline)
-from axolotl_corpus_outcomes import FEATURE_LINE, corpus_files, group
+from axolotl_corpus_outcomes import corpus_files, feature_name, group, is_feature_refusal
 from ft.base.errors import ConfigError
 from ft.config.axolotl_table import known_keys
 from ft.config.load import read_config
@@ -34,7 +34,7 @@ def classify(path) -> tuple[str, list[str]]:
     try:
         read_config(path, check_files=False)
     except ConfigError as err:
-        kind = "feature" if all(FEATURE_LINE in p for p in err.problems) else "config error"
+        kind = "feature" if is_feature_refusal(err.problems) else "config error"
         return kind, err.problems
     except Exception as err:
         return "crashed", [f"{type(err).__name__}: {err}"]
@@ -62,7 +62,7 @@ def main() -> None:
         kind, problems = classify(path)
         counts[group(path)][kind] += 1
         if kind == "feature":
-            features.update({p.split(": ")[-1].split(" is not available")[0] for p in problems})
+            features.update({feature_name(p) for p in problems})
         wrongly_unknown += known_key_called_unknown(problems)
         if kind in ("config error", "crashed"):
             reasons[group(path)].append(

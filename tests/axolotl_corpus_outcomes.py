@@ -6,7 +6,7 @@ bench/axolotl_compat.py, which counts them.
 
 Outcomes:
 - accepted: loads; the notes ft prints (mapped and ignored keys) are pinned too;
-- feature: refused with one line per feature ft lacks (DPO, multimodal, ...);
+- feature: refused with one line per feature ft lacks (KTO, GRPO, multimodal, ...);
 - refused: refused for an error of the config itself (a key no axolotl release defined, a key
   given twice, a broken custom format), each problem pinned.
 """
@@ -20,7 +20,25 @@ from typing import Any
 
 CORPUS = Path(__file__).resolve().parent / "axolotl_corpus"
 OUTCOMES = CORPUS / "outcomes.json"
-FEATURE_LINE = "is not available in ft (ft does not have it"
+FEATURE_LINES = (
+    "is not available in ft (ft does not have it",
+    "is not supported by ft: use rl: ",
+    "type ft does not read (with rl, ft reads",
+)
+"""A feature ft lacks, an `rl:` method ft does not train, a pair dataset layout ft does not read."""
+
+
+def is_feature_refusal(problems: list[str]) -> bool:
+    return all(any(line in p for line in FEATURE_LINES) for p in problems)
+
+
+def feature_name(problem: str) -> str:
+    """`ReLoRA` of `relora_steps: 100: ReLoRA is not available in ft (...)`; `KTO (...)` of `rl: KTO (...) is not supported by ft: ...`."""
+    if problem.startswith("rl: ") and FEATURE_LINES[1] in problem:
+        return problem.removeprefix("rl: ").split(" is not supported")[0]
+    if FEATURE_LINES[2] in problem:
+        return "the preference-data type " + problem.split(": ", 1)[1].split(" is a ")[0]
+    return problem.split(": ")[-1].split(" is not available")[0]
 
 
 def corpus_files() -> list[Path]:
@@ -39,7 +57,7 @@ def outcome(path: Path) -> dict[str, Any]:
     try:
         _, notes = read_config(path, check_files=False)
     except ConfigError as err:
-        kind = "feature" if all(FEATURE_LINE in p for p in err.problems) else "refused"
+        kind = "feature" if is_feature_refusal(err.problems) else "refused"
         return {"outcome": kind, "problems": err.problems}
     return {"outcome": "accepted", "notes": notes}
 

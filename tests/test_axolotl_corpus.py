@@ -52,7 +52,9 @@ def test_refusals_are_features_or_errors_of_the_config_itself(release: str) -> N
     """A refused config is either a feature ft lacks (one line per feature) or has a problem of its
     own: a key no release of axolotl defined, a key given twice, a broken custom format, a column
     key that axolotl reads for preference data only (in an SFT dataset, axolotl fails on it too), a
-    placeholder left as the Hub repo (transformers refuses it too, before training)."""
+    placeholder left as the Hub repo (transformers refuses it too, before training), a dataset
+    without a path, packing or padding asked for preference pairs (axolotl ignores them for rl; ft
+    says so), or a pair layout ft does not read beside such an error."""
     own_errors = (
         "unknown key",
         "given twice",
@@ -60,6 +62,10 @@ def test_refusals_are_features_or_errors_of_the_config_itself(release: str) -> N
         "unknown format 'json'",
         "reads it for preference",
         "is not a Hub repo id",
+        "required, but not given",
+        "preference pairs are not packed",
+        "pads each batch to its longest pair",
+        "type ft does not read (with rl",
     )
     for name, result in PINNED.items():
         if not name.startswith(release) or result["outcome"] != "refused":

@@ -289,15 +289,15 @@ def test_legacy_sharegpt_roles_from_field_human_and_field_model(tmp_path: Path) 
 
 
 def test_preference_datasets_follow_from_the_rl_line(tmp_path: Path) -> None:
-    """A DPO config names DPO once; its chosen/rejected datasets are not listed on their own."""
-    found = problems(
-        tmp_path,
-        {"rl": "orpo", "orpo_alpha": 0.1},
-        {"type": "chat_template.argilla", "field_chosen": "chosen"},
-    )
+    """A KTO config names KTO once; its labelled datasets are not listed on their own. A DPO/ORPO
+    config is trained: only a pair type ft does not read is a problem, said with the ones it reads."""
+    found = problems(tmp_path, {"rl": "kto"}, {"type": "chatml.intel", "field_label": "label"})
+    assert found == ["rl: KTO (unpaired good/bad labels) is not supported by ft: use rl: dpo, ipo or orpo"]
+    found = problems(tmp_path, {"rl": "orpo", "orpo_alpha": 0.1}, {"type": "chat_template.argilla"})
     assert found == [
-        'rl: "orpo": ORPO preference training is not available in ft (ft does not have it; train this config '
-        "with axolotl)"
+        "datasets[0].type: 'chat_template.argilla' is a preference-data type ft does not read (with rl, ft "
+        "reads chatml.X and llama3.X for X in intel, argilla, prompt_pairs, ultra, argilla_chat, and "
+        "chat_template.default)"
     ]
 
 

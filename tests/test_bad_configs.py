@@ -49,7 +49,7 @@ EXPECTED = {
     "26-typo-in-test-dataset.yml": "test_datasets[0].splt: unknown key (did you mean 'split'?)",
     "27-key-wrong-case.yml": "Base_Model: unknown key (did you mean 'base_model'?)",
     "28-unknown-key.yml": "turbo_mode: unknown key",
-    "29-axolotl-unsupported-key.yml": 'rl: "dpo": DPO preference training is not available in ft (ft does not have it; train this config with axolotl)',
+    "29-axolotl-unsupported-key.yml": "rl: GRPO (online RL with reward functions) is not supported by ft: use rl: dpo, ipo or orpo",
     "30-missing-base-model.yml": "base_model: required, but not given",
     "31-missing-datasets.yml": "datasets: required, but not given",
     "32-empty-datasets.yml": "datasets: needs at least 1 item(s), got none",
@@ -129,6 +129,10 @@ EXPECTED = {
     "106-date-as-text.yml": "wandb_run_id: expected text, got 2024-01-01 (YAML reads it as a date; quote it)",
     "107-data-files-number-item.yml": "datasets[0].data_files[1]: expected text, got 2024",
     "108-too-many-values.yml": "the config holds 100,017 values; a config holds a few hundred (at most 100,000)",
+    "109-rl-orpo-with-ref-model.yml": "ref_model: ORPO has no reference model: remove it",
+    "110-rl-prompt-len-fills-sequence.yml": "max_prompt_len: max_prompt_len 1024 leaves no room for the answers in sequence_len 1024: make it smaller than sequence_len",
+    "111-rl-pair-type-without-rl.yml": "datasets[0].type: axolotl's chatml.intel is a preference-pair type: set rl: dpo, ipo or orpo",
+    "112-rl-with-sample-packing.yml": "sample_packing: preference pairs are not packed (each batch is padded): set it false",
 }
 
 

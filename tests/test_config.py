@@ -448,18 +448,17 @@ def test_axolotl_phi35_lora_maps_template_and_message_fields(tmp_path: Path) -> 
 
 
 def test_a_feature_ft_lacks_is_one_line_naming_it(tmp_path: Path) -> None:
-    """A config for DPO, unsloth, ReLoRA, a reward model: one line per feature, nothing else (its
-    preference datasets and the like follow from the feature)."""
+    """A config for KTO, unsloth, ReLoRA, a reward model: one line per feature, nothing else (its
+    datasets and the like follow from the feature)."""
     text = BASE + (
         "    field_chosen: chosen\n"
-        "rl: dpo\nunsloth_lora_mlp: true\nrelora_steps: 100\nreward_model: true\ndpo_beta: 0.2\nlora_rr: 3\n"
+        "rl: kto\nunsloth_lora_mlp: true\nrelora_steps: 100\nreward_model: true\ndpo_beta: 0.2\nlora_rr: 3\n"
     )
     assert problems(write(tmp_path, text)) == [
         "relora_steps: 100: ReLoRA is not available in ft (ft does not have it; train this config with axolotl)",
         "reward_model: true: reward-model training is not available in ft (ft does not have it; train this "
         "config with axolotl)",
-        'rl: "dpo": DPO preference training is not available in ft (ft does not have it; train this config '
-        "with axolotl)",
+        "rl: KTO (unpaired good/bad labels) is not supported by ft: use rl: dpo, ipo or orpo",
         "unsloth_lora_mlp: true: unsloth kernels is not available in ft (ft does not have it; train this "
         "config with axolotl)",
     ]

@@ -12,13 +12,29 @@ from ft.config.load import read_config
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((REPO / "configs").glob("*.yml"))
 EXPECTED = {
+    "forgetting-harmful.yml",
+    "quickstart-mix.yml",
+    "quickstart-prompt-tuning.yml",
     "gpt2-lora.yml",
     "llama2-qlora.yml",
     "mistral-qlora.yml",
     "phi2-qlora.yml",
     "phi3-qlora.yml",
     "quickstart.yml",
+    "quickstart-dpo.yml",
 }
+CONTINUES = {"quickstart-dpo.yml": "quickstart.yml"}
+"""Configs whose lora_model_dir is the run folder another shipped config writes (SFT, then DPO)."""
+
+
+def stand_in_for_earlier_run(path: Path, tmp_path: Path) -> list[str]:
+    """The --set that points lora_model_dir at a stand-in of the earlier run's adapter folder."""
+    if path.name not in CONTINUES:
+        return []
+    folder = tmp_path / "earlier-run"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text("{}")
+    return [f"lora_model_dir={folder}"]
 
 
 def test_the_documented_configs_are_shipped() -> None:
@@ -26,9 +42,11 @@ def test_the_documented_configs_are_shipped() -> None:
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
-def test_shipped_config_validates_without_notes(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shipped_config_validates_without_notes(
+    path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(REPO)  # relative data paths are relative to the repository root
-    cfg, notes = read_config(path)
+    cfg, notes = read_config(path, stand_in_for_earlier_run(path, tmp_path))
     assert notes == []  # shipped configs use ft's own keys, nothing ft has to translate
     assert cfg.base_model
 
@@ -38,6 +56,14 @@ def test_shipped_config_is_commented_for_a_reader(path: Path) -> None:
     text = path.read_text()
     assert text.startswith("#"), "open with a comment: what the config trains and how to run it"
     assert yaml.safe_load(text)
+
+
+def test_a_continuing_config_reads_the_run_its_predecessor_writes() -> None:
+    for name, earlier in CONTINUES.items():
+        config = yaml.safe_load((REPO / "configs" / name).read_text())
+        assert (
+            config["lora_model_dir"] == yaml.safe_load((REPO / "configs" / earlier).read_text())["output_dir"]
+        )
 
 
 def test_recipe_values() -> None:

@@ -111,7 +111,7 @@ def test_format_in_colour_carries_the_same_marks_as_colours(tmp_path, tiny_model
 
 
 def test_spaces_that_would_not_show_are_made_visible() -> None:
-    from ft.cli.data import visible_segments
+    from ft.cli.preview import visible_segments
 
     assert visible_segments(["a  b c ", "\n d"]) == ["a··b c·", "↵\n·d"]
     assert visible_segments(["Output:", " 4"]) == ["Output:", "·4"]  # a segment's opening space

@@ -165,6 +165,7 @@ def alpaca_file(tmp_path: Path) -> Path:
             "peft_use_dora": True,
             "lora_modules_to_save": ["lm_head"],
         },
+        {"adapter": "prompt_tuning", "num_virtual_tokens": 7},
     ],
 )
 def test_lora_count_equals_peft_trainable_count(

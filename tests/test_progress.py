@@ -69,6 +69,22 @@ def test_training_view_off_a_terminal_prints_one_line_per_logged_step() -> None:
     assert plain_step_line(TrainEvent("log", 1, 2, {})) == "step 1/2  loss -  lr -  tok/s -  eta -"
 
 
+def test_a_preference_run_off_a_terminal_shows_the_reward_margin_beside_the_loss() -> None:
+    from ft.train.callbacks import TrainEvent
+
+    console, buffer = file_console()
+    view = ProgressView(console)
+    view(TrainEvent("start", 0, 20))
+    logged = {"loss": 0.5, "rewards/margins": 0.25, "learning_rate": 3e-5, "tokens_per_s": 80.0, "eta_s": 60}
+    view(TrainEvent("log", 5, 20, logged))
+    view(TrainEvent("eval", 5, 20, {"eval_loss": 0.6, "eval_rewards/margins": 0.125}))
+    view.stop()
+    assert buffer.getvalue().splitlines()[1:] == [
+        "step 5/20  loss 0.5000  margin 0.250  lr 3.00e-05  tok/s 80  eta 1:00",
+        "step 5/20: eval loss 0.6000, reward margin 0.1250",
+    ]
+
+
 def test_tokens_per_s_counts_only_time_inside_training_steps() -> None:
     from ft.train.callbacks import Throughput
 
@@ -98,6 +114,47 @@ def test_loss_figure_marks_a_single_point_titles_the_run_and_plots_the_learning_
     [line] = ax.get_lines()
     assert line.get_marker() not in (None, "", "None")  # one point: a line alone would not show
     assert lr_axis.get_ylabel() == "learning rate" and len(lr_axis.get_lines()) == 1
+
+
+def test_loss_figure_of_a_preference_run_has_the_reward_margins_below() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ft.runs.folder import loss_figure
+
+    rows = [
+        {"step": 1, "loss": 0.69, "rewards/margins": 0.0, "learning_rate": 3e-5},
+        {"step": 2, "loss": 0.5, "rewards/margins": 0.4, "learning_rate": 3e-5},
+        {"step": 2, "eval_loss": 0.55, "eval_rewards/margins": 0.3},
+    ]
+    figure = loss_figure(rows, "dpo-run")
+    ax, margins, lr_axis = figure.axes
+    assert ax.get_title() == "dpo-run" and lr_axis.get_ylabel() == "learning rate"
+    assert margins.get_ylabel() == "reward margin (chosen - rejected)"
+    train, evals, _zero = margins.get_lines()
+    assert list(train.get_ydata()) == [0.0, 0.4] and list(evals.get_ydata()) == [0.3]
+    assert margins.get_xlabel() == "step"
+
+
+def test_loss_figure_puts_the_forgetting_kl_on_its_own_axis_beside_the_learning_rate() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ft.runs.folder import FORGETTING_KEY, loss_figure
+
+    metrics = [
+        {"step": 1, "loss": 2.5, "learning_rate": 1e-4},
+        {"step": 2, "eval_loss": 2.4, FORGETTING_KEY: 0.0},
+        {"step": 4, "eval_loss": 2.2, FORGETTING_KEY: 0.3},
+    ]
+    ax, lr_axis, kl_axis = loss_figure(metrics).axes
+    assert lr_axis.get_ylabel() == "learning rate"
+    assert kl_axis.get_ylabel() == "forgetting: KL(base || tuned), nats/token"
+    [kl_line] = kl_axis.get_lines()
+    assert list(kl_line.get_xdata()) == [2, 4] and list(kl_line.get_ydata()) == [0.0, 0.3]
+    assert kl_line.get_marker() == "s" and kl_line.get_linestyle() == "--"
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels == ["train loss", "eval loss", "learning rate", "forgetting KL"]
 
 
 def test_published_files_and_folders_follow_the_umask(tmp_path: Path) -> None:

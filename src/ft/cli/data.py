@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,10 +14,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ft.cli.preview import SpanStyle, in_colour, token_cells
+
 if TYPE_CHECKING:
-    from ft.config.schema import DataSettings, FtConfig
+    from ft.config.schema import AdapterSettings, DataSettings, FtConfig
     from ft.data.pipeline import DataReport, Example
-    from ft.data.prompts import Segment
 
 CONFIG_ARG = typer.Argument(..., help="The run's YAML config.")
 SET_OPTION = typer.Option(
@@ -102,21 +102,32 @@ def format_command(
         False,
         "--json",
         help="One JSON object per example: prompt, completion, text (+ input_ids, labels); "
+        "for pairs: prompt, chosen, rejected (+ prompt_ids, chosen_ids, rejected_ids); "
         'with --stats a last line {"stats": ...}.',
     ),
     overrides: list[str] = SET_OPTION,
 ) -> None:
     """Show examples exactly as they will be trained: which spans are trained and which are masked
-    (in colour on a terminal, marked with brackets when colour is off, piped or NO_COLOR is set)."""
+    (in colour on a terminal, marked with brackets when colour is off, piped or NO_COLOR is set).
+    Preference pairs (rl): the prompt once, then the chosen and the rejected answer."""
     from ft.data.pipeline import preview_examples
 
     console = Console(soft_wrap=True, stderr=as_json)
     cfg, tokenizer = _load(config, overrides, console)
     shown = count if count is not None else (0 if stats else DEFAULT_COUNT)
+    if cfg.rl:
+        from ft.cli.pairs import format_pairs
+
+        format_pairs(console, cfg, tokenizer, shown, tokens, stats, as_json)
+        return
     examples, report = preview_examples(cfg, tokenizer, None if stats else shown)
+    virtual = soft_prompt_length(cfg)
     if as_json:
         for example in examples[:shown]:
-            typer.echo(json.dumps(example_json(example, tokens), ensure_ascii=False))
+            record = example_json(example, tokens)
+            if virtual:
+                record["virtual_tokens"] = virtual
+            typer.echo(json.dumps(record, ensure_ascii=False))
         if stats:
             typer.echo(json.dumps({"stats": {"scope": "whole training set", **report.to_json()}}))
         return
@@ -124,13 +135,21 @@ def format_command(
     if examples[:shown]:
         console.print(style.legend(tokens), highlight=False)
     for number, example in enumerate(examples[:shown], start=1):
-        show_example(console, number, example, tokenizer, cfg.sequence_len, tokens, style)
+        show_example(console, number, example, tokenizer, cfg.sequence_len, tokens, style, virtual)
     show_report(console, report, cfg, whole_set=stats)
+    if virtual:
+        console.print(
+            f"soft prompt: {virtual} trained virtual tokens (embedding vectors, not text) go before each row's "
+            f"first token; the model sees up to sequence_len + {virtual} = {cfg.sequence_len + virtual} positions",
+            highlight=False,
+        )
 
 
-def in_colour(console: Console) -> bool:
-    """Colour reaches the reader: a terminal with colours, NO_COLOR unset (rich reads both)."""
-    return console.color_system is not None and not console.no_color
+def soft_prompt_length(cfg: AdapterSettings) -> int:
+    """The virtual tokens peft puts before every sequence (0 without a soft prompt)."""
+    from ft.config.schema import SOFT_PROMPT_ADAPTERS
+
+    return cfg.num_virtual_tokens if cfg.adapter in SOFT_PROMPT_ADAPTERS else 0
 
 
 def example_json(example: Example, with_tokens: bool) -> dict[str, Any]:
@@ -146,82 +165,6 @@ def example_json(example: Example, with_tokens: bool) -> dict[str, Any]:
     return record
 
 
-VISIBLE = {"\t": "→", "\n": "↵\n"}
-SPACE = "·"
-
-
-def visible_segments(texts: list[str]) -> list[str]:
-    """The segments' texts with whitespace made visible: newlines as ↵ (then the line break), tabs
-    as →, and as · every space that would otherwise be lost on screen: at the start or end of a
-    line, of the text or of a segment (the prompt/answer boundary), and in runs of two or more."""
-    whole = "".join(texts)
-    edges: set[int] = set()
-    position = 0
-    for text in texts:
-        edges.update((position, position + len(text) - 1))
-        position += len(text)
-    shown = [VISIBLE.get(char, char) for char in whole]
-    for index, char in enumerate(whole):
-        if char != " ":
-            continue
-        before = whole[index - 1] if index else "\n"
-        after = whole[index + 1] if index + 1 < len(whole) else "\n"
-        if index in edges or "\n" in (before, after) or " " in (before, after):
-            shown[index] = SPACE
-    pieces, position = [], 0
-    for text in texts:
-        pieces.append("".join(shown[position : position + len(text)]))
-        position += len(text)
-    return pieces
-
-
-@dataclass(frozen=True)
-class SpanStyle:
-    """How trained and masked text is told apart: colours, or (colour off) brackets around what
-    is trained, so the meaning never rests on colour alone."""
-
-    plain: bool
-    OPEN = "⟦"
-    CLOSE = "⟧"
-
-    def legend(self, tokens: bool) -> str:
-        whitespace = "↵ newline, → tab, · a space that would not show"
-        if self.plain:
-            cells = f"; tokens as id:piece, {self.OPEN}trained{self.CLOSE}" if tokens else ""
-            return (
-                f"legend: {self.OPEN}trained{self.CLOSE}, masked (not trained) unmarked; {whitespace}{cells}"
-            )
-        return (
-            "legend: [green]trained[/], [dim]masked (not trained)[/], [magenta]special token[/]; "
-            f"{escape(whitespace)}"
-        )
-
-    def spans(self, segments: list[Segment]) -> str:
-        parts = []
-        inside = False
-        for segment, text in zip(segments, visible_segments([s.text for s in segments]), strict=True):
-            if self.plain:
-                if segment.trained != inside:
-                    parts.append(self.OPEN if segment.trained else self.CLOSE)
-                    inside = segment.trained
-                parts.append(text)
-                continue
-            if segment.special:
-                color = "bold magenta" if segment.trained else "magenta"
-            else:
-                color = "green" if segment.trained else "dim"
-            parts.append(f"[{color}]{escape(text)}[/]")
-        if inside:
-            parts.append(self.CLOSE)
-        return "".join(parts)
-
-    def token(self, token_id: int, piece: str, trained: bool) -> str:
-        cell = f"{token_id}:{repr(piece)[1:-1]}"
-        if self.plain:
-            return f"{self.OPEN}{cell}{self.CLOSE}" if trained else cell
-        return f"[{'green' if trained else 'dim'}]{escape(cell)}[/]"
-
-
 def show_example(
     console: Console,
     number: int,
@@ -230,28 +173,32 @@ def show_example(
     limit: int,
     tokens: bool,
     style: SpanStyle,
+    virtual: int = 0,
 ) -> None:
+    from ft.data.tokens import IGNORE_INDEX
+
     trained = example.trained_tokens
     head = (
         f"[bold]example {number}[/] · {escape(example.key)} {escape(example.where)} · "
         f"{len(example.input_ids)} tokens, {trained} trained"
     )
+    if virtual:
+        head += f" · + {virtual} virtual tokens before them"
     if example.truncated:
         head += f" · [yellow]truncated to sequence_len {limit}[/]"
     console.rule(head, align="left")
-    console.print(style.spans(example.segments), highlight=False, markup=not style.plain)
+    marker = [style.soft_prompt(virtual)] if virtual else []
+    console.print("".join(marker) + style.spans(example.segments), highlight=False, markup=not style.plain)
     if tokens:
-        from ft.data.tokens import IGNORE_INDEX
-
-        pieces = tokenizer.convert_ids_to_tokens(example.input_ids)
-        cells = [
-            style.token(token_id, piece, label != IGNORE_INDEX)
-            for token_id, piece, label in zip(example.input_ids, pieces, example.labels, strict=True)
-        ]
-        console.print(" ".join(cells), highlight=False, markup=not style.plain)
+        scored = [label != IGNORE_INDEX for label in example.labels]
+        cells = token_cells(tokenizer, example.input_ids, scored, style)
+        console.print(" ".join([*marker, cells]), highlight=False, markup=not style.plain)
 
 
 def show_report(console: Console, report: DataReport, cfg: DataSettings, whole_set: bool) -> None:
+    from ft.cli.preview import show_bad_rows, show_too_long
+    from ft.data.pipeline import is_weighted, mix_lines
+
     train = report.train
     scope = "whole training set" if whole_set else "shown rows"
     console.rule(f"[bold]{scope}[/]", align="left")
@@ -264,40 +211,29 @@ def show_report(console: Console, report: DataReport, cfg: DataSettings, whole_s
     if train.lengths:
         pct = " ".join(f"{k} {v}" for k, v in train.percentiles().items())
         console.print(f"tokens per row: {pct} (sequence_len {cfg.sequence_len})", highlight=False)
-    if report.too_long:
-        done = {
-            "dropped": report.dropped_too_long,
-            "truncated": report.truncated,
-            "split into sequence_len pieces": report.split_long,
-        }
-        action = (
-            ", ".join(f"{count} {what}" for what, count in done.items() if count) or "an error in training"
-        )
-        console.print(
-            f"[yellow]{report.too_long} row(s) over sequence_len {cfg.sequence_len}: {action}[/]",
-            highlight=False,
-        )
+    show_too_long(console, report, cfg, "row(s)")
     if train.packing_efficiency is not None:
         console.print(
             f"packing: {train.rows} rows in {train.sequences} sequences, efficiency {train.packing_efficiency:.3f}",
             highlight=False,
         )
-    bad = report.bad_rows
+    if len(report.mix) > 1 or is_weighted(report.mix):
+        split = " (before the eval split: ft train takes it first)" if cfg.val_set_size else ""
+        console.print(f"training mix by dataset weight{split}:", highlight=False)
+        for line in mix_lines(report.mix):
+            console.print(f"  {escape(line)}", highlight=False)
     if report.no_trained_tokens:
         console.print(
             f"[yellow]{report.no_trained_tokens} row(s) with no token left to train on (dropped)[/]"
         )
-    if bad:
-        verdict = "skipped (skip_invalid_rows)" if cfg.skip_invalid_rows else "training would stop on them"
-        console.print(f"[red]{len(bad)} bad row(s): {verdict}[/]", highlight=False)
-        for row in bad[:10]:
-            console.print(f"  {escape(str(row))}", highlight=False)
+    show_bad_rows(console, report, cfg, "row(s)")
 
 
 def preprocess_command(config: Path = CONFIG_ARG, overrides: list[str] = SET_OPTION) -> None:
     """Tokenize, mask and pack once into dataset_prepared_path, keyed by a fingerprint of the inputs."""
     from ft.base.quiet import quiet_libraries
-    from ft.data.pipeline import cache_dir, prepare_data, summary_lines
+    from ft.data.pipeline import cache_dir
+    from ft.data.prepare import prepare_run_data
 
     quiet_libraries()
     console = Console(soft_wrap=True)
@@ -312,12 +248,12 @@ def preprocess_command(config: Path = CONFIG_ARG, overrides: list[str] = SET_OPT
     def note(line: str) -> None:  # each stage a line, with the time so far (plain in a log file)
         console.print(f"[dim]{time.monotonic() - began:6.1f} s  {escape(line)}[/]", highlight=False)
 
-    prepared = prepare_data(cfg, tokenizer, note=note)
+    prepared, summary = prepare_run_data(cfg, tokenizer, note=note)
     report = prepared.report
     where = cache_dir(cfg, prepared.fingerprint)
     status = "up to date (cached)" if report.from_cache else "written"
     console.print(f"[green]ok[/] {escape(str(where))}: {status}", highlight=False)
-    for line in summary_lines(report):
+    for line in summary:
         console.print(escape(line), highlight=False)
 
 

@@ -16,6 +16,7 @@ from ft.base.errors import FtError
 
 if TYPE_CHECKING:
     from ft.infer.evaluate import EvalReport
+    from ft.infer.forgetting import ForgettingResult
     from ft.infer.generate import ChatSession, GenerationSettings
     from ft.infer.loading import LoadedModel
 
@@ -250,7 +251,10 @@ def _enable_line_editing() -> None:
 def eval_command(
     target: Path = typer.Argument(..., help="A run folder, or the config whose output_dir holds the run."),
     compare_base: bool = typer.Option(
-        False, "--compare-base", help="Also evaluate the base model (no adapter) on the same rows."
+        False,
+        "--compare-base",
+        help="Also evaluate the base model (no adapter) on the same rows; for preference runs, the "
+        "reference they trained against.",
     ),
     limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Only the first N held-out rows."),
     max_new_tokens: int | None = typer.Option(
@@ -266,15 +270,26 @@ def eval_command(
         help="Rows per forward pass and per generate() call (default: the config's eval_batch_size or "
         "micro_batch_size for the loss; from the free memory, at most 8 on a CPU, for generation).",
     ),
+    forgetting: bool = typer.Option(
+        False,
+        "--forgetting",
+        help="Also measure drift from the base model on ft's 222 general prompts and general text: "
+        "KL per token, log-likelihood, unchanged greedy answers, perplexity, a verdict.",
+    ),
 ) -> None:
-    """Eval loss, perplexity and generation metrics (ROUGE-1/2/L, BLEU, exact match) on the held-out split."""
+    """Eval loss, perplexity and generation metrics (ROUGE-1/2/L, BLEU, exact match) on the held-out split;
+    for preference runs also the chosen-over-rejected log-probability margin and accuracy."""
     from ft.cli.progress import StageProgress
     from ft.config.hub import EVAL_NEEDS, prepare_hub_access
     from ft.infer.evaluate import EVAL_JSON, EvalSettings, resolve_target, run_eval
 
     console = Console(soft_wrap=True, highlight=False)
     settings = EvalSettings(
-        limit=limit, compare_base=compare_base, max_new_tokens=max_new_tokens, batch_size=batch_size
+        limit=limit,
+        compare_base=compare_base,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        forgetting=forgetting,
     )
 
     def note(line: str) -> None:
@@ -289,7 +304,12 @@ def eval_command(
     quiet_libraries()
 
     with StageProgress(console) as progress:
-        report = run_eval(target, settings, progress, note)
+        if cfg.rl:
+            from ft.infer.pair_eval import run_pair_eval
+
+            report = run_pair_eval(target, settings, progress, note)
+        else:
+            report = run_eval(target, settings, progress, note)
     show_eval(console, report)
     console.print(f"report: {report.run_dir / EVAL_JSON}")
 
@@ -302,6 +322,10 @@ METRIC_ROWS = (
     ("rougeL", "ROUGE-L", ".4f"),
     ("bleu", "BLEU", ".2f"),
     ("exact_match", "exact match", ".3f"),
+    ("margin", "pair margin, log p(chosen) - log p(rejected)", ".4f"),
+    ("accuracy", "pairs with chosen likelier", ".3f"),
+    ("chosen_logp", "log p(chosen)", ".4f"),
+    ("rejected_logp", "log p(rejected)", ".4f"),
 )
 
 
@@ -311,7 +335,7 @@ def show_eval(console: Console, report: EvalReport) -> None:
 
     models = {"tuned": report.tuned.to_json()}
     if report.base is not None:
-        models = {"base": report.base.to_json(), **models}
+        models = {report.base_label: report.base.to_json(), **models}
     table = Table(title=f"{report.rows} held-out row(s) · {report.split}", title_justify="left")
     table.add_column("metric")
     for name in models:
@@ -320,15 +344,57 @@ def show_eval(console: Console, report: EvalReport) -> None:
         values = [_metric(data, key) for data in models.values()]
         table.add_row(label, *(format(v, spec) if v is not None else "-" for v in values))
     console.print(table)
+    if report.rewards is not None:
+        rewards = report.rewards
+        console.print(
+            f"DPO implicit reward (beta {rewards['beta']:g} x margin gained over the reference): "
+            f"mean {rewards['margin']:.4f}, positive on {rewards['accuracy']:.3f} of the pairs",
+            highlight=False,
+        )
     for note in report.notes:
         console.print(f"[dim]{escape(note)}[/]")
+    if report.forgetting is not None:
+        show_forgetting(console, report.forgetting)
+
+
+def show_forgetting(console: Console, result: ForgettingResult) -> None:
+    """Drift from the base on general prompts, overall and per category, then the verdict line."""
+    from rich.table import Table
+
+    table = Table(title="forgetting: general prompts and text, base -> tuned", title_justify="left")
+    for column in ("prompts", "n", "KL nats/token", "log-lik base", "log-lik tuned", "unchanged"):
+        table.add_column(column, justify="left" if column == "prompts" else "right")
+    rows = {"all": _forgetting_cells(result.to_json()), **result.by_category}
+    for name, values in rows.items():
+        table.add_row(
+            name,
+            str(int(values["prompts"])),
+            f"{values['kl']:.4f}",
+            f"{values['base_logprob']:.3f}",
+            f"{values['tuned_logprob']:.3f}",
+            f"{values['unchanged']:.0%}",
+        )
+    console.print(table)
+    console.print(
+        f"general-text perplexity: base {result.base_perplexity:.3f}, tuned {result.tuned_perplexity:.3f} "
+        f"({result.perplexity_increase:+.1%})",
+        highlight=False,
+    )
+    console.print(f"[bold]verdict:[/] {escape(result.summary())}", highlight=False)
+
+
+def _forgetting_cells(data: dict[str, Any]) -> dict[str, float]:
+    return {key: data[key] for key in ("prompts", "kl", "base_logprob", "tuned_logprob", "unchanged")}
 
 
 def _metric(data: dict[str, Any], key: str) -> float | None:
     if key in data:
         return float(data[key])
-    metrics = data.get("metrics") or {}
-    return float(metrics[key]) if key in metrics else None
+    for group in ("metrics", "pairs"):
+        values = data.get(group) or {}
+        if key in values:
+            return float(values[key])
+    return None
 
 
 def register(app: typer.Typer) -> None:

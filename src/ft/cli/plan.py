@@ -101,9 +101,13 @@ def print_plan(plan: Plan, console: Console) -> None:
     console.print(f"parameters {params['total']:,}: {kinds}", highlight=False)
     if plan.adapter:
         a = plan.adapter
+        what = (
+            f"a soft prompt of {a['virtual_tokens']} virtual tokens ({a['kind']}, {a['init']} start)"
+            if "virtual_tokens" in a
+            else f"{a['kind']} r={a['rank']} on {a['wrapped_layers']} layers ({', '.join(a['targets'])})"
+        )
         console.print(
-            f"trainable {plan.trainable_parameters:,} ({plan.trainable_parameters / params['total']:.2%}): "
-            f"{a['kind']} r={a['rank']} on {a['wrapped_layers']} layers ({', '.join(a['targets'])})",
+            f"trainable {plan.trainable_parameters:,} ({plan.trainable_parameters / params['total']:.2%}): {what}",
             highlight=False,
         )
     else:

@@ -30,6 +30,7 @@ class ProgressView:
         self.progress: Progress | None = None
         self.task: TaskID | None = None
         self.loss: float | None = None
+        self.margin: float | None = None
         self.tokens_per_s: float | None = None
 
     def __call__(self, event: TrainEvent) -> None:
@@ -39,7 +40,8 @@ class ProgressView:
 
     def _status(self) -> str:
         loss = f"{self.loss:.4f}" if self.loss is not None else "-"
-        return f"loss {loss}  tok/s {_speed(self.tokens_per_s)}"
+        margin = f"  margin {self.margin:.3f}" if self.margin is not None else ""
+        return f"loss {loss}{margin}  tok/s {_speed(self.tokens_per_s)}"
 
     def _line(self, text: str) -> None:
         self.console.print(text, highlight=False, markup=False)
@@ -78,6 +80,8 @@ class ProgressView:
     def _on_log(self, event: TrainEvent) -> None:
         if "loss" in event.values:
             self.loss = float(event.values["loss"])
+        if "rewards/margins" in event.values:
+            self.margin = float(event.values["rewards/margins"])
         if event.values.get("tokens_per_s") is not None:
             self.tokens_per_s = float(event.values["tokens_per_s"])
         if self.live:
@@ -88,11 +92,25 @@ class ProgressView:
     def _on_eval(self, event: TrainEvent) -> None:
         loss = event.values.get("eval_loss")
         if loss is not None:
-            self.console.print(f"step {event.step}/{event.max_steps}: eval loss {loss:.4f}", highlight=False)
+            margin = event.values.get("eval_rewards/margins")
+            pairs = f", reward margin {margin:.4f}" if margin is not None else ""
+            self.console.print(
+                f"step {event.step}/{event.max_steps}: eval loss {loss:.4f}{pairs}{_forgetting(event)}",
+                highlight=False,
+            )
 
     def stop(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+def _forgetting(event: TrainEvent) -> str:
+    kl = event.values.get("eval_forgetting_kl")
+    if kl is None:
+        return ""
+    unchanged = event.values.get("eval_forgetting_unchanged", 0.0)
+    ppl = event.values.get("eval_general_perplexity", 0.0)
+    return f"  forgetting KL {kl:.4f} nats/token, {unchanged:.0%} answers unchanged, general perplexity {ppl:.2f}"
 
 
 def _speed(tokens_per_s: float | None) -> str:
@@ -100,13 +118,16 @@ def _speed(tokens_per_s: float | None) -> str:
 
 
 def plain_step_line(event: TrainEvent) -> str:
-    """`step 10/50  loss 1.2345  lr 2.00e-04  tok/s 145  eta 2:30`: one logged step, off a terminal."""
+    """`step 10/50  loss 1.2345  lr 2.00e-04  tok/s 145  eta 2:30`: one logged step, off a terminal
+    (preference runs: `margin 0.123` after the loss)."""
     values = event.values
     loss = values.get("loss")
     rate = values.get("learning_rate")
+    margin = values.get("rewards/margins")
     return (
         f"step {event.step}/{event.max_steps}  loss {'-' if loss is None else format(loss, '.4f')}  "
-        f"lr {'-' if rate is None else format(rate, '.2e')}  tok/s {_speed(values.get('tokens_per_s'))}  "
+        + ("" if margin is None else f"margin {margin:.3f}  ")
+        + f"lr {'-' if rate is None else format(rate, '.2e')}  tok/s {_speed(values.get('tokens_per_s'))}  "
         f"eta {clock_text(values.get('eta_s'))}"
     )
 
@@ -122,9 +143,25 @@ def print_summary(console: Console, result: TrainResult) -> None:
         f"tokens/s {_speed(result.tokens_per_s)}  time {clock_text(result.train_runtime_s)}",
         highlight=False,
     )
+    if result.preference is not None:
+        console.print(preference_line(result.preference), highlight=False)
     for note in result.notes:
-        if note.startswith("matplotlib"):
+        if note.startswith(("matplotlib", "forgetting")):
             console.print(f"[dim]{escape(note)}[/]", highlight=False)
+
+
+def preference_line(record: dict[str, Any]) -> str:
+    """`dpo (reference: ...): reward margin 0.78, accuracy 1.00 (train); 0.75, 1.00 (eval)`."""
+    parts = []
+    for split in ("train", "eval"):
+        rewards = record.get(f"final_{split}")
+        if rewards and "margins" in rewards:
+            accuracy = rewards.get("accuracies")
+            shown = f", accuracy {accuracy:.2f}" if accuracy is not None else ""
+            parts.append(f"reward margin {rewards['margins']:.4f}{shown} ({split})")
+    return f"{record['method']} (reference: {record['reference']}): " + (
+        "; ".join(parts) or "no rewards logged"
+    )
 
 
 def _is_main_process() -> bool:
@@ -172,6 +209,11 @@ def train_command(
             console.print(f"[dim]{escape(note)}[/]", highlight=False)
     quiet_libraries()
     view = ProgressView(console)
+    probes = []
+    if cfg.eval_forgetting:
+        from ft.infer.forgetting import ForgettingProbe
+
+        probes.append(ForgettingProbe())
     try:
         result = run_training(
             cfg,
@@ -180,6 +222,7 @@ def train_command(
             allow_changes=allow_changes,
             on_event=view if main else None,
             launch=Launch(config, tuple(overrides)),
+            eval_probes=probes,
         )
     finally:
         view.stop()

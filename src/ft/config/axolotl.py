@@ -5,8 +5,8 @@
 - mapped: read as ft keys, with a note (`flash_attention: true` -> `attn_implementation`);
 - ignored: dropped, with a note saying why that changes nothing;
 - unsupported: a problem line saying so and what to do; a key that turns on a whole feature ft
-  lacks (`rl: dpo`, `processor_type`, ...) is one line naming the feature, and the other problems
-  of that config (its preference datasets, ...) are not listed;
+  lacks (`reward_model`, `processor_type`, ...) is one line naming the feature, and the other
+  problems of that config (its datasets, ...) are not listed;
 - anything else is left for the schema, which reports it as an unknown key (with a did-you-mean).
 
 An empty value of an ft field that does not take null (`gradient_checkpointing:` in many axolotl
@@ -30,7 +30,6 @@ from ft.config.axolotl_table import (
     DATASET_SAME_AS_FT,
     PLUGINS,
     RENAMED,
-    RL_NAMES,
     SAME_AS_FT,
     VALUE_MAPPED,
     KeyStatus,
@@ -39,6 +38,7 @@ from ft.config.axolotl_table import (
     top_key_status,
 )
 from ft.config.formats import CONVERSATIONS
+from ft.config.rl import RL_METHODS_TEXT, RL_REFUSED, pair_type_fields
 from ft.config.schema import DatasetSettings, FtConfig
 
 # transformers' push strategies other than "end": ft pushes the same final model, once.
@@ -70,7 +70,7 @@ class Translation:
     dataset_features: dict[str, str] = field(default_factory=dict)
 
     def refuse_feature(self, key: str, value: Any, status: KeyStatus, dataset: bool = False) -> None:
-        name = RL_NAMES.get(str(value).lower(), status.feature) if key == "rl" else status.feature
+        name = status.feature
         shown = f"{key}: {_show(value)}" if isinstance(value, str | int | float) else key
         found = self.dataset_features if dataset else self.features
         found.setdefault(name or key, f"{shown}: {name} is not available in ft ({status.note})")
@@ -110,6 +110,9 @@ def translate_axolotl(data: Mapping[str, Any]) -> Translation:
                 _translate_dataset(out, f"{list_key}[{i}]", item, data) if isinstance(item, Mapping) else item
                 for i, item in enumerate(items)
             ]
+            for i, item in enumerate(out.data[list_key]):
+                if isinstance(item, dict):
+                    _translate_pair_type(out, f"{list_key}[{i}]", item)
     return out
 
 
@@ -128,12 +131,43 @@ def _special_value(out: Translation, key: str, value: Any) -> bool:
             "not its checkpoints on the way"
         )
         return True
+    if key == "rl" and isinstance(value, str) and value.lower() in RL_REFUSED:
+        # A method ft does not train is a whole feature: named alone, as the schema words it, and
+        # under the name its own keys (kto_*, grpo_*, ...) use, so that it is named once.
+        out.features[RL_REFUSED[value.lower()]] = (
+            f"rl: {RL_REFUSED[value.lower()]} is not supported by ft: use rl: {RL_METHODS_TEXT}"
+        )
+        return False
     if key == "tokens" and isinstance(value, Mapping):
         # axolotl before v0.3 named the special tokens `tokens`.
         out.data["special_tokens"] = {**dict(value), **(out.data.get("special_tokens") or {})}
         out.notes.append("tokens: a mapping (axolotl's old name) read as special_tokens")
         return True
     return False
+
+
+def _translate_pair_type(out: Translation, where: str, dataset: dict[str, Any]) -> None:
+    """axolotl's DPO types (`chatml.intel`, `chat_template.default`, ...) name a field layout and a
+    template; ft reads the layout and renders with the run's own format, as its SFT rows were."""
+    kind = dataset.get("type")
+    fields = pair_type_fields(kind) if isinstance(kind, str) else None
+    if fields is None:
+        return
+    if out.data.get("rl") in (None, "", False):
+        out.problems.append(
+            f"{where}.type: axolotl's {kind} is a preference-pair type: set rl: {RL_METHODS_TEXT}"
+        )
+        dataset["type"] = "chat_template"  # said once, not again as an unknown format
+        return
+    dataset["type"] = "chat_template"
+    for key, column in fields.items():
+        dataset.setdefault(key, column)
+    template = dataset.get("chat_template") or out.data.get("chat_template") or "tokenizer_default"
+    mapped = "".join(f", {key}: {dataset[key]}" for key in fields)
+    out.notes.append(
+        f"{where}.type: {kind} (axolotl) read as type: chat_template{mapped}; "
+        f"rendered with chat_template {template}, the run's format"
+    )
 
 
 def _translate_top_key(out: Translation, key: str, value: Any) -> None:

@@ -22,6 +22,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+from ft.config.rl import RL_REFUSED
+
 KEYS_FILE = Path(__file__).with_name("axolotl_keys.json")
 
 Mapper = Callable[[Any], dict[str, Any]]
@@ -57,6 +59,7 @@ RENAMED: dict[str, Mapper] = {
     "eager_attention": _to("attn_implementation", "eager"),
     "flex_attention": _to("attn_implementation", "flex_attention"),
     "noisy_embedding_alpha": _to("neftune_noise_alpha"),
+    "dpo_beta": _to("rl_beta"),  # axolotl's older name
     "adamw_beta1": _to("adam_beta1"),
     "adamw_beta2": _to("adam_beta2"),
     "adamw_epsilon": _to("adam_epsilon"),
@@ -305,32 +308,19 @@ SAME_AS_FT: dict[str, tuple[Any, ...]] = {
 # Unsupported. A key that turns on a whole feature names it; the other problems of such a
 # config (its preference datasets, ...) follow from the feature and are not listed.
 
-PREFERENCE = "ft does supervised fine-tuning only; train with axolotl or trl for this"
-RL_NAMES = {
-    "dpo": "DPO preference training",
-    "ipo": "IPO preference training",
-    "orpo": "ORPO preference training",
-    "kto": "KTO preference training",
-    "kto_pair": "KTO preference training",
-    "simpo": "SimPO preference training",
-    "grpo": "GRPO reinforcement learning",
-    "gdpo": "GDPO reinforcement learning",
-    "ebft": "EBFT reinforcement fine-tuning",
-}
+RL_KEYS = (
+    "ft's preference keys are rl (dpo, ipo, orpo), rl_beta, orpo_alpha, dpo_label_smoothing, "
+    "max_prompt_len, precompute_ref_log_probs, ref_model"
+)
 
 FEATURES: dict[str, str] = {
-    "rl": "preference or reinforcement learning",
     "reward_model": "reward-model training",
     "process_reward_model": "process reward-model training",
     "num_labels": "reward-model training",
-    "trl": "preference or reinforcement learning (trl settings)",
+    "trl": "online reinforcement learning (trl settings)",
     "vllm": "reinforcement learning with vLLM generation",
-    "rl_beta": "preference training",
-    "rl_adapter_ref_model": "preference training",
     "reward_funcs": "reinforcement learning",
-    "max_prompt_len": "preference training",
     "center_rewards_coefficient": "reward-model training",
-    "precompute_ref_log_probs": "preference training",
     "importance_weighting": "reinforcement learning",
     "sample_temperature": "reinforcement learning with Hatchery",
     "max_sample_tokens": "reinforcement learning with Hatchery",
@@ -369,7 +359,7 @@ FEATURES: dict[str, str] = {
     "noise_schedule": "diffusion language-model training",
     "num_diffusion_steps": "diffusion language-model training",
     "eps": "diffusion language-model training",
-    "ebft": "EBFT reinforcement fine-tuning",
+    "ebft": RL_REFUSED["ebft"],
     "nemo_gym_enabled": "reinforcement learning with NeMo Gym",
     "hatchery": "reinforcement learning with Hatchery",
     "use_mora": "MoRA adapters",
@@ -452,13 +442,11 @@ FEATURE_PREFIXES: dict[str, str] = {
     "lisa_": "LISA layer sampling",
     "pose_": "PoSE context extension",
     "nemo_gym_": "reinforcement learning with NeMo Gym",
-    "dpo_": "DPO preference training",
-    "orpo_": "ORPO preference training",
-    "kto_": "KTO preference training",
-    "simpo_": "SimPO preference training",
-    "cpo_": "CPO preference training",
+    "kto_": RL_REFUSED["kto"],
+    "simpo_": RL_REFUSED["simpo"],
+    "cpo_": RL_REFUSED["cpo"],
     "rpo_": "RPO preference training",
-    "grpo_": "GRPO reinforcement learning",
+    "grpo_": RL_REFUSED["grpo"],
     "qgalore_": "the Q-GaLore optimizer",
     "dion_": "the Dion optimizer",
     "grokfast_": "the Grokfast optimizer",
@@ -472,6 +460,12 @@ FEATURE_PREFIXES: dict[str, str] = {
     "nvfp4_": "NVFP4 training",
 }
 FEATURE_REASON = "ft does not have it; train this config with axolotl"
+
+# Options of features ft has, by prefix: refused one by one (the feature itself is trained).
+UNSUPPORTED_PREFIXES: dict[str, str] = {
+    "dpo_": f"an option of axolotl's DPO that ft does not have ({RL_KEYS})",
+    "orpo_": f"an option of axolotl's ORPO that ft does not have ({RL_KEYS})",
+}
 
 # Values that leave a feature off: accepted silently, as unset.
 OFF_VALUES: dict[str, tuple[Any, ...]] = {
@@ -511,6 +505,7 @@ UNSUPPORTED: dict[str, str] = {
     "dataset_shard_num": "take a slice with `split`, e.g. train[:10%]",
     "dataset_shard_idx": "take a slice with `split`, e.g. train[:10%]",
     "special_tokens_to_add": "use `tokens`",
+    "rl_adapter_ref_model": f"with a LoRA adapter ft's reference is the base model without it ({RL_KEYS})",
 }
 
 DATASET_FEATURES: dict[str, str] = {
@@ -520,10 +515,6 @@ DATASET_FEATURES: dict[str, str] = {
     "field_tools": "tool definitions",
     "message_field_training": "per-turn training flags",
     "message_field_training_detail": "per-turn training flags",
-    "field_chosen": "preference data (chosen / rejected answers)",
-    "field_rejected": "preference data (chosen / rejected answers)",
-    "chosen_format": "preference data (chosen / rejected answers)",
-    "rejected_format": "preference data (chosen / rejected answers)",
     "field_label": "labelled preference or step data",
     "step_separator": "process reward-model data",
     "train_on_last_step_only": "process reward-model data",
@@ -539,9 +530,10 @@ DATASET_UNSUPPORTED: dict[str, str] = {
     "input_format": "use format / no_input_format",
     "trust_remote_code": "ft never runs dataset loading scripts",
     "input_transform": "transform the data beforehand",
-    "field_prompt": "axolotl reads it for preference (DPO/KTO) data only; SFT rows use field_instruction",
+    "chosen_format": "ft renders a pair's answers with the run's format (chat_template or type)",
+    "rejected_format": "ft renders a pair's answers with the run's format (chat_template or type)",
     "field_completion": "axolotl reads it for preference (KTO) data only; SFT rows use field_output",
-    "prompt_format": "axolotl reads it for preference (DPO/KTO) data only; SFT rows use format",
+    "prompt_format": "ft renders prompts with the run's format: SFT rows and pairs use format / type",
     "completion_format": "axolotl reads it for preference (KTO) data only; SFT rows use format",
     "max_completion_length": "rows longer than sequence_len follow excess_length_strategy",
     "train_test_split": "use val_set_size",
@@ -628,6 +620,8 @@ def top_key_status(key: str, ft_fields: Mapping[str, Any]) -> KeyStatus:
         return KeyStatus("ignored", why)
     if key in UNSUPPORTED:
         return KeyStatus("unsupported", UNSUPPORTED[key])
+    if (why := _by_prefix(key, UNSUPPORTED_PREFIXES)) is not None:
+        return KeyStatus("unsupported", why)
     if key in SAME_AS_FT:
         values = " or ".join(json.dumps(v) for v in SAME_AS_FT[key])
         return KeyStatus("supported", f"only {values}: what ft always does")

@@ -56,6 +56,7 @@ def _path_problems(data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
         _base_model_problem, allow_pickle=allow_pickle, trust_remote_code=trust_code, revision=revision
     )
     yield from _named("base_model", data.get("base_model"), base_model)
+    yield from _named("ref_model", data.get("ref_model"), base_model)
     yield from _named("base_model_config", data.get("base_model_config"), _model_problem)
     yield from _named("tokenizer_config", data.get("tokenizer_config"), _tokenizer_problem)
     adapter = partial(_adapter_problem, allow_pickle=allow_pickle)

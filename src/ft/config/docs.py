@@ -41,7 +41,15 @@ Rules across keys: `adapter: qlora` needs `load_in_4bit: true`; `load_in_4bit` /
 need an adapter and exclude each other; `lora_target_modules` or `lora_target_linear` is required
 with an adapter; `warmup_steps` / `warmup_ratio`, `eval_steps` / `evals_per_epoch`,
 `save_steps` / `saves_per_epoch`, `fp16` / `bf16: true` and `val_set_size` / `test_datasets`
-exclude each other. Local paths (`base_model`, `tokenizer_config`, `lora_model_dir`,
+exclude each other. Preference tuning (`rl: dpo | ipo | orpo`) takes pair datasets in a prompt
+format (not `completion`), no `sample_packing`, `train_on_inputs` or `group_by_length`, and a
+`max_prompt_len` below `sequence_len`; ORPO takes no reference keys (`rl_beta`, `ref_model`,
+`precompute_ref_log_probs`, `dpo_label_smoothing`), DPO/IPO no `orpo_alpha`; the preference keys
+and `field_prompt` / `field_chosen` / `field_rejected` mean nothing without `rl`.
+`adapter: prompt_tuning` (a soft prompt) takes no LoRA key and no
+`sample_packing`, and the prompt-tuning keys need it; `prompt_tuning_init: text` needs
+`prompt_tuning_init_text`; `eval_forgetting` needs an eval split and one process holding the whole
+model (no `fsdp` / `deepspeed`); `weight` is for training datasets only. Local paths (`base_model`, `ref_model`, `tokenizer_config`, `lora_model_dir`,
 `deepspeed`, dataset paths) must exist; a Hub id is checked for its form (`org/name`) only.
 A local `base_model` folder must hold safetensors weights (pickle `.bin` weights only with
 `allow_pickle_weights: true`) and may name its own model code (`auto_map`) only with

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import string
 
+from ft.config.rl import PAIR_TEMPLATES, PAIR_TYPE_FIELDS
+
 FT_FORMATS = ("alpaca", "llama2_chat", "phi2", "phi3")
 """ft's own formats (ft.data.prompts)."""
 
@@ -115,15 +117,20 @@ CONVERSATIONS: dict[str, tuple[str, str | None]] = {
     "mistral": ("fastchat_mistral", None),
 }
 
+PAIR_TYPES_READ = (
+    f"with rl, ft reads {' and '.join(t + '.X' for t in PAIR_TEMPLATES)} for X in "
+    f"{', '.join(PAIR_TYPE_FIELDS)}, and chat_template.default"
+)
+
 # axolotl dataset types ft refuses, by prefix: what they are.
 UNSUPPORTED_TYPES: dict[str, str] = {
-    "chat_template.": "a preference-data (DPO/ORPO) type",
-    "chatml.": "a preference-data (DPO) type",
-    "llama3.": "a preference-data (DPO) type",
-    "zephyr.": "a preference-data (DPO) type",
-    "user_defined.": "a preference-data (DPO/KTO) type",
-    "passthrough": "a preference-data (DPO) type",
-    "orpo.": "a preference-data (ORPO) type",
+    "chat_template.": f"a preference-data type ft does not read ({PAIR_TYPES_READ})",
+    "chatml.": f"a preference-data (DPO) type ft does not read ({PAIR_TYPES_READ})",
+    "llama3.": f"a preference-data (DPO) type ft does not read ({PAIR_TYPES_READ})",
+    "zephyr.": f"a preference-data (DPO) type ft does not read ({PAIR_TYPES_READ})",
+    "user_defined.": f"a preference-data (DPO/KTO) type ft does not read ({PAIR_TYPES_READ})",
+    "passthrough": f"a preference-data (DPO) type ft does not read ({PAIR_TYPES_READ})",
+    "orpo.": f"a preference-data (ORPO) type ft does not read ({PAIR_TYPES_READ})",
     "kto.": "a preference-data (KTO) type",
     "bradley_terry": "a reward-model type",
     "stepwise_supervised": "a process reward-model type",

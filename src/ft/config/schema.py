@@ -24,6 +24,7 @@ from ft.config.formats import (
     is_chat_template,
     unsupported_type,
 )
+from ft.config.rl import RL_METHODS, RL_METHODS_TEXT, RL_REFUSED
 
 OPTIMIZERS = (
     "adamw_torch",
@@ -256,6 +257,16 @@ class DatasetSettings(Section):
         "turns, none, or the last one.",
     )
     system_prompt: str | None = Field(None, description="System prompt added to every row that has none.")
+    field_prompt: str = Field(
+        "prompt",
+        description="With rl: the column that holds the prompt (text, or a list of chat turns).",
+    )
+    field_chosen: str = Field(
+        "chosen", description="With rl: the column that holds the preferred answer (text, a turn or turns)."
+    )
+    field_rejected: str = Field(
+        "rejected", description="With rl: the column that holds the dispreferred answer."
+    )
     format: str | None = Field(
         None, description="Custom prompt with {instruction}/{input} fields; the answer follows it."
     )
@@ -263,6 +274,13 @@ class DatasetSettings(Section):
     system_format: str | None = Field(
         None,
         description="Custom prompt: the system prompt's form before the turn, e.g. 'SYSTEM: {system}\\n'.",
+    )
+    weight: float = Field(
+        1.0,
+        gt=0,
+        description="Training datasets: how many times each row is used. 0.1 takes a seeded 10% sample, "
+        "2 every row twice, 2.5 every row twice plus a seeded half. Applied after the eval split; "
+        "`ft format --stats` and `ft train` report the rows and shares of the mix.",
     )
 
     @classmethod
@@ -386,9 +404,31 @@ class QuantizationSettings(Section):
             yield "load_in_8bit", "load_in_4bit and load_in_8bit are exclusive: keep one"
 
 
+LORA_ADAPTERS = ("lora", "qlora")
+SOFT_PROMPT_ADAPTERS = ("prompt_tuning",)
+LORA_KEYS = (
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_target_modules",
+    "lora_target_linear",
+    "lora_modules_to_save",
+    "lora_fan_in_fan_out",
+    "peft_use_dora",
+    "peft_use_rslora",
+    "peft_layers_to_transform",
+    "peft_layers_pattern",
+    "loraplus_lr_ratio",
+    "loraplus_lr_embedding",
+)
+SOFT_PROMPT_KEYS = ("num_virtual_tokens", "prompt_tuning_init", "prompt_tuning_init_text")
+
+
 class AdapterSettings(Section):
-    adapter: Literal["lora", "qlora"] | None = Field(
-        None, description="lora, qlora (4-bit base), or empty for a full fine-tune."
+    adapter: Literal["lora", "qlora", "prompt_tuning"] | None = Field(
+        None,
+        description="lora, qlora (4-bit base), prompt_tuning (a trained soft prompt, the model untouched), "
+        "or empty for a full fine-tune.",
     )
     lora_r: int = Field(
         8, gt=0, le=65536, description="LoRA rank (at most 65536: no model has layers wider than that)."
@@ -422,10 +462,27 @@ class AdapterSettings(Section):
     loraplus_lr_embedding: float | None = Field(
         None, gt=0, description="LoRA+: learning rate of adapted embedding layers (default 1e-6)."
     )
+    num_virtual_tokens: int = Field(
+        20,
+        gt=0,
+        le=4096,
+        description="prompt_tuning: length of the soft prompt, in embedding vectors prepended to every "
+        "sequence (trainable parameters: this x the model's hidden size).",
+    )
+    prompt_tuning_init: Literal["random", "text"] = Field(
+        "random",
+        description="prompt_tuning: start the soft prompt from random vectors (peft's default), or from the "
+        "embeddings of `prompt_tuning_init_text`'s tokens (repeated or cut to num_virtual_tokens).",
+    )
+    prompt_tuning_init_text: str | None = Field(
+        None,
+        description="prompt_tuning with prompt_tuning_init: text: the text whose tokens start the prompt.",
+    )
 
     @classmethod
     def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
-        if data.get("lora_model_dir") and data.get("adapter") not in ("lora", "qlora"):
+        adapter = data.get("adapter")
+        if data.get("lora_model_dir") and adapter not in LORA_ADAPTERS:
             yield "lora_model_dir", "an existing adapter needs adapter: lora or qlora"
         targets = data.get("lora_target_modules")
         if isinstance(targets, str) and re.fullmatch(r"\w+", targets):
@@ -435,6 +492,15 @@ class AdapterSettings(Section):
                 f"expected a list, got {targets!r} (write [{targets}]; a text is a regular expression "
                 "over full module names, e.g. '.*(q_proj|v_proj)')",
             )
+        yield from _keys_for_other_adapter(data, adapter)
+        init, text = data.get("prompt_tuning_init"), data.get("prompt_tuning_init_text")
+        if init == "text" and not (isinstance(text, str) and text.strip()):
+            yield (
+                "prompt_tuning_init_text",
+                "prompt_tuning_init: text needs the text whose tokens start the prompt",
+            )
+        if text is not None and init != "text" and adapter in SOFT_PROMPT_ADAPTERS:
+            yield "prompt_tuning_init_text", "is used only with prompt_tuning_init: text"
 
     @classmethod
     def check_complete(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
@@ -447,6 +513,24 @@ class AdapterSettings(Section):
                 f"adapter: {adapter} needs target layers: set lora_target_linear: true "
                 "(every linear layer but the output head) or lora_target_modules: [q_proj, v_proj]",
             )
+
+
+def _keys_for_other_adapter(data: Mapping[str, Any], adapter: Any) -> Iterator[Problem]:
+    """A LoRA key with a soft prompt, or a soft-prompt key with LoRA, would be ignored: said, not
+    dropped. A value equal to the default changes nothing (and a config built in code has them all)."""
+    if adapter in SOFT_PROMPT_ADAPTERS:
+        for key in _changed(data, LORA_KEYS):
+            yield key, f"is a LoRA setting: adapter: {adapter} trains only a soft prompt; remove it"
+    else:
+        for key in _changed(data, SOFT_PROMPT_KEYS):
+            yield key, "is a prompt_tuning setting: set adapter: prompt_tuning, or remove it"
+
+
+def _changed(data: Mapping[str, Any], keys: tuple[str, ...]) -> Iterator[str]:
+    for key in keys:
+        value = data.get(key)
+        if value not in (None, [], AdapterSettings.model_fields[key].default):
+            yield key
 
 
 class DataSettings(Section):
@@ -502,6 +586,8 @@ class DataSettings(Section):
                 if isinstance(item, Mapping):
                     for sub, message in DatasetSettings.check_rules(item):
                         yield f"{key}[{index}].{sub}", message
+                    if key == "test_datasets" and item.get("weight") not in (None, 1, "1"):
+                        yield f"{key}[{index}].weight", "weights mix training data: an eval set is used whole"
 
 
 class TrainingSettings(Section):
@@ -587,6 +673,12 @@ class TrainingSettings(Section):
     use_liger_kernel: bool = Field(
         False, description="Liger's Triton kernels (CUDA only; noted and off on a CPU). Needs liger-kernel."
     )
+    eval_forgetting: bool = Field(
+        False,
+        description="At each evaluation, also measure forgetting against the base model on ft's general "
+        "prompts and text (as `ft eval RUN --forgetting`; about two forward passes over 200 short "
+        "prompts): KL, unchanged answers, general perplexity in metrics.jsonl and loss.png.",
+    )
 
     @classmethod
     def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
@@ -660,6 +752,97 @@ class LoggingSettings(Section):
     )
 
 
+PAIR_FIELDS = ("field_prompt", "field_chosen", "field_rejected")
+RL_ONLY_KEYS = (
+    "rl_beta",
+    "orpo_alpha",
+    "dpo_label_smoothing",
+    "max_prompt_len",
+    "precompute_ref_log_probs",
+    "ref_model",
+)
+ORPO_REFUSES = {
+    "rl_beta": "rl: orpo weighs its odds-ratio term with orpo_alpha, not rl_beta",
+    "dpo_label_smoothing": "label smoothing is for rl: dpo (robust DPO), not orpo",
+    "precompute_ref_log_probs": "ORPO has no reference model: remove it",
+    "ref_model": "ORPO has no reference model: remove it",
+}
+
+
+class PreferenceSettings(Section):
+    rl: str | None = Field(
+        None,
+        description="Preference tuning on prompt/chosen/rejected pairs: dpo, ipo (DPO with the IPO loss) "
+        "or orpo (no reference model). Empty: supervised fine-tuning.",
+    )
+    rl_beta: float | None = Field(
+        None,
+        gt=0,
+        description="dpo/ipo: how far the tuned model may move from the reference (beta; IPO's tau). "
+        "Default 0.1.",
+    )
+    orpo_alpha: float | None = Field(
+        None,
+        gt=0,
+        description="orpo: weight of the odds-ratio term beside the chosen answer's loss (the paper's "
+        "lambda). Default 0.1.",
+    )
+    dpo_label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="dpo: the share of pairs assumed mislabelled; above 0, trl's robust DPO loss.",
+    )
+    max_prompt_len: int | None = Field(
+        None,
+        gt=0,
+        description="Pairs whose rendered prompt has more tokens are bad rows (reported with their row).",
+    )
+    precompute_ref_log_probs: bool = Field(
+        False,
+        description="dpo/ipo: score the pairs with the reference once, before training, not at every step.",
+    )
+    ref_model: str | None = Field(
+        None,
+        description="dpo/ipo: another reference model (Hub id, folder, .gguf). Default: the model training "
+        "starts from, by switching the adapter off (no second copy in memory).",
+    )
+
+    @field_validator("rl", mode="before")
+    @classmethod
+    def _unset_rl(cls, value: Any) -> Any:
+        """axolotl writes `rl:` empty or false for supervised fine-tuning."""
+        return None if value in ("", False) else value
+
+    @classmethod
+    def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
+        method = data.get("rl")
+        if method in ("", False, None):
+            for key in RL_ONLY_KEYS:
+                if data.get(key) not in (None, False, 0, 0.0, ""):
+                    yield (
+                        key,
+                        f"a preference-tuning key, but rl is not set: set rl: {RL_METHODS_TEXT}, or remove it",
+                    )
+            return
+        if not isinstance(method, str):
+            return
+        if method in RL_REFUSED:
+            yield "rl", f"{RL_REFUSED[method]} is not supported by ft: use rl: {RL_METHODS_TEXT}"
+            return
+        if method not in RL_METHODS:
+            yield "rl", _choice_problem("rl method", method, RL_METHODS)
+            return
+        if method == "orpo":
+            for key, message in ORPO_REFUSES.items():
+                if data.get(key) not in (None, False, 0, 0.0, ""):
+                    yield key, message
+        elif data.get("orpo_alpha") is not None:
+            yield "orpo_alpha", f"ORPO's weight: with rl: {method}, set rl_beta instead"
+        if method == "ipo" and (_number(data.get("dpo_label_smoothing")) or 0) > 0:
+            yield "dpo_label_smoothing", "label smoothing is for rl: dpo (robust DPO), not ipo"
+
+
 class DistributedSettings(Section):
     deepspeed: str | None = Field(None, description="DeepSpeed JSON config file.")
     fsdp: list[str] | None = Field(None, description="FSDP options, e.g. [full_shard, auto_wrap].")
@@ -672,6 +855,7 @@ class FtConfig(
     AdapterSettings,
     DataSettings,
     TrainingSettings,
+    PreferenceSettings,
     OutputSettings,
     LoggingSettings,
     DistributedSettings,
@@ -686,6 +870,14 @@ class FtConfig(
         for bits in ("load_in_4bit", "load_in_8bit"):
             if is_true(data.get(bits)) and adapter is None:
                 yield bits, "a quantized base cannot be fully fine-tuned: set adapter: qlora or lora"
+        if adapter in SOFT_PROMPT_ADAPTERS and is_true(data.get("sample_packing")):
+            yield (
+                "sample_packing",
+                f"adapter: {adapter} prepends its soft prompt once per sequence, so packed examples would "
+                "share one prompt (and peft drops the position ids that keep them apart): set sample_packing: false",
+            )
+        yield from _preference_rules(data)
+        yield from _forgetting_rules(data)
 
     @model_validator(mode="after")
     def _rules_hold(self) -> FtConfig:
@@ -695,6 +887,103 @@ class FtConfig(
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+def _preference_rules(data: Mapping[str, Any]) -> Iterator[Problem]:
+    """What preference tuning changes in the data keys: pairs are neither packed nor trained on
+    their prompts, and need a prompt format; pair columns mean nothing without rl."""
+    method = data.get("rl")
+    if method in (None, "", False):
+        for key, index, item in _dataset_items(data):
+            for name in PAIR_FIELDS:
+                if item.get(name) not in (None, DatasetSettings.model_fields[name].default):
+                    yield f"{key}[{index}].{name}", f"{name} names a pair column: set rl: {RL_METHODS_TEXT}"
+        return
+    if is_true(data.get("sample_packing")):
+        yield "sample_packing", "preference pairs are not packed (each batch is padded): set it false"
+    if data.get("adapter") in SOFT_PROMPT_ADAPTERS:
+        yield (
+            "adapter",
+            f"rl: {method} trains a LoRA adapter or the full model, not a soft prompt: set adapter: lora",
+        )
+    if is_true(data.get("eval_forgetting")):
+        yield (
+            "eval_forgetting",
+            "not measured during preference tuning: measure after training with ft eval RUN --forgetting",
+        )
+    for key, index, item in _dataset_items(data):
+        weight = _number(item.get("weight"))
+        if weight is not None and weight != 1:
+            yield (
+                f"{key}[{index}].weight",
+                "preference pairs are not weighted: remove weight (or repeat the rows)",
+            )
+    if is_true(data.get("train_on_inputs")):
+        yield "train_on_inputs", "preference tuning scores the answers only: remove train_on_inputs"
+    if data.get("loraplus_lr_ratio") is not None:
+        yield (
+            "loraplus_lr_ratio",
+            f"LoRA+ is applied to supervised fine-tuning only, not rl: {method}: remove it",
+        )
+    if is_true(data.get("do_causal_lm_eval")):
+        yield (
+            "do_causal_lm_eval",
+            "generation metrics are measured for supervised fine-tuning only: remove it (ft eval RUN scores "
+            "the pairs' margins after training)",
+        )
+    for key, index, item in _dataset_items(data):
+        if is_true(item.get("drop_system_message")):
+            yield (
+                f"{key}[{index}].drop_system_message",
+                "not applied to preference pairs: remove it (and the system turns from the data)",
+            )
+    if is_true(data.get("group_by_length")):
+        yield "group_by_length", "preference pairs are batched in random order: remove group_by_length"
+    if method == "orpo" and is_true(data.get("pad_to_sequence_len")):
+        yield (
+            "pad_to_sequence_len",
+            "rl: orpo pads each batch to its longest pair: remove pad_to_sequence_len",
+        )
+    prompt, length = _number(data.get("max_prompt_len")), _number(data.get("sequence_len", 2048))
+    if prompt is not None and length is not None and prompt >= length:
+        yield (
+            "max_prompt_len",
+            (
+                f"max_prompt_len {prompt:g} leaves no room for the answers in sequence_len {length:g}: "
+                "make it smaller than sequence_len"
+            ),
+        )
+    for key, index, item in _dataset_items(data):
+        if item.get("type") == "completion" and not item.get("format"):
+            yield (
+                f"{key}[{index}].type",
+                (
+                    "completion text has no prompt to prefer one answer to: use a prompt format "
+                    "(alpaca, chat_template, ...) for pair datasets"
+                ),
+            )
+
+
+def _dataset_items(data: Mapping[str, Any]) -> Iterator[tuple[str, int, Mapping[str, Any]]]:
+    for key in ("datasets", "test_datasets"):
+        items = data.get(key)
+        for index, item in enumerate(items if isinstance(items, list) else []):
+            if isinstance(item, Mapping):
+                yield key, index, item
+
+
+def _forgetting_rules(data: Mapping[str, Any]) -> Iterator[Problem]:
+    if not is_true(data.get("eval_forgetting")):
+        return
+    if not (_number(data.get("val_set_size")) or data.get("test_datasets")):
+        yield "eval_forgetting", "runs at each evaluation: set val_set_size or test_datasets (an eval split)"
+    for key in ("fsdp", "deepspeed"):
+        if data.get(key):
+            yield (
+                "eval_forgetting",
+                f"needs the whole model in one process; with {key} it is sharded: measure after training "
+                "with ft eval RUN --forgetting",
+            )
 
 
 SECTIONS: tuple[type[Section], ...] = tuple(base for base in FtConfig.__bases__ if issubclass(base, Section))

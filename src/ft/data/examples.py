@@ -184,11 +184,15 @@ def role_lookup(dataset: DatasetSettings) -> dict[str, str]:
     return lookup
 
 
-def conversation(row: dict[str, Any], dataset: DatasetSettings, roles: dict[str, str]) -> list[Message]:
-    turns = _turns(row, dataset)
+def turn_messages(turns: Sequence[Any], dataset: DatasetSettings, roles: dict[str, str]) -> list[Message]:
+    """Chat turns of a row as messages, with the dataset's role and content keys (RenderError if bad)."""
     role_key = dataset.message_property_mappings.get("role", "role")
     content_key = dataset.message_property_mappings.get("content", "content")
-    messages = [_message(turn, number, role_key, content_key, roles) for number, turn in enumerate(turns, 1)]
+    return [_message(turn, number, role_key, content_key, roles) for number, turn in enumerate(turns, 1)]
+
+
+def conversation(row: dict[str, Any], dataset: DatasetSettings, roles: dict[str, str]) -> list[Message]:
+    messages = turn_messages(_turns(row, dataset), dataset, roles)
     if dataset.drop_system_message:
         messages = [m for m in messages if m.role != "system"]
     if dataset.system_prompt and (not messages or messages[0].role != "system"):

@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ft.base.errors import DataError
 from ft.data.examples import required_columns, row_renderer
@@ -26,6 +26,7 @@ from ft.data.tokens import IGNORE_INDEX, encode_many, tokenizer_fingerprint
 if TYPE_CHECKING:
     from ft.config.schema import DatasetSettings, DataSettings, FtConfig
 
+Item = TypeVar("Item")
 CACHE_LAYOUT = 1
 BAD_ROWS_SHOWN = 5
 REPORT_FILE = "ft_report.json"
@@ -95,6 +96,17 @@ class SplitReport:
         }
 
 
+@dataclass(frozen=True)
+class MixLine:
+    """One training dataset in the mix: its usable rows, its weight, the rows trained."""
+
+    key: str
+    path: str
+    rows: int
+    weight: float
+    used: int
+
+
 @dataclass
 class DataReport:
     rows_read: int = 0
@@ -110,6 +122,7 @@ class DataReport:
     no_trained_tokens: int = 0
     train: SplitReport = field(default_factory=SplitReport)
     eval: SplitReport = field(default_factory=SplitReport)
+    mix: list[MixLine] = field(default_factory=list)
     from_cache: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -120,9 +133,11 @@ class DataReport:
         data["bad_rows"] = [str(row) for row in self.bad_rows]
         return data
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[str, Any]:
         """What went in and what was left out, for run.json: nothing dropped without a number."""
+        mix = {"mix": [asdict(line) for line in self.mix]} if is_weighted(self.mix) else {}
         return {
+            **mix,
             "rows_read": self.rows_read,
             "bad_rows_skipped": self.skipped_bad,
             "dropped_over_sequence_len": self.dropped_too_long,
@@ -151,7 +166,8 @@ class PreparedData:
 Note = Callable[[str], None]
 
 
-def _quiet(message: str) -> None:
+def quiet(message: str) -> None:
+    """The `Note` that hears nothing."""
     return None
 
 
@@ -178,12 +194,13 @@ def render_source(
     return rendered
 
 
-def check_columns(source: Source) -> None:
+def check_columns(source: Source, required: list[tuple[str, tuple[str, ...]]] | None = None) -> None:
     """A file whose schema lacks a mapped column: every row would fail, so it is one error, even
-    with skip_invalid_rows (skipping the whole file is not what anyone asked for)."""
+    with skip_invalid_rows (skipping the whole file is not what anyone asked for). `required`:
+    (config key, column names) pairs; default: those of an SFT row of the dataset's format."""
     if source.columns is None:
         return
-    for key, names in required_columns(source.settings):
+    for key, names in required if required is not None else required_columns(source.settings):
         if not any(name in source.columns for name in names):
             wanted = " or ".join(repr(name) for name in names)
             raise DataError(
@@ -407,8 +424,9 @@ def dropped_counts(report: DataReport) -> str:
     )
 
 
-def split_eval(cfg: FtConfig, examples: list[Example]) -> tuple[list[Example], list[Example]]:
-    """Seeded hold-out of `val_set_size` (a share below 1, a row count from 1 up)."""
+def split_eval(cfg: FtConfig, examples: list[Item]) -> tuple[list[Item], list[Item]]:
+    """Seeded hold-out of `val_set_size` (a share below 1, a row count from 1 up); `examples` are
+    encoded rows (SFT examples or preference pairs)."""
     size = cfg.val_set_size
     if not size:
         return examples, []
@@ -428,12 +446,45 @@ def split_eval(cfg: FtConfig, examples: list[Example]) -> tuple[list[Example], l
 
 def split_training_data(cfg: FtConfig, tokenizer: Any) -> tuple[list[Example], list[Example]]:
     """The training and held-out examples of `datasets`, chosen as `prepare_data` chooses them
-    (shuffled as the config says, then `val_set_size` held out unless test_datasets are given),
-    without datasets objects."""
+    (shuffled as the config says, then `val_set_size` held out unless test_datasets are given,
+    then the training rows mixed by each dataset's `weight`), without datasets objects."""
     examples = encode_sources(
         cfg, read_sources(cfg.datasets, "datasets"), tokenizer, DataReport(), shuffle=True
     )
-    return (examples, []) if cfg.test_datasets else split_eval(cfg, examples)
+    train, held = (examples, []) if cfg.test_datasets else split_eval(cfg, examples)
+    return mix_datasets(cfg.datasets, cfg.seed, train)[0], held
+
+
+def mix_datasets(
+    datasets: list[DatasetSettings], seed: int, examples: list[Example]
+) -> tuple[list[Example], list[MixLine]]:
+    """Each training dataset's rows `weight` times: whole copies, then a seeded sample for the
+    fraction (0.1: a tenth of the rows; 2.5: every row twice and a half more). Training order is
+    the trainer's (shuffled), so the mixed rows are simply listed by dataset."""
+    mixed: list[Example] = []
+    lines = []
+    for index, dataset in enumerate(datasets):
+        key = f"datasets[{index}]"
+        own = [e for e in examples if e.key == key]
+        whole, fraction = divmod(dataset.weight, 1)
+        picked = random.Random(f"{seed}:{key}").sample(own, round(fraction * len(own)))
+        used = own * int(whole) + picked
+        mixed += used
+        lines.append(MixLine(key, dataset.path, len(own), dataset.weight, len(used)))
+    return mixed, lines
+
+
+def is_weighted(lines: list[MixLine]) -> bool:
+    return any(line.weight != 1 for line in lines)
+
+
+def mix_lines(lines: list[MixLine]) -> list[str]:
+    """`datasets[1] general.jsonl: 400 rows x 0.1 = 40 (9.1%)`, one per dataset."""
+    total = sum(line.used for line in lines) or 1
+    return [
+        f"{line.key} {line.path}: {line.rows} rows x {line.weight:g} = {line.used} ({line.used / total:.1%})"
+        for line in lines
+    ]
 
 
 def summarize(examples: list[Example], report: SplitReport) -> None:
@@ -491,19 +542,41 @@ def content_digest(sources: list[Source], tokenizer_digest: str) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def prepare_data(cfg: FtConfig, tokenizer: Any, use_cache: bool = True, note: Note = _quiet) -> PreparedData:
-    """Training (and eval) rows ready for the trainer, from the cache when nothing changed; `note`
-    hears each stage as it starts (reading, tokenizing, packing, saving)."""
+def run_sources(cfg: FtConfig, note: Note = quiet) -> tuple[list[Source], list[Source]]:
+    """The training and the eval datasets' rows."""
     note(f"reading {len(cfg.datasets) + len(cfg.test_datasets or [])} dataset(s)")
-    train_sources = read_sources(cfg.datasets, "datasets")
-    eval_sources = read_sources(cfg.test_datasets or [], "test_datasets")
-    tokenizer_digest = tokenizer_fingerprint(tokenizer)  # hashes the whole vocabulary: once
-    fingerprint = data_fingerprint(cfg, train_sources + eval_sources, tokenizer_digest)
-    content = content_digest(train_sources + eval_sources, tokenizer_digest)
+    return read_sources(cfg.datasets, "datasets"), read_sources(cfg.test_datasets or [], "test_datasets")
+
+
+def cached_prepared(
+    cfg: DataSettings, fingerprint: str, content: str, use_cache: bool, note: Note = quiet
+) -> tuple[Path | None, PreparedData | None]:
+    """The cache folder for this fingerprint (None without dataset_prepared_path or `use_cache`),
+    and what it holds when a preparation finished there (with this run's `content` digest)."""
     cache = cache_dir(cfg, fingerprint) if use_cache else None
     if cache is not None and (cache / REPORT_FILE).exists():
         note(f"prepared data found in {cache}")
-        return replace(load_prepared(cache, fingerprint), content=content)
+        return cache, replace(load_prepared(cache, fingerprint), content=content)
+    return cache, None
+
+
+def no_training_rows(report: DataReport, what: str = "rows") -> DataError:
+    return DataError(
+        f"datasets: no training {what} left after preparation ({dropped_counts(report)})",
+        hint=f"see the bad and too-long {what} with: ft format CONFIG --stats",
+    )
+
+
+def prepare_data(cfg: FtConfig, tokenizer: Any, use_cache: bool = True, note: Note = quiet) -> PreparedData:
+    """Training (and eval) rows ready for the trainer, from the cache when nothing changed; `note`
+    hears each stage as it starts (reading, tokenizing, packing, saving)."""
+    train_sources, eval_sources = run_sources(cfg, note)
+    tokenizer_digest = tokenizer_fingerprint(tokenizer)  # hashes the whole vocabulary: once
+    fingerprint = data_fingerprint(cfg, train_sources + eval_sources, tokenizer_digest)
+    content = content_digest(train_sources + eval_sources, tokenizer_digest)
+    cache, cached = cached_prepared(cfg, fingerprint, content, use_cache, note)
+    if cached is not None:
+        return cached
     report = DataReport()
     rows = sum(len(source.rows) for source in train_sources + eval_sources)
     note(f"rendering, tokenizing and masking {rows:,} rows")
@@ -512,11 +585,10 @@ def prepare_data(cfg: FtConfig, tokenizer: Any, use_cache: bool = True, note: No
     check_bad_rows(cfg, report)
     if not eval_sources:
         train_examples, eval_examples = split_eval(cfg, train_examples)
+    # After the split: a row repeated by its weight never lands in both splits.
+    train_examples, report.mix = mix_datasets(cfg.datasets, cfg.seed, train_examples)
     if not train_examples:
-        raise DataError(
-            f"datasets: no training rows left after preparation ({dropped_counts(report)})",
-            hint="see the bad and too-long rows with: ft format CONFIG --stats",
-        )
+        raise no_training_rows(report)
     summarize(train_examples, report.train)
     summarize(eval_examples, report.eval)
     if cfg.sample_packing:
@@ -570,6 +642,7 @@ def load_prepared(folder: Path, fingerprint: str) -> PreparedData:
         too_short=saved.get("too_short", 0),
         duplicates=saved.get("duplicates", 0),
         no_trained_tokens=saved["no_trained_tokens"],
+        mix=[MixLine(**line) for line in saved.get("mix", [])],
         from_cache=str(folder),
     )
     for split in ("train", "eval"):
@@ -591,6 +664,8 @@ def preview_examples(cfg: FtConfig, tokenizer: Any, limit: int | None) -> tuple[
     examples = encode_sources(cfg, sources, tokenizer, report)
     if limit is not None:
         examples = examples[:limit]
+    else:  # the whole set (--stats): counted as trained, with each dataset's weight
+        examples, report.mix = mix_datasets(cfg.datasets, cfg.seed, examples)
     summarize(examples, report.train)
     if cfg.sample_packing and examples:
         pack_examples(examples, cfg.sequence_len, report.train)
@@ -613,6 +688,8 @@ def summary_lines(report: DataReport) -> list[str]:
     ]
     if train.packing_efficiency is not None:
         lines.append(f"packing efficiency {train.packing_efficiency:.3f}")
+    if len(report.mix) > 1 or is_weighted(report.mix):
+        lines += ["training mix:", *(f"  {line}" for line in mix_lines(report.mix))]
     for label, count in (
         ("bad rows skipped", report.skipped_bad),
         ("rows over sequence_len dropped", report.dropped_too_long),

@@ -219,3 +219,18 @@ def _labels_by_offset(run: list[Segment], ids: list[int], offsets: list[tuple[in
         last = bisect.bisect_left(begins, stop)
         labels[first:last] = ids[first:last]
     return labels
+
+
+def pad_batch(input_ids: list[list[int]], labels: list[list[int]], pad_id: int) -> tuple[Any, Any, Any]:
+    """Right-padded tensors: ids (pad), labels (-100), attention mask."""
+    import torch
+
+    width = max(len(row) for row in input_ids)
+    ids = torch.full((len(input_ids), width), pad_id, dtype=torch.long)
+    targets = torch.full((len(input_ids), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(input_ids), width), dtype=torch.long)
+    for index, (row_ids, row_labels) in enumerate(zip(input_ids, labels, strict=True)):
+        ids[index, : len(row_ids)] = torch.tensor(row_ids)
+        targets[index, : len(row_labels)] = torch.tensor(row_labels)
+        mask[index, : len(row_ids)] = 1
+    return ids, targets, mask

@@ -108,11 +108,13 @@ def llama_cpp_available() -> bool:
 
 def read_source(path: Path) -> Source:
     """A run folder (run.json) or a model folder (config.json with safetensors weights)."""
+    from ft.models.adapter import refuse_folding
     from ft.runs.folder import read_run
 
     path = Path(path).expanduser().resolve()
     if (path / RUN_JSON).is_file():
         run = read_run(path)
+        refuse_folding(run.adapter, path, "ft export")  # llama.cpp has no soft prompts
         system = next((d.system_prompt for d in run.config.datasets if d.system_prompt), None)
         return Source(path, path, run.adapter is not None, dict(run.data), system)
     if (path / "config.json").is_file():

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ft.base.errors import FtError, OutputExistsError
 from ft.base.host import available_memory
 from ft.base.perms import follow_umask
+from ft.models.adapter import refuse_folding
 from ft.models.precision import Precision, torch_dtype
 from ft.runs.folder import (
     ADAPTER_CONFIG,
@@ -431,6 +432,7 @@ def read_adapter_run(run_dir: Path) -> RunInfo:
             f"{run_dir} is a full fine-tune: its folder already holds the full weights",
             hint="load it with AutoModelForCausalLM.from_pretrained; there is no adapter to merge",
         )
+    refuse_folding(run.adapter, run_dir, "ft merge")
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
         if not (run_dir / name).is_file():
             raise FtError(f"{run_dir} has no {name}", hint="give the output_dir of a finished LoRA/QLoRA run")

@@ -26,8 +26,8 @@ from ft.runs.folder import EVAL_JSON, RunInfo, read_run, write_json_atomic
 if TYPE_CHECKING:
     from ft.config.schema import FtConfig
     from ft.data.pipeline import Example
+    from ft.infer.forgetting import ForgettingResult
     from ft.infer.loading import LoadedModel
-
 
 Progress = Callable[[str, int, int], None]
 """on_progress(stage, done, total): stage is 'loss tuned', 'generate base', ..."""
@@ -43,6 +43,10 @@ class EvalSettings:
     batch_size: int | None = None
     """Rows per forward pass for the loss and per generate() call; default: eval_batch_size or
     micro_batch_size for the loss, from the free memory for generation."""
+    forgetting: bool = False
+    """Also measure forgetting against the base model on ft's general prompts and text."""
+    forgetting_limit: int | None = None
+    """The first N general prompts and paragraphs only (tests)."""
 
 
 MIN_NEW_TOKENS = 16
@@ -70,10 +74,15 @@ class ModelResult:
     perplexity: float
     scores: GenerationScores | None
     generations: list[str] = field(default_factory=list)
+    pairs: dict[str, float] | None = None
+    """Preference runs: log-probability margins of chosen over rejected (ft.infer.pair_eval)."""
 
     def to_json(self) -> dict[str, Any]:
         metrics = self.scores.to_json() if self.scores is not None else None
-        return {"loss": self.loss, "perplexity": self.perplexity, "metrics": metrics}
+        data = {"loss": self.loss, "perplexity": self.perplexity, "metrics": metrics}
+        if self.pairs is not None:
+            data["pairs"] = self.pairs
+        return data
 
 
 @dataclass
@@ -87,6 +96,11 @@ class EvalReport:
     base: ModelResult | None
     samples: list[dict[str, str]]
     notes: list[str] = field(default_factory=list)
+    base_label: str = "base"
+    """What `base` is: the base model, or for preference runs the reference they trained against."""
+    rewards: dict[str, float] | None = None
+    """Preference runs with the reference evaluated: DPO's implicit reward margin and accuracy."""
+    forgetting: ForgettingResult | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -102,6 +116,11 @@ class EvalReport:
         }
         if self.base is not None:
             data["base"] = self.base.to_json()
+            data["base_label"] = self.base_label
+        if self.rewards is not None:
+            data["rewards"] = self.rewards
+        if self.forgetting is not None:
+            data["forgetting"] = self.forgetting.to_json()
         data["notes"] = self.notes
         data["samples"] = self.samples
         return data
@@ -174,7 +193,8 @@ def eval_loss(model: Any, dataset: Any, batch_size: int, pad_id: int, on_row: Ca
     import torch
     import torch.nn.functional as F
 
-    from ft.data.tokens import IGNORE_INDEX
+    from ft.data.tokens import IGNORE_INDEX, pad_batch
+    from ft.models.adapter import text_logits
 
     device = next(model.parameters()).device
     total, tokens = 0.0, 0
@@ -183,6 +203,7 @@ def eval_loss(model: Any, dataset: Any, batch_size: int, pad_id: int, on_row: Ca
         ids, labels, mask = pad_batch(batch["input_ids"], batch["labels"], pad_id)
         with torch.inference_mode():
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        logits = text_logits(logits, ids.shape[1])
         targets = labels[:, 1:].to(device)
         loss = F.cross_entropy(
             logits[:, :-1].float().reshape(-1, logits.shape[-1]),
@@ -198,23 +219,6 @@ def eval_loss(model: Any, dataset: Any, batch_size: int, pad_id: int, on_row: Ca
     return total / tokens
 
 
-def pad_batch(input_ids: list[list[int]], labels: list[list[int]], pad_id: int) -> tuple[Any, Any, Any]:
-    """Right-padded tensors: ids (pad), labels (-100), attention mask."""
-    import torch
-
-    from ft.data.tokens import IGNORE_INDEX
-
-    width = max(len(row) for row in input_ids)
-    ids = torch.full((len(input_ids), width), pad_id, dtype=torch.long)
-    targets = torch.full((len(input_ids), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(input_ids), width), dtype=torch.long)
-    for index, (row_ids, row_labels) in enumerate(zip(input_ids, labels, strict=True)):
-        ids[index, : len(row_ids)] = torch.tensor(row_ids)
-        targets[index, : len(row_labels)] = torch.tensor(row_labels)
-        mask[index, : len(row_ids)] = 1
-    return ids, targets, mask
-
-
 def perplexity(loss: float) -> float:
     """exp(loss); infinity rather than an overflow error for a hopeless model."""
     try:
@@ -227,7 +231,7 @@ def perplexity(loss: float) -> float:
 # The run
 
 
-def _no_note(line: str) -> None:
+def no_note(line: str) -> None:
     return None
 
 
@@ -235,19 +239,15 @@ def run_eval(
     target: Path,
     settings: EvalSettings,
     on_progress: Progress | None = None,
-    on_note: Callable[[str], None] = _no_note,
+    on_note: Callable[[str], None] = no_note,
 ) -> EvalReport:
     """The whole `ft eval`: load, loss, generations, metrics (base too when asked); writes eval.json.
     `on_note` hears what is being loaded and how long it took."""
-    from ft.config.hub import EVAL_NEEDS, prepare_hub_access
     from ft.data.pipeline import prepare_data
-    from ft.infer.generate import prompt_ids
-    from ft.infer.loading import load_folder_tokenizer, load_for_inference
+    from ft.infer.loading import load_folder_tokenizer
 
     progress = on_progress or (lambda stage, done, total: None)
-    cfg, run = resolve_target(target)
-    for line in prepare_hub_access(cfg.model_copy(update={"base_model": run.base_model_path}), EVAL_NEEDS):
-        on_note(line)
+    cfg, run = eval_target(target, on_note)
     # The data first (tokenizer only): a config without a held-out split fails before weights load.
     tokenizer = load_folder_tokenizer(run.run_dir)
     prepared = prepare_data(cfg, tokenizer, note=on_note)
@@ -258,15 +258,74 @@ def run_eval(
         )
     examples = held_out_examples(cfg, tokenizer)
     check_same_rows(examples, prepared.eval)
-    on_note(f"loading the model in {run.run_dir}")
-    began = time.monotonic()
-    loaded = load_for_inference(run.run_dir)
-    on_note(f"loaded in {time.monotonic() - began:.1f} s: {loaded.description}")
+    loaded = load_noted(run, on_note)
     count = min(settings.limit or len(examples), len(examples))
     dataset = prepared.eval.select(range(count))
     rows = [row for e in examples[:count] if (row := held_out_row(e.segments, loaded.terminator))]
     notes = [] if rows else ["no row has a prompt/answer split (completion text): no generation metrics"]
+    plan, plan_notes = generation_plan(cfg, settings, loaded, rows)
+    notes += plan_notes
+    tuned = evaluate_model(loaded.model, "tuned", loaded, dataset, rows, plan, progress)
+    base = None
+    if settings.compare_base:
+        with base_model(loaded, cfg, run) as model:
+            base = evaluate_model(model, "base", loaded, dataset, rows, plan, progress)
+    forgetting = None
+    if settings.forgetting:
+        forgetting = measure_run_forgetting(loaded, cfg, run, plan, settings.forgetting_limit, progress)
+    report = EvalReport(
+        run_dir=run.run_dir,
+        split=split_name(cfg),
+        rows=count,
+        generated_rows=len(rows),
+        max_new_tokens=plan.max_new_tokens,
+        tuned=tuned,
+        base=base,
+        samples=samples(rows, tuned, base),
+        notes=notes,
+        forgetting=forgetting,
+    )
+    write_report(report, cfg)
+    return report
+
+
+def write_report(report: EvalReport, cfg: FtConfig) -> None:
+    """eval.json in the run folder, and its card again: the card shows the new eval results."""
+    from ft.runs.card import write_run_card
+
+    write_json_atomic(report.run_dir / EVAL_JSON, report.to_json())
+    write_run_card(report.run_dir, repo=cfg.hub_model_id)
+
+
+def eval_target(target: Path, on_note: Callable[[str], None]) -> tuple[FtConfig, RunInfo]:
+    """The run's config and folder, with the Hub (or its cache) decided before anything loads."""
+    from ft.config.hub import EVAL_NEEDS, prepare_hub_access
+
+    cfg, run = resolve_target(target)
+    for line in prepare_hub_access(cfg.model_copy(update={"base_model": run.base_model_path}), EVAL_NEEDS):
+        on_note(line)
+    return cfg, run
+
+
+def load_noted(run: RunInfo, on_note: Callable[[str], None]) -> LoadedModel:
+    """The run's model for inference; `on_note` hears what loads and how long it took."""
+    from ft.infer.loading import load_for_inference
+
+    on_note(f"loading the model in {run.run_dir}")
+    began = time.monotonic()
+    loaded = load_for_inference(run.run_dir)
+    on_note(f"loaded in {time.monotonic() - began:.1f} s: {loaded.description}")
+    return loaded
+
+
+def generation_plan(
+    cfg: FtConfig, settings: EvalSettings, loaded: LoadedModel, rows: list[HeldOutRow]
+) -> tuple[GenerationPlan, list[str]]:
+    """The batch sizes and answer budget for these rows, and a note when the budget was chosen here."""
+    from ft.infer.generate import prompt_ids
+
     max_new = settings.max_new_tokens or answer_budget(loaded.tokenizer, [r.reference for r in rows])
+    notes = []
     if settings.max_new_tokens is None:
         notes.append(
             f"max_new_tokens {max_new}: twice the longest reference answer (--max-new-tokens to change)"
@@ -277,27 +336,7 @@ def run_eval(
         settings.batch_size,
         [prompt_ids(loaded, row.prompt) for row in rows],
     )
-    tuned = evaluate_model(loaded.model, "tuned", loaded, dataset, rows, plan, progress)
-    base = None
-    if settings.compare_base:
-        with base_model(loaded, cfg, run) as model:
-            base = evaluate_model(model, "base", loaded, dataset, rows, plan, progress)
-    report = EvalReport(
-        run_dir=run.run_dir,
-        split=split_name(cfg),
-        rows=count,
-        generated_rows=len(rows),
-        max_new_tokens=max_new,
-        tuned=tuned,
-        base=base,
-        samples=samples(rows, tuned, base),
-        notes=notes,
-    )
-    write_json_atomic(run.run_dir / EVAL_JSON, report.to_json())
-    from ft.runs.card import write_run_card
-
-    write_run_card(run.run_dir, repo=cfg.hub_model_id)  # the card shows the new eval results
-    return report
+    return plan, notes
 
 
 def check_same_rows(examples: list[Example], dataset: Any) -> None:
@@ -329,7 +368,7 @@ def evaluate_model(
     plan: GenerationPlan,
     progress: Progress,
 ) -> ModelResult:
-    from ft.infer.generate import GenerationSettings, batches, default_batch_size, generate_batch, pad_id_of
+    from ft.infer.generate import pad_id_of
 
     loss = eval_loss(
         model,
@@ -338,17 +377,31 @@ def evaluate_model(
         pad_id_of(loaded),
         lambda done: progress(f"loss {label}", done, len(dataset)),
     )
-    greedy = GenerationSettings(max_new_tokens=plan.max_new_tokens)
-    generations: list[str] = []
-    if rows:
-        size = plan.generation_batch_size or default_batch_size(
-            model, max(map(len, plan.prompts)), plan.max_new_tokens
-        )
-        for chunk in batches(len(rows), size):
-            generations += generate_batch(model, loaded, [plan.prompts[i] for i in chunk], greedy)
-            progress(f"generate {label}", chunk.stop, len(rows))
-    scores = score_generations(generations, [r.reference for r in rows]) if rows else None
+    scores, generations = generate_rows(model, label, loaded, rows, plan, progress)
     return ModelResult(loss, perplexity(loss), scores, generations)
+
+
+def generate_rows(
+    model: Any,
+    label: str,
+    loaded: LoadedModel,
+    rows: list[HeldOutRow],
+    plan: GenerationPlan,
+    progress: Progress,
+) -> tuple[GenerationScores | None, list[str]]:
+    """Greedy answers to the held-out prompts (in batches) and their scores against the references."""
+    from ft.infer.generate import GenerationSettings, generate_in_batches
+
+    generations = generate_in_batches(
+        model,
+        loaded,
+        plan.prompts[: len(rows)],
+        GenerationSettings(max_new_tokens=plan.max_new_tokens),
+        plan.generation_batch_size,
+        lambda done: progress(f"generate {label}", done, len(rows)),
+    )
+    scores = score_generations(generations, [r.reference for r in rows]) if rows else None
+    return scores, generations
 
 
 @contextmanager
@@ -368,6 +421,43 @@ def base_model(loaded: LoadedModel, cfg: FtConfig, run: RunInfo) -> Iterator[Any
         cfg, base_path, loaded.tokenizer, inference_precision(cfg), quantize=quantized
     )
     yield prepare_for_generation(model, quantized)
+
+
+def measure_run_forgetting(
+    loaded: LoadedModel,
+    cfg: FtConfig,
+    run: RunInfo,
+    plan: GenerationPlan,
+    limit: int | None,
+    progress: Progress,
+) -> ForgettingResult:
+    """`ft eval --forgetting`: the base's answers to ft's general prompts (generated in batches with
+    the base, or read from the cache), then both models on them and on ft's general text; the
+    batch sizes are the held-out rows' (`--batch-size`)."""
+    from ft.infer.forgetting import (
+        ForgettingSettings,
+        adapter_off_forward,
+        base_identity,
+        build_probe,
+        forgetting_cache_dir,
+        measure_forgetting,
+        model_forward,
+    )
+
+    identity = base_identity(run.base_model_path, run.data.get("quantization"))
+    batch_size = plan.loss_batch_size
+    settings = ForgettingSettings(
+        batch_size=batch_size, generation_batch_size=plan.generation_batch_size, limit=limit
+    )
+    pad_id = (
+        loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else loaded.stop_ids[0]
+    )
+    tuned = model_forward(loaded.model)
+    with base_model(loaded, cfg, run) as model:
+        probe = build_probe(loaded, model, identity, settings, forgetting_cache_dir(), progress)
+        if not loaded.has_adapter:  # a full fine-tune: the base weights loaded beside the tuned ones
+            return measure_forgetting(probe, tuned, model_forward(model), pad_id, batch_size, progress)
+    return measure_forgetting(probe, tuned, adapter_off_forward(loaded.model), pad_id, batch_size, progress)
 
 
 def samples(rows: list[HeldOutRow], tuned: ModelResult, base: ModelResult | None) -> list[dict[str, str]]:

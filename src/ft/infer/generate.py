@@ -300,6 +300,27 @@ def generate_batch(
     return [decode_answer(loaded.tokenizer, row[width:].tolist(), loaded.stop_ids) for row in output]
 
 
+def generate_in_batches(
+    model: Any,
+    loaded: LoadedModel,
+    prompts: Sequence[list[int]],
+    settings: GenerationSettings,
+    batch_size: int | None = None,
+    on_done: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Answers to every prompt, in order, `batch_size` prompts per generate_batch call (None: from
+    the free memory, default_batch_size); `on_done` hears how many are answered after each call."""
+    if not prompts:
+        return []
+    size = batch_size or default_batch_size(model, max(map(len, prompts)), settings.max_new_tokens)
+    answers: list[str] = []
+    for chunk in batches(len(prompts), size):
+        answers += generate_batch(model, loaded, [prompts[i] for i in chunk], settings)
+        if on_done is not None:
+            on_done(chunk.stop)
+    return answers
+
+
 MAX_DEFAULT_BATCH = {"cpu": 8, "cuda": 32}
 """Default rows per generate() call: on a CPU, bigger batches gain little over 8 (bench/generate.py)."""
 MEMORY_SHARE = 0.5

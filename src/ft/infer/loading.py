@@ -126,6 +126,24 @@ def load_run_folder(run: RunInfo) -> LoadedModel:
     )
 
 
+def loaded_for_model(cfg: FtConfig, tokenizer: Any, model: Any) -> LoadedModel:
+    """A model in memory (the one `ft train` is training) with what generation needs: the
+    config's format, its terminator and the stop ids, as a run folder of that config would load."""
+    chat_format = renderer_for_config(cfg, tokenizer)
+    tokens = special_tokens_of(tokenizer)
+    terminator = chat_format.terminator(tokens)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        chat_format=chat_format,
+        tokens=tokens,
+        terminator=terminator,
+        stop_ids=stop_token_ids(tokenizer, terminator),
+        description=f"the model in training, {cfg.base_model}",
+        has_adapter=cfg.adapter is not None,
+    )
+
+
 def attach_saved_adapter(base: Any, run_dir: Path) -> Any:
     from peft import PeftModel
 

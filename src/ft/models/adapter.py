@@ -1,4 +1,5 @@
-"""The LoRA family of adapters: target detection, the peft config, attaching it to a model."""
+"""Adapters: the LoRA family (target detection, the peft config) and soft prompts (prompt tuning),
+attaching them to a model, and which of them can be folded into the weights."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ft.base.errors import FtError
-from ft.config.schema import AdapterSettings, FtConfig
+from ft.config.schema import SOFT_PROMPT_ADAPTERS, AdapterSettings, FtConfig
 
 if TYPE_CHECKING:
-    from peft import LoraConfig
+    from peft import LoraConfig, PromptTuningConfig
 
 
 @dataclass
@@ -70,6 +71,64 @@ def build_lora_config(cfg: AdapterSettings, targets: list[str]) -> LoraConfig:
     )
 
 
+def build_prompt_tuning_config(cfg: AdapterSettings) -> PromptTuningConfig:
+    """peft's soft prompt. Always peft's random start: a text start is written in afterwards from ft's
+    own tokenizer (init_soft_prompt_from_text), since peft's TEXT start reloads a tokenizer by path
+    (which a GGUF base does not have) and puts BOS first where the tokenizer adds one."""
+    from peft import PromptTuningConfig, PromptTuningInit, TaskType
+
+    return PromptTuningConfig(
+        task_type=TaskType.CAUSAL_LM,
+        num_virtual_tokens=cfg.num_virtual_tokens,
+        prompt_tuning_init=PromptTuningInit.RANDOM,
+    )
+
+
+def soft_prompt_init_ids(tokenizer: Any, text: str, count: int) -> list[int]:
+    """The text's token ids (no special tokens), repeated or cut to `count`, as peft does for TEXT."""
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if not ids:
+        raise FtError(
+            f"prompt_tuning_init_text: {text!r} encodes to no token", hint="give a few words of instruction"
+        )
+    repeats = -(-count // len(ids))
+    return (ids * repeats)[:count]
+
+
+def init_soft_prompt_from_text(peft_model: Any, tokenizer: Any, text: str) -> None:
+    """Copy the embeddings of the text's tokens into the soft prompt (Lester et al. 2021: a start from
+    real token embeddings trains faster and better than a random one on small models)."""
+    import torch
+
+    encoder = peft_model.prompt_encoder[peft_model.active_adapter].embedding
+    ids = soft_prompt_init_ids(tokenizer, text, encoder.weight.shape[0])
+    embeddings = peft_model.get_input_embeddings()
+    with torch.no_grad():
+        vectors = embeddings(torch.tensor(ids, device=embeddings.weight.device))
+        encoder.weight.copy_(vectors.to(encoder.weight.dtype))
+
+
+def is_soft_prompt(adapter: str | None) -> bool:
+    return adapter in SOFT_PROMPT_ADAPTERS
+
+
+def refuse_folding(adapter: str | None, run_dir: Path, command: str) -> None:
+    """`ft merge` and `ft export` need weights to fold the adapter into; a soft prompt has none."""
+    if is_soft_prompt(adapter):
+        raise FtError(
+            f"{command}: {run_dir} holds a soft prompt ({adapter}): input vectors put before every "
+            "prompt, not a change to any weight, so there is nothing to fold into the model",
+            hint=f"use the run folder itself (ft chat / generate / eval {run_dir} load the base and the "
+            "soft prompt); for one self-contained model, train with adapter: lora",
+        )
+
+
+def text_logits(logits: Any, length: int) -> Any:
+    """The logits of the text's own positions: a soft prompt's model returns its virtual tokens'
+    positions first, and any other model exactly `length` positions (then this changes nothing)."""
+    return logits[:, logits.shape[1] - length :]
+
+
 def is_kbit(model: Any) -> bool:
     return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
 
@@ -90,8 +149,9 @@ def checkpointing_kwargs(cfg: FtConfig) -> dict[str, Any]:
     return dict(cfg.gradient_checkpointing_kwargs or {"use_reentrant": False})
 
 
-def attach_adapter(cfg: FtConfig, model: Any) -> AdaptedModel:
-    """Wrap the model for training: a new or continued LoRA adapter, or (no adapter) the model as it is."""
+def attach_adapter(cfg: FtConfig, model: Any, tokenizer: Any = None) -> AdaptedModel:
+    """Wrap the model for training: a new or continued LoRA adapter, a soft prompt, or (no adapter)
+    the model as it is. `tokenizer`: for a soft prompt started from text."""
     if cfg.adapter is None:
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs(cfg))
@@ -108,7 +168,10 @@ def attach_adapter(cfg: FtConfig, model: Any) -> AdaptedModel:
     elif cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs(cfg))
         model.enable_input_require_grads()
-    if cfg.lora_model_dir:
+    targets: list[str] = []  # a soft prompt wraps no layer
+    if is_soft_prompt(cfg.adapter):
+        peft_model = _soft_prompt_model(cfg, model, tokenizer)
+    elif cfg.lora_model_dir:
         peft_model, targets = _load_existing_adapter(cfg.lora_model_dir, model)
     else:
         from peft import get_peft_model
@@ -117,6 +180,17 @@ def attach_adapter(cfg: FtConfig, model: Any) -> AdaptedModel:
         peft_model = get_peft_model(model, build_lora_config(cfg, targets))
     trainable, total = count_parameters(peft_model)
     return AdaptedModel(peft_model, trainable, total, targets)
+
+
+def _soft_prompt_model(cfg: AdapterSettings, model: Any, tokenizer: Any) -> Any:
+    from peft import get_peft_model
+
+    peft_model = get_peft_model(model, build_prompt_tuning_config(cfg))
+    if cfg.prompt_tuning_init == "text":
+        if tokenizer is None:
+            raise ValueError("a soft prompt started from text needs the tokenizer")
+        init_soft_prompt_from_text(peft_model, tokenizer, str(cfg.prompt_tuning_init_text))
+    return peft_model
 
 
 def _load_existing_adapter(folder: str, model: Any) -> tuple[Any, list[str]]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ft.base.errors import FtError, ModelLoadError
 from ft.config.hub import HubRef, hub_offline, is_cached, probe_hub, repo_id_of_cached_path
-from ft.config.schema import AdapterSettings, FtConfig, ModelSettings
+from ft.config.schema import SOFT_PROMPT_ADAPTERS, AdapterSettings, FtConfig, ModelSettings
 from ft.config.sources import PACKAGE_SCHEME, ModelSource, package_hub_origin, resolve_model_source
 from ft.models.precision import Precision, build_bnb_config, quantization_bits, torch_dtype
 
@@ -215,6 +215,12 @@ def check_added_tokens_trainable(cfg: AdapterSettings, model: Any, added: int) -
     """New token rows start random: under an adapter they must be trained and saved (modules_to_save)."""
     if cfg.adapter is None:
         return
+    if cfg.adapter in SOFT_PROMPT_ADAPTERS:
+        raise FtError(
+            f"special_tokens/tokens: {added} new token(s) would get new, random embedding rows, but "
+            f"adapter: {cfg.adapter} trains only the soft prompt: they would stay random",
+            hint="use tokens the vocabulary already has, or adapter: lora with lora_modules_to_save",
+        )
     needed = [name for name in embedding_module_names(model) if name]
     missing = [name for name in needed if name not in (cfg.lora_modules_to_save or [])]
     if missing:

@@ -14,7 +14,7 @@ from ft.base.errors import FtError
 from ft.config.hub import cached_file, hub_offline, probe_hub
 from ft.config.schema import AdapterSettings, FtConfig, ModelSettings
 from ft.config.sources import resolve_model_source
-from ft.models.adapter import target_modules
+from ft.models.adapter import is_soft_prompt, target_modules
 
 KINDS = ("embeddings", "attention", "mlp", "norms", "head", "other")
 
@@ -58,7 +58,8 @@ class Architecture:
     """Every parameter (tied ones once), for a full fine-tune's gradients and optimizer states."""
     lora_targets: list[str] = field(default_factory=list)
     lora_tensors: list[Shape] = field(default_factory=list)
-    """The trainable tensors the adapter adds (lora_A, lora_B, DoRA magnitudes), in float32."""
+    """The trainable tensors the adapter adds (lora_A, lora_B, DoRA magnitudes; a soft prompt's
+    embeddings), in float32."""
     saved_modules: list[Shape] = field(default_factory=list)
     """The trainable copies of `lora_modules_to_save`, in the base weights' dtype."""
     lora_inputs: list[int] = field(default_factory=list)
@@ -410,7 +411,10 @@ def inspect_model(cfg: FtConfig, skip_modules: list[str] | None) -> Architecture
         gated_mlp=any("gate" in name.rsplit(".", 1)[-1] for name, _ in model.named_modules()),
         all_tensors=[Shape(p.shape[0], p.numel() // p.shape[0]) for p in model.parameters()],
     )
-    if cfg.adapter is not None:
+    if is_soft_prompt(cfg.adapter):
+        # peft's PromptEmbedding: num_virtual_tokens x the input embeddings' width, in float32.
+        arch.lora_tensors = [Shape(cfg.num_virtual_tokens, model.get_input_embeddings().embedding_dim)]
+    elif cfg.adapter is not None:
         arch.lora_targets = target_modules(cfg, model)
         arch.lora_tensors, arch.lora_inputs, arch.lora_outputs, arch.saved_modules = lora_tensors(
             cfg, model, arch.lora_targets

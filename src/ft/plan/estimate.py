@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ft.base.errors import FtError
-from ft.config.schema import AdapterSettings, FtConfig, TrainingSettings
+from ft.config.schema import AdapterSettings, FtConfig, PreferenceSettings, TrainingSettings
+from ft.models.adapter import is_soft_prompt
 from ft.models.precision import Precision, bnb_settings, quantization_bits, resolve_precision
 from ft.plan.architecture import Architecture, Shape, inspect_model, with_saved_adapter
 from ft.plan.memory import (
@@ -115,8 +116,10 @@ def build_plan(
     assert memory is not None
     total = _total(memory)
     full = cfg.adapter is None
-    flops = training_flops(arch, tokens.total, full, cfg.gradient_checkpointing) if tokens.total else None
-    per_million = training_flops(arch, 1_000_000, full, cfg.gradient_checkpointing)
+    reference = has_reference_pass(cfg)
+    ckpt = cfg.gradient_checkpointing
+    flops = training_flops(arch, tokens.total, full, ckpt, reference) if tokens.total else None
+    per_million = training_flops(arch, 1_000_000, full, ckpt, reference)
     work = (flops, per_million, mfu)
     # The GPU asked for first, then the table in its order.
     ordered = sorted(GPUS, key=lambda g: chosen is None or g.name != chosen.name)
@@ -145,8 +148,8 @@ def build_plan(
         budget=budget,
         tokens=tokens,
         flops=flops,
-        flops_formula=f"{flops_multiplier(full, cfg.gradient_checkpointing)} x {arch.matmul_params:,} "
-        "matmul parameters x tokens",
+        flops_formula=f"{flops_multiplier(full, ckpt, reference)} x {arch.matmul_params:,} "
+        f"matmul parameters x tokens{' (both sequences of each pair)' if cfg.rl else ''}",
         mfu=mfu,
         assumptions=_assumptions(cfg, mfu, precision.compute_dtype, bits),
     )
@@ -220,6 +223,13 @@ def _weights_name(cfg: FtConfig, bits: int | None, precision: Precision) -> str:
 def _adapter_info(cfg: AdapterSettings, arch: Architecture) -> dict[str, Any] | None:
     if cfg.adapter is None:
         return None
+    if is_soft_prompt(cfg.adapter):
+        return {
+            "kind": cfg.adapter,
+            "virtual_tokens": cfg.num_virtual_tokens,
+            "init": cfg.prompt_tuning_init,
+            "parameters": arch.lora_params,
+        }
     return {
         "kind": cfg.adapter,
         "rank": cfg.lora_r,
@@ -241,6 +251,7 @@ def memory_lines(
     weights_dtype = precision.weights_dtype(full)
     width = DTYPE_BYTES[weights_dtype]
     lines = _weight_lines(cfg, arch, bits, weights_dtype)
+    lines += _reference_lines(cfg, arch, lines)
     if full:
         groups = [(arch.all_tensors, width)]
     else:
@@ -264,7 +275,44 @@ def memory_lines(
     return lines
 
 
+def has_reference_pass(cfg: PreferenceSettings) -> bool:
+    """DPO and IPO score every pair with a reference model too (ORPO has none)."""
+    return cfg.rl in ("dpo", "ipo")
+
+
+def _reference_lines(cfg: FtConfig, arch: Architecture, weights: list[MemoryLine]) -> list[MemoryLine]:
+    """A reference that is not the adapter switched off: a second model (ref_model, or the base
+    for a full fine-tune that does not precompute), or trl's frozen copy of a continued adapter."""
+    if not has_reference_pass(cfg):
+        return []
+    if cfg.ref_model or (cfg.adapter is None and not cfg.precompute_ref_log_probs):
+        copied = sum(
+            line.bytes for line in weights if line.key in ("weights", "weights_quantized", "weights_kept")
+        )
+        what = (
+            f"ref_model {cfg.ref_model}, assumed the base's size" if cfg.ref_model else "a copy of the base"
+        )
+        return [MemoryLine("reference", "reference model weights", copied, what)]
+    if cfg.adapter is not None and cfg.lora_model_dir:
+        return [
+            MemoryLine(
+                "reference",
+                "reference adapter (frozen copy of lora_model_dir's, float32)",
+                4 * arch.lora_params,
+                "the base with this adapter is the reference; no second model",
+            )
+        ]
+    return []
+
+
 def _adapter_line(cfg: AdapterSettings, arch: Architecture, saved_width: int) -> MemoryLine:
+    if is_soft_prompt(cfg.adapter):
+        return MemoryLine(
+            "adapter",
+            f"{cfg.adapter} soft prompt ({cfg.num_virtual_tokens} virtual tokens, float32)",
+            4 * arch.lora_params,
+            f"{cfg.num_virtual_tokens} x {arch.hidden_size} parameters",
+        )
     note = f"{arch.lora_params:,} parameters on {len(arch.lora_inputs)} layers"
     if arch.saved_modules:
         note += f"; modules_to_save {arch.saved_module_params:,} x {saved_width} bytes"
@@ -302,7 +350,9 @@ def _autocast_copy_lines(
     if cfg.adapter is None:
         copied = arch.matmul_params if width == 4 else 0
     else:
-        copied = arch.lora_params + (arch.head_matmul_params if bits and width < 4 else 0)
+        # A soft prompt is concatenated with the embeddings, not multiplied: autocast copies none of it.
+        adapter_matmul = 0 if is_soft_prompt(cfg.adapter) else arch.lora_params
+        copied = adapter_matmul + (arch.head_matmul_params if bits and width < 4 else 0)
     if not copied:
         return []
     return [
@@ -368,7 +418,11 @@ def _activation_lines(
     batch is padded only to its longest row (packed and pad_to_sequence_len batches are full)."""
     full = cfg.sample_packing or cfg.pad_to_sequence_len or longest is None
     length = cfg.sequence_len if full else min(longest or 0, cfg.sequence_len)
-    tokens = cfg.micro_batch_size * length
+    # A preference batch holds both sequences (chosen, rejected) of each pair.
+    sequences = 2 if cfg.rl else 1
+    # A soft prompt's virtual tokens go through every layer and the head like text tokens.
+    length += cfg.num_virtual_tokens if is_soft_prompt(cfg.adapter) else 0
+    tokens = cfg.micro_batch_size * sequences * length
     kbit_adapter = bool(bits) and cfg.adapter is not None
     widths = activation_widths(DTYPE_BYTES[precision.compute_dtype], width, kbit_adapter)
     rank = cfg.lora_r if cfg.adapter else 0
@@ -382,7 +436,8 @@ def _activation_lines(
             "activations",
             f"activations (gradient checkpointing {state})",
             acts.layers,
-            f"{cfg.micro_batch_size} x {length} tokens; {'off' if state == 'on' else 'on'}: "
+            f"{cfg.micro_batch_size}{' pairs x 2' if cfg.rl else ''} x {length} tokens; "
+            f"{'off' if state == 'on' else 'on'}: "
             f"{other.layers / GIB:.2f} GiB",
         ),
         MemoryLine(
@@ -391,8 +446,18 @@ def _activation_lines(
     ]
 
 
-def _assumptions(cfg: TrainingSettings, mfu: float, compute_dtype: str, bits: int | None) -> list[str]:
+def _assumptions(cfg: FtConfig, mfu: float, compute_dtype: str, bits: int | None) -> list[str]:
     notes = []
+    if cfg.rl:
+        reference = (
+            "; the reference's forward (no gradients, its activations not kept) adds 2 N FLOPs per token"
+            if has_reference_pass(cfg)
+            else ""
+        )
+        notes.append(
+            f"rl: {cfg.rl}: each pair is two sequences (chosen, rejected) in one batch{reference}; "
+            "trl's DPO trainer computes log-probabilities in chunks, so the logits line is an upper bound"
+        )
     if compute_dtype == "float32":
         notes.append(
             "compute is float32 (bf16/fp16 off): tensor cores run far below their 16-bit peak, "

@@ -223,13 +223,16 @@ def activation_bytes(
     return Activations(layers, tokens * arch.vocab_size * (a + 12))
 
 
-def training_flops(arch: Architecture, tokens: int, full_finetune: bool, checkpointing: bool) -> float:
+def training_flops(
+    arch: Architecture, tokens: int, full_finetune: bool, checkpointing: bool, reference: bool = False
+) -> float:
     """2 N per token forward, 2 N backward to the inputs, 2 N more for the weight gradients of a
     full fine-tune (6 N in all: Kaplan et al. 2020), 2 N more to recompute the forward under
-    gradient checkpointing; N = parameters in matmuls (the head included, embeddings not).
-    LoRA's own matmuls are under 1% of N and left out; so is attention's seq x seq work."""
-    return float(flops_multiplier(full_finetune, checkpointing)) * arch.matmul_params * tokens
+    gradient checkpointing, 2 N more for a reference model's forward (DPO); N = parameters in
+    matmuls (the head included, embeddings not). LoRA's own matmuls are under 1% of N and left
+    out; so is attention's seq x seq work."""
+    return float(flops_multiplier(full_finetune, checkpointing, reference)) * arch.matmul_params * tokens
 
 
-def flops_multiplier(full_finetune: bool, checkpointing: bool) -> int:
-    return 4 + (2 if full_finetune else 0) + (2 if checkpointing else 0)
+def flops_multiplier(full_finetune: bool, checkpointing: bool, reference: bool = False) -> int:
+    return 4 + (2 if full_finetune else 0) + (2 if checkpointing else 0) + (2 if reference else 0)

@@ -33,10 +33,12 @@ def count_training_tokens(cfg: FtConfig) -> Tokens:
     else:
         reason = "not every dataset is local"
     if cfg.max_steps:
-        total = cfg.max_steps * rows_per_step * cfg.sequence_len
+        sequences = 2 if cfg.rl else 1  # a preference pair is two sequences
+        total = cfg.max_steps * rows_per_step * sequences * cfg.sequence_len
+        rows = f"{rows_per_step} pairs x 2 sequences" if cfg.rl else f"{rows_per_step} rows"
         return Tokens(
             total,
-            f"estimated ({reason}): max_steps {cfg.max_steps} x {rows_per_step} rows x sequence_len "
+            f"estimated ({reason}): max_steps {cfg.max_steps} x {rows} x sequence_len "
             f"{cfg.sequence_len}, an upper bound",
         )
     return Tokens(None, f"unknown ({reason}, no max_steps): hours are given per million tokens")
@@ -45,25 +47,40 @@ def count_training_tokens(cfg: FtConfig) -> Tokens:
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
-def _counted_tokens(cfg: FtConfig, rows_per_step: int) -> Tokens:
-    from ft.data.pipeline import split_training_data
+def _row_lengths(cfg: FtConfig) -> tuple[list[int], list[int]]:
+    """Per training row: the tokens it runs through the model, and its longest sequence. A
+    preference pair runs two sequences (prompt + chosen, prompt + rejected)."""
+    from ft.data.pipeline import split_eval, split_training_data
     from ft.models.tokenizer import load_tokenizer
 
-    train, _ = split_training_data(cfg, load_tokenizer(offline_tokenizer_config(cfg)))
-    if not train:
+    tokenizer = load_tokenizer(offline_tokenizer_config(cfg))
+    padded = cfg.sequence_len if cfg.pad_to_sequence_len else None
+    if cfg.rl:
+        from ft.data.pairs import preview_pairs
+
+        pairs = split_eval(cfg, preview_pairs(cfg, tokenizer, None)[0])[0]
+        return [2 * padded if padded else p.tokens for p in pairs], [p.longest for p in pairs]
+    rows = split_training_data(cfg, tokenizer)[0]
+    return [padded or len(e.input_ids) for e in rows], [len(e.input_ids) for e in rows]
+
+
+def _counted_tokens(cfg: FtConfig, rows_per_step: int) -> Tokens:
+    lengths, longest_rows = _row_lengths(cfg)
+    if not lengths:
         raise FtError("no training rows")
-    lengths = [cfg.sequence_len if cfg.pad_to_sequence_len else len(e.input_ids) for e in train]
     per_epoch = sum(lengths)
-    longest = min(max(lengths), cfg.sequence_len)
+    longest = min(cfg.sequence_len if cfg.pad_to_sequence_len else max(longest_rows), cfg.sequence_len)
     if cfg.max_steps:
         per_row = cfg.sequence_len if cfg.sample_packing else per_epoch / len(lengths)
         total = int(cfg.max_steps * rows_per_step * per_row)
-        how = f"counted: max_steps {cfg.max_steps} x {rows_per_step} rows x {per_row:.0f} tokens"
+        rows = "pairs" if cfg.rl else "rows"
+        how = f"counted: max_steps {cfg.max_steps} x {rows_per_step} {rows} x {per_row:.0f} tokens"
         return Tokens(total, how, longest)
     total = int(per_epoch * cfg.num_epochs)
     return Tokens(
         total,
-        f"counted: {len(train):,} training rows, {per_epoch:,} tokens per epoch x num_epochs "
+        f"counted: {len(lengths):,} training {'pairs' if cfg.rl else 'rows'}, {per_epoch:,} tokens per epoch "
+        "x num_epochs "
         f"{cfg.num_epochs:g} (padding not counted); longest row {longest}",
         longest,
     )

@@ -45,6 +45,9 @@ HYPER_PARAMETERS = (
 )
 
 
+_ADAPTER_NAMES = {"prompt_tuning": "soft prompt (prompt tuning; the base model's weights unchanged)"}
+
+
 def hub_base_model(reference: str | None) -> str | None:
     """The base model's Hub id, or None for a local folder, a .gguf file or a pkg:// file."""
     if not reference or reference.startswith(PACKAGE_SCHEME) or reference.endswith(".gguf"):
@@ -136,7 +139,66 @@ def hyper_parameter_table(run: RunInfo) -> str:
 def data_table(run: RunInfo) -> str:
     counts = run.data.get("data") or {}
     rows = [f"| {key.replace('_', ' ')} | {value} |" for key, value in counts.items()]
-    return "| data | rows |\n| --- | --- |\n" + "\n".join(rows) if rows else "Row counts were not recorded."
+    unit = "pairs" if run.data.get("rl") else "rows"
+    return (
+        f"| data | {unit} |\n| --- | --- |\n" + "\n".join(rows) if rows else "Row counts were not recorded."
+    )
+
+
+RL_SETTINGS = (
+    "beta",
+    "loss_type",
+    "label_smoothing",
+    "precompute_ref_log_probs",
+    "orpo_alpha",
+    "max_prompt_len",
+)
+
+
+def preference_lines(record: dict[str, Any]) -> list[str]:
+    """A preference run's section: run.json's `rl` (method, reference, settings, last rewards)."""
+    settings = ", ".join(f"{key} {_value(record[key])}" for key in RL_SETTINGS if record.get(key) is not None)
+    lines = [
+        f"- method: `{record.get('method')}`" + (f" ({settings})" if settings else ""),
+        f"- reference: {record.get('reference')}",
+    ]
+    for split, key in (("train", "final_train"), ("eval", "final_eval")):
+        rewards = record.get(key)
+        if rewards:
+            lines.append(
+                f"- final reward margin ({split}): {_number(rewards.get('margins'))}, "
+                f"accuracy {_number(rewards.get('accuracies'))} "
+                f"(chosen {_number(rewards.get('chosen'))}, rejected {_number(rewards.get('rejected'))})"
+            )
+    return lines
+
+
+def _base_label(evaluation: dict[str, Any]) -> str:
+    """What eval.json's `base` is: the base model, or a preference run's reference."""
+    label = evaluation.get("base_label")
+    return "base model" if label in (None, "base") else str(label)
+
+
+def pair_eval_lines(evaluation: dict[str, Any]) -> list[str]:
+    """`ft eval`'s held-out pairs: margin of log p(chosen) over log p(rejected), tuned and reference."""
+    lines = []
+    for label, result in (
+        ("tuned", evaluation.get("tuned")),
+        (_base_label(evaluation), evaluation.get("base")),
+    ):
+        pairs = (result or {}).get("pairs")
+        if pairs:
+            lines.append(
+                f"  pairs ({label}): margin log p(chosen) - log p(rejected) {_number(pairs.get('margin'))}, "
+                f"chosen likelier on {_number(pairs.get('accuracy'))} of {pairs.get('pairs')}"
+            )
+    rewards = evaluation.get("rewards")
+    if rewards:
+        lines.append(
+            f"  DPO implicit reward (beta {_number(rewards.get('beta'))}): mean {_number(rewards.get('margin'))}, "
+            f"positive on {_number(rewards.get('accuracy'))} of the pairs"
+        )
+    return lines
 
 
 def results_lines(run: RunInfo, evaluation: dict[str, Any] | None, merge: dict[str, Any] | None) -> list[str]:
@@ -161,7 +223,13 @@ def results_lines(run: RunInfo, evaluation: dict[str, Any] | None, merge: dict[s
             f"{k} {_number(v)}" for k, v in base.items() if k != "rows" and isinstance(v, int | float)
         )
         if base_shown:
-            lines.append(f"  base model: {base_shown}")
+            lines.append(f"  {_base_label(evaluation)}: {base_shown}")
+        forgetting = evaluation.get("forgetting") or {}
+        if forgetting.get("summary"):
+            lines.append(
+                f"- forgetting (`ft eval --forgetting`, general prompts and text): {forgetting['summary']}"
+            )
+        lines += pair_eval_lines(evaluation)
     if merge:
         lines.append(
             f"- merged in {merge.get('dtype')}: max |logit difference| against base+adapter "
@@ -219,9 +287,10 @@ def render_card(run: RunInfo, *, merged: dict[str, Any] | None = None, repo: str
     name_of_base = portable_base(run.data)
     adapter = run.adapter
     library = "transformers" if merged is not None or adapter is None else "peft"
+    preference = run.data.get("rl") if isinstance(run.data.get("rl"), dict) else None
     tags = [
         "ft",
-        "sft",
+        str(preference.get("method")) if preference else "sft",
         "trl",
         *([adapter] if adapter else ["full-fine-tune"]),
         *(["merged"] if merged else []),
@@ -237,7 +306,7 @@ def render_card(run: RunInfo, *, merged: dict[str, Any] | None = None, repo: str
         }
     )
     name = run.run_dir.name if merged is None else f"{run.run_dir.name} (merged)"
-    what = "LoRA adapter" if library == "peft" else "model"
+    what = _ADAPTER_NAMES.get(adapter or "", "LoRA adapter") if library == "peft" else "model"
     evaluation = read_json(run.run_dir / EVAL_JSON)
     terminator = run.data.get("terminator")
     body = [
@@ -257,6 +326,7 @@ def render_card(run: RunInfo, *, merged: dict[str, Any] | None = None, repo: str
         "",
         hyper_parameter_table(run),
         "",
+        *(["## Preference tuning", "", *preference_lines(preference), ""] if preference else []),
         "## Data",
         "",
         data_table(run),

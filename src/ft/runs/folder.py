@@ -36,7 +36,8 @@ TRAINER_STATE = "trainer_state.json"
 FINAL_TMP = ".ft-final.tmp"
 """Where the final model files are written before being moved to the top level."""
 EVAL_JSON = "eval.json"
-"""Written by `ft eval` into the run folder; read by the model card."""
+"""Written by `ft eval` into the run folder; read by the model card, which shows its
+`forgetting.summary` (the one-line verdict)."""
 MERGE_JSON = "ft_merge.json"
 """Written by `ft merge` into a merged folder (it marks the folder as ft's); read by inference for an
 optional `terminator`."""
@@ -236,6 +237,10 @@ def trim_metrics(path: Path, last_step: int) -> int:
     return len(rows) - len(kept)  # a line cut short by a kill is not a row
 
 
+FORGETTING_KEY = "eval_forgetting_kl"
+"""Logged at each evaluation with `eval_forgetting: true` (ft.infer.forgetting)."""
+
+
 def plot_loss(metrics: list[dict[str, Any]], path: Path, title: str = "") -> str | None:
     """loss.png (see loss_figure); returns a note when it is skipped."""
     if not _series(metrics, "loss") and not _series(metrics, "eval_loss"):
@@ -256,18 +261,22 @@ def plot_loss(metrics: list[dict[str, Any]], path: Path, title: str = "") -> str
 
 
 def loss_figure(metrics: list[dict[str, Any]], title: str = "") -> Any:
-    """Train and eval loss against the step, the learning rate on a second axis, the run's name as
-    the title. Points are marked, so a run with one logged step still shows its loss (a line
-    needs two points to be seen)."""
+    """Train and eval loss against the step, the learning rate on a second axis, the forgetting KL
+    on a third when measured (`eval_forgetting: true`), the run's name as the title; for preference
+    runs the reward margin (chosen minus rejected) in a panel below. Points are marked, so a run
+    with one logged step still shows its loss (a line needs two points to be seen)."""
     import matplotlib.pyplot as plt
 
     train, evals, rates = (_series(metrics, key) for key in ("loss", "eval_loss", "learning_rate"))
-    fig, ax = plt.subplots(figsize=(7, 4))
+    margins = [(label, _series(metrics, key)) for label, key in MARGIN_SERIES]
+    margins = [(label, points) for label, points in margins if points]
+    panels = 2 if margins else 1
+    fig, axes = plt.subplots(panels, 1, figsize=(7, 4 * panels), sharex=True, squeeze=False)
+    ax = axes[0][0]
     if train:
         ax.plot(*zip(*train, strict=True), marker="." if len(train) > 1 else "o", label="train loss")
     if evals:
         ax.plot(*zip(*evals, strict=True), marker="o", label="eval loss")
-    ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
@@ -280,11 +289,38 @@ def loss_figure(metrics: list[dict[str, Any]], title: str = "") -> Any:
         lr_axis.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
         more_handles, more_labels = lr_axis.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
+    drift = _series(metrics, FORGETTING_KEY)
+    if drift:
+        # Its own axis (KL in nats/token is on another scale than the loss), moved out to the right
+        # when the learning rate holds the first one; dashed with squares: told apart without colour.
+        kl_axis = ax.twinx()
+        if rates:
+            kl_axis.spines["right"].set_position(("axes", 1.15))
+        kl_axis.plot(
+            *zip(*drift, strict=True), marker="s", linestyle="--", color="tab:red", label="forgetting KL"
+        )
+        kl_axis.set_ylabel("forgetting: KL(base || tuned), nats/token")
+        kl_axis.set_ylim(bottom=0)
+        more_handles, more_labels = kl_axis.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
     ax.legend(handles, labels, loc="upper right")
     if title:
         ax.set_title(title)
+    if margins:
+        low = axes[1][0]
+        for label, points in margins:
+            low.plot(*zip(*points, strict=True), marker="o" if label.startswith("eval") else ".", label=label)
+        low.axhline(0.0, color="grey", linewidth=0.8)
+        low.set_ylabel("reward margin (chosen - rejected)")
+        low.grid(alpha=0.3)
+        low.legend()
+    axes[-1][0].set_xlabel("step")
     fig.tight_layout()
     return fig
+
+
+MARGIN_SERIES = (("train margin", "rewards/margins"), ("eval margin", "eval_rewards/margins"))
+"""The reward margins trl's DPO and ORPO trainers log (beta x log-ratio difference; ORPO: of mean log-probs)."""
 
 
 def _series(metrics: list[dict[str, Any]], key: str) -> list[tuple[Any, Any]]:

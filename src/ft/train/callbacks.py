@@ -12,7 +12,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,17 +249,47 @@ def checkpoint_write_hint(run_dir: Path) -> str:
     return CHECKPOINT_WRITE_HINT
 
 
-class QuietSFTTrainer(SFTTrainer):
-    """SFTTrainer that leaves no Hub model card (README.md) in the run folder at each checkpoint,
-    and whose failed checkpoint writes leave no partial checkpoint folder. Set after construction:
-    `loraplus` (ratio, embedding learning rate) for peft's LoRA+ optimizer, `generation_eval` for
-    generation metrics at each evaluation."""
+class QuietCheckpoints:
+    """For a trl trainer: no Hub model card (README.md) in the run folder at each checkpoint, and
+    failed checkpoint writes leave no partial checkpoint folder. Put it before the trainer class."""
+
+    args: Any
+    state: Any
+
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"  # type: ignore[attr-defined]
+        if self.args.should_save:
+            # Saved over an older checkpoint-N (resumed from an earlier checkpoint): without this,
+            # the old trainer_state.json would make a half-overwritten folder look complete.
+            (folder / TRAINER_STATE).unlink(missing_ok=True)
+        try:
+            super()._save_checkpoint(model, trial)  # type: ignore[misc]
+            if self.args.should_save and folder.is_dir():
+                follow_umask(folder)
+        except Exception as err:
+            if not is_checkpoint_write_failure(err):
+                raise
+            # The folder is this save's own: removing it frees the space and leaves nothing that
+            # looks resumable. A save that got as far as trainer_state.json is complete: kept.
+            if self.args.should_save and not (folder / TRAINER_STATE).is_file():
+                shutil.rmtree(folder, ignore_errors=True)
+            raise write_failed(folder, err, checkpoint_write_hint(folder.parent)) from err
+
+
+class QuietSFTTrainer(QuietCheckpoints, SFTTrainer):
+    """SFTTrainer with QuietCheckpoints, that adds its `eval_probes`' metrics (forgetting) to each
+    evaluation's log row. Set after construction: `loraplus` (ratio, embedding learning rate) for
+    peft's LoRA+ optimizer, `generation_eval` for generation metrics at each evaluation."""
 
     loraplus: tuple[float, float | None] | None = None
     generation_eval: Any = None
 
-    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
-        return None
+    def __init__(self, *args: Any, eval_probes: Sequence[Any] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.eval_probes = list(eval_probes)
 
     def create_optimizer(self, *args: Any, **kwargs: Any) -> Any:
         """LoRA+ (Hayou et al. 2024): the B matrices learn `ratio` times faster than the A matrices,
@@ -301,24 +331,13 @@ class QuietSFTTrainer(SFTTrainer):
                 metrics.update(extra)
         return metrics
 
-    def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-        if self.args.should_save:
-            # Saved over an older checkpoint-N (resumed from an earlier checkpoint): without this,
-            # the old trainer_state.json would make a half-overwritten folder look complete.
-            (folder / TRAINER_STATE).unlink(missing_ok=True)
-        try:
-            super()._save_checkpoint(model, trial)
-            if self.args.should_save and folder.is_dir():
-                follow_umask(folder)
-        except Exception as err:
-            if not is_checkpoint_write_failure(err):
-                raise
-            # The folder is this save's own: removing it frees the space and leaves nothing that
-            # looks resumable. A save that got as far as trainer_state.json is complete: kept.
-            if self.args.should_save and not (folder / TRAINER_STATE).is_file():
-                shutil.rmtree(folder, ignore_errors=True)
-            raise write_failed(folder, err, checkpoint_write_hint(folder.parent)) from err
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # The evaluation's row is logged here, before callbacks see it: the probes' metrics join
+        # it so that metrics.jsonl, the progress view and TensorBoard get them in the same row.
+        if self.eval_probes and "eval_loss" in logs and self.is_world_process_zero():
+            for probe in self.eval_probes:
+                logs.update(probe.measure(self.model))
+        super().log(logs, start_time)
 
 
 WRITER_ERRORS = (

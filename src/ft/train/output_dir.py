@@ -174,6 +174,11 @@ def run_inputs(cfg: FtConfig, config_path: Path | None) -> dict[Path, str]:
     inputs[Path(cfg.base_model)] = "base_model"
     if cfg.tokenizer_config:
         inputs[Path(cfg.tokenizer_config)] = "tokenizer_config"
+    # A DPO run continuing an SFT run's adapter, or scoring against another model, reads them.
+    for key in ("lora_model_dir", "ref_model"):
+        value = getattr(cfg, key)
+        if value:
+            inputs[Path(value)] = key
     if cfg.dataset_prepared_path:
         inputs[Path(cfg.dataset_prepared_path)] = "dataset_prepared_path"
     return {path.expanduser().resolve(): what for path, what in inputs.items() if path.expanduser().exists()}

@@ -12,10 +12,10 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ft.base.errors import FtError, TrainingInterrupted
 from ft.base.perms import follow_umask
@@ -68,6 +68,8 @@ class TrainResult:
     trainable_params: int
     total_params: int
     notes: list[str] = field(default_factory=list)
+    preference: dict[str, Any] | None = None
+    """Preference runs: run.json's `rl` (method, reference, last reward margins and accuracies)."""
     train_tokens: float | None = None
     train_step_seconds: float | None = None
 
@@ -82,6 +84,23 @@ class RunStart:
     flags: tuple[str, ...] = ()
     started_at: str = field(default_factory=utc_now)
     resumes: tuple[dict[str, Any], ...] = ()
+
+
+class EvalProbe(Protocol):
+    """An extra measurement at each evaluation (ft.infer.forgetting.ForgettingProbe for
+    `eval_forgetting`): given by the caller, since a training stage does not import inference."""
+
+    def start(self, cfg: FtConfig, model: Any, tokenizer: Any, base_path: str, precision: Precision) -> str:
+        """Prepare with the model to be trained; returns a note for the user."""
+        ...
+
+    def measure(self, model: Any) -> dict[str, float]:
+        """Metrics to add to the evaluation's row of metrics.jsonl (keys starting with eval_)."""
+        ...
+
+    def summary(self) -> str | None:
+        """A line for the end of the run, or None."""
+        ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,8 +119,10 @@ def run_training(
     allow_changes: bool = False,
     on_event: Callable[[TrainEvent], None] | None = None,
     launch: Launch | None = None,
+    eval_probes: Sequence[EvalProbe] = (),
 ) -> TrainResult:
     """The whole `ft train`; raises OutputExistsError, TrainingInterrupted, WriteFailedError, FtError.
+    `eval_probes`: measured at each evaluation; `eval_forgetting: true` needs one (the CLI gives it).
 
     Until the trainer takes over Ctrl-C/SIGTERM (a checkpoint, then a stop), a signal stops the
     command with TrainingInterrupted, so that a --force replacement is settled on the way out.
@@ -111,6 +132,11 @@ def run_training(
     from ft.train.output_dir import START_WRITE_HINT, auto_resumes, claimed_run_dir, record_data_content
     from ft.train.resume import check_data_change
 
+    if cfg.eval_forgetting and not eval_probes:
+        raise FtError(
+            "eval_forgetting: true needs the forgetting probe, which ft train passes to run_training",
+            hint="run it through ft train, or pass eval_probes=[ft.infer.forgetting.ForgettingProbe()]",
+        )
     emit = on_event or _no_event
     launch = launch or Launch()
     flags = tuple(
@@ -153,11 +179,11 @@ def run_training(
                 write_text_atomic(run_dir / CONFIG_YML, dump_config(cfg))
 
         from ft.data.chat_templates import chat_template_jinja
-        from ft.data.pipeline import prepare_data, summary_lines
+        from ft.data.prepare import prepare_run_data
         from ft.models.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(cfg)
-        data = prepare_data(cfg, tokenizer, note=lambda line: emit(_note(line)))
+        data, summary = prepare_run_data(cfg, tokenizer, note=lambda line: emit(_note(line)))
         if main:
             changed = check_data_change(claim.data_content, data.content, allow_changes)
             if changed and claim.resumes:
@@ -166,10 +192,17 @@ def run_training(
         # Set before training so checkpoints carry it too: a template that renders the training format.
         # After prepare_data: the tokenizer's own template (tokenizer_default) renders the data.
         tokenizer.chat_template = chat_template_jinja(cfg, tokenizer)
-        notes += summary_lines(data.report)
+        notes += summary
         start = RunStart(launch, flags, claim.started_at, tuple(claim.resumes))
         result = train_on_prepared(
-            cfg, tokenizer, data, resume_from=claim.resume_from, emit=emit, notes=notes, start=start
+            cfg,
+            tokenizer,
+            data,
+            resume_from=claim.resume_from,
+            emit=emit,
+            notes=notes,
+            start=start,
+            eval_probes=eval_probes,
         )
     if cfg.hub_model_id and main:
         emit(_note(push_run_folder(run_dir, cfg)))
@@ -216,6 +249,7 @@ def train_on_prepared(
     emit: Callable[[TrainEvent], None] = _no_event,
     notes: list[str] | None = None,
     start: RunStart | None = None,
+    eval_probes: Sequence[EvalProbe] = (),
 ) -> TrainResult:
     """Model, adapter, trainer and run folder for data already prepared (`ft.data.pipeline.PreparedData`)."""
     from transformers import set_seed
@@ -248,7 +282,7 @@ def train_on_prepared(
     set_seed(cfg.seed)
     model = load_model_from_path(cfg, base_path, tokenizer, precision)
     emit(_note(f"base model loaded in {time.monotonic() - began:.1f} s"))
-    adapted = attach_adapter(cfg, model)
+    adapted = attach_adapter(cfg, model, tokenizer)
     base_name = portable_base_name(cfg)
     emit(
         _note(
@@ -258,14 +292,24 @@ def train_on_prepared(
             total_params=adapted.total_params,
         )
     )
-    sft_config = build_sft_config(
-        cfg,
-        precision,
-        run_dir,
-        train_rows=len(data.train),
-        has_eval=data.eval is not None and len(data.eval) > 0,
-        world_size=world_size_from_env(),
-    )
+    if is_main_process_from_env():  # the probes measure on the main process only
+        for probe in eval_probes:
+            emit(_note(probe.start(cfg, adapted.model, tokenizer, base_path, precision)))
+    sizes: dict[str, Any] = {
+        "train_rows": len(data.train),
+        "has_eval": data.eval is not None and len(data.eval) > 0,
+        "world_size": world_size_from_env(),
+    }
+    reference = None
+    if cfg.rl:
+        from ft.train.preference import build_preference_config, load_reference
+
+        reference, reference_note = load_reference(cfg, base_path, precision, len(tokenizer))
+        if reference_note:
+            emit(_note(reference_note))
+        trainer_args: Any = build_preference_config(cfg, precision, run_dir, **sizes)
+    else:
+        trainer_args = build_sft_config(cfg, precision, run_dir, **sizes)
     context = RunContext(
         cfg=cfg,
         run_dir=run_dir,
@@ -280,7 +324,9 @@ def train_on_prepared(
         notes=notes,
         data_content=data.content,
     )
-    return _train_and_save(context, adapted, tokenizer, data, sft_config, resume_from, emit)
+    return _train_and_save(
+        context, adapted, tokenizer, data, trainer_args, resume_from, emit, reference, eval_probes
+    )
 
 
 @dataclass
@@ -292,7 +338,7 @@ class RunContext:
     base_name: str
     added_tokens: list[str]
     data_fingerprint: str
-    data_counts: dict[str, int]
+    data_counts: dict[str, Any]
     terminator: str
     start: RunStart
     notes: list[str]
@@ -342,9 +388,11 @@ def _train_and_save(
     adapted: Any,
     tokenizer: Any,
     data: Any,
-    sft_config: Any,
+    trainer_args: Any,
     resume_from: Path | None,
     emit: Callable[[TrainEvent], None],
+    reference: Any = None,
+    eval_probes: Sequence[EvalProbe] = (),
 ) -> TrainResult:
     from transformers import EarlyStoppingCallback, PrinterCallback
 
@@ -364,7 +412,7 @@ def _train_and_save(
     stop = StopCallback(StopRequest())
     throughput = Throughput()
     progress = ProgressCallback(emit, throughput)
-    collator = packed_rows_collator(cfg, tokenizer)
+    collator = None if cfg.rl else packed_rows_collator(cfg, tokenizer)
     # In this order: the collator's token count replaces trl's before Throughput reads it, and
     # Throughput adds tokens_per_s to the logs before metrics.jsonl and the progress see them.
     callbacks: list[Any] = [throughput, MetricsFileCallback(run_dir / METRICS_JSONL), progress, stop]
@@ -372,15 +420,23 @@ def _train_and_save(
         callbacks.insert(0, CollatedTokensCallback(collator, world_size_from_env()))
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    trainer = QuietSFTTrainer(
-        model=adapted.model,
-        args=sft_config,
-        train_dataset=data.train,
-        eval_dataset=data.eval if data.eval is not None and len(data.eval) else None,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-        data_collator=collator,
-    )
+    if cfg.rl:
+        from ft.train.preference import build_preference_trainer
+
+        trainer = build_preference_trainer(
+            cfg, adapted.model, trainer_args, data, tokenizer, callbacks, reference
+        )
+    else:
+        trainer = QuietSFTTrainer(
+            model=adapted.model,
+            args=trainer_args,
+            train_dataset=data.train,
+            eval_dataset=data.eval if data.eval is not None and len(data.eval) else None,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            data_collator=collator,
+            eval_probes=eval_probes,
+        )
     # Progress goes to on_event; transformers' printer would print every log dict to stdout.
     trainer.remove_callback(PrinterCallback)
     if cfg.loraplus_lr_ratio and cfg.adapter:
@@ -402,8 +458,13 @@ def _train_and_save(
             if trainer.eval_dataset is not None and _last_eval_step(trainer) != trainer.state.global_step:
                 trainer.evaluate()
             result = _result(context, trainer, adapted, throughput)
+            result.notes += [line for probe in eval_probes if (line := probe.summary())]
+            if cfg.rl:
+                from ft.train.preference import drop_reference_adapter
+
+                drop_reference_adapter(trainer.model)
             save_run_folder(context, trainer, result)
-            finish_wandb_run(sft_config.report_to)
+            finish_wandb_run(trainer_args.report_to)
     except KeyboardInterrupt:  # the second signal
         raise aborted(run_dir, context.start.launch) from None
     emit(_note("run folder written", run_dir=str(run_dir)))
@@ -467,7 +528,16 @@ def _result(context: RunContext, trainer: Any, adapted: Any, throughput: Any) ->
         notes=context.notes,
         train_tokens=throughput.tokens or None,
         train_step_seconds=throughput.step_seconds or None,
+        preference=_preference_record(context.cfg, history),
     )
+
+
+def _preference_record(cfg: FtConfig, history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if not cfg.rl:
+        return None
+    from ft.train.preference import rl_record
+
+    return rl_record(cfg, history)
 
 
 def save_run_folder(context: RunContext, trainer: Any, result: TrainResult) -> None:
@@ -570,6 +640,7 @@ def run_record(context: RunContext, result: TrainResult) -> dict[str, Any]:
         "started_at": start.started_at,
         "resumes": list(start.resumes),
         "finished_at": utc_now(),
+        **({"rl": result.preference} if result.preference is not None else {}),
     }
 
 
