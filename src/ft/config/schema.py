@@ -920,6 +920,11 @@ def _preference_rules(data: Mapping[str, Any]) -> Iterator[Problem]:
             )
     if is_true(data.get("train_on_inputs")):
         yield "train_on_inputs", "preference tuning scores the answers only: remove train_on_inputs"
+    if data.get("excess_length_strategy") == "split":
+        yield (
+            "excess_length_strategy",
+            "a preference pair is not split into pieces: use drop (the default), truncate or error",
+        )
     if data.get("loraplus_lr_ratio") is not None:
         yield (
             "loraplus_lr_ratio",
