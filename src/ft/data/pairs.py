@@ -358,9 +358,7 @@ def encode_pair_source(
             chosen_ids,
             rejected_ids,
         )
-        kept = apply_pair_length_rules(
-            cfg, example, source.settings, report, over_budget[index]
-        )
+        kept = apply_pair_length_rules(cfg, example, source.settings, report, over_budget[index])
         if kept is not None:
             examples.append(kept)
     return examples
