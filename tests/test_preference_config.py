@@ -102,12 +102,14 @@ BASE = {"base_model": "org/model", "datasets": [{"path": "pairs.jsonl", "type": 
             {
                 "rl": "orpo",
                 "loraplus_lr_ratio": 16,
+                "curriculum_sampling": True,
                 "do_causal_lm_eval": True,
                 "excess_length_strategy": "split",
                 "datasets": [{"path": "d.jsonl", "type": "chat_template", "drop_system_message": True}],
             },
             [
                 "loraplus_lr_ratio: LoRA+ is applied to supervised fine-tuning only, not rl: orpo: remove it",
+                "curriculum_sampling: preference pairs are batched in random order: remove curriculum_sampling",
                 "do_causal_lm_eval: generation metrics are measured for supervised fine-tuning only: remove it "
                 "(ft eval RUN scores the pairs' margins after training)",
                 "excess_length_strategy: a preference pair is not split into pieces: use drop (the default), "

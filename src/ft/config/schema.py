@@ -944,6 +944,11 @@ def _preference_rules(data: Mapping[str, Any]) -> Iterator[Problem]:
             )
     if is_true(data.get("group_by_length")):
         yield "group_by_length", "preference pairs are batched in random order: remove group_by_length"
+    if is_true(data.get("curriculum_sampling")):
+        yield (
+            "curriculum_sampling",
+            "preference pairs are batched in random order: remove curriculum_sampling",
+        )
     if method == "orpo" and is_true(data.get("pad_to_sequence_len")):
         yield (
             "pad_to_sequence_len",
