@@ -50,7 +50,7 @@ def test_cross_field_rules_are_listed_with_field_errors(tmp_path: Path) -> None:
         "save_steps: 5\nsaves_per_epoch: 1\n"
         "load_in_8bit: true\nload_in_4bit: true\n"
         "optimizer: adamw_torc\nlr_scheduler: cosin\n"
-        "chat_template: phi_4\n"
+        "chat_template: chatmll\n"
         "val_set_size: 0.1\n"
         "datasets:\n"
         "  - path: org/a\n    format: '{instruction} {answer}'\n    no_input_format: '{input}'\n"
@@ -58,7 +58,7 @@ def test_cross_field_rules_are_listed_with_field_errors(tmp_path: Path) -> None:
         "test_datasets:\n  - path: org/c\n"
     )
     assert problems(write(tmp_path, text)) == [
-        "chat_template: unknown chat_template 'phi_4' (did you mean phi3?)",
+        "chat_template: unknown chat_template 'chatmll' (did you mean chatml?)",
         "datasets[0].format: unknown field {answer}: use {input}, {instruction}, {system}",
         "datasets[0].no_input_format: cannot use {input}: it is the prompt for rows without input",
         "datasets[1].type: unknown format 'alpacaa' (did you mean alpaca?)",
@@ -82,7 +82,7 @@ def test_cross_field_rules_are_listed_with_field_errors(tmp_path: Path) -> None:
         ("load_in_4bit: true\n", "load_in_4bit: a quantized base cannot be fully fine-tuned"),
         ("val_set_size: 2.5\n", "val_set_size: 2.5 is neither a share (0 < x < 1) nor a whole row count"),
         ("lora_model_dir: ./x\n", "lora_model_dir: an existing adapter needs adapter: lora or qlora"),
-        ("optimizer: nadam\n", "optimizer: unknown optimizer 'nadam': use one of adamw_torch, "),
+        ("optimizer: lbfgs\n", "optimizer: unknown optimizer 'lbfgs': use one of adamw_torch, "),
     ],
 )
 def test_single_rules(tmp_path: Path, extra: str, expected: str) -> None:
@@ -441,30 +441,36 @@ def test_axolotl_mistral_qlora_loads(tmp_path: Path) -> None:
 
 def test_axolotl_phi35_lora_maps_template_and_message_fields(tmp_path: Path) -> None:
     cfg, notes = read(tmp_path, AXOLOTL_PHI35_LORA)
-    assert cfg.chat_template == "phi3"
+    assert cfg.chat_template == "phi_3"  # axolotl's own Jinja template, rendered as axolotl renders it
     assert cfg.datasets[0].message_property_mappings == {"role": "role", "content": "content"}
     assert (cfg.load_in_8bit, cfg.adapter, cfg.bf16, cfg.fp16) == (True, "lora", True, None)
-    assert "chat_template: phi_3 (axolotl) read as phi3" in notes
     assert "bfloat16: true ignored: ft picks the compute dtype from bf16 / fp16" in notes
 
 
-def test_axolotl_features_ft_lacks_are_named_not_supported(tmp_path: Path) -> None:
+def test_a_feature_ft_lacks_is_one_line_naming_it(tmp_path: Path) -> None:
+    """A config for KTO, unsloth, ReLoRA, a reward model: one line per feature, nothing else (its
+    datasets and the like follow from the feature)."""
     text = BASE + (
-        "rl: kto\nunsloth_lora_mlp: true\nrelora_steps: 100\nplugins: [x.Plugin]\nlora_on_cpu: true\n"
-        "fsdp_version: 2\ncurriculum_sampling: true\nreward_model: true\n"
+        "    field_chosen: chosen\n"
+        "rl: kto\nunsloth_lora_mlp: true\nrelora_steps: 100\nreward_model: true\ndpo_beta: 0.2\nlora_rr: 3\n"
     )
-    found = problems(write(tmp_path, text))
-    assert [p.split(":")[0] for p in found] == [
-        "curriculum_sampling",
-        "fsdp_version",
-        "lora_on_cpu",
-        "plugins",
-        "relora_steps",
-        "reward_model",
-        "rl",
-        "unsloth_lora_mlp",
+    assert problems(write(tmp_path, text)) == [
+        "relora_steps: 100: ReLoRA is not available in ft (ft does not have it; train this config with axolotl)",
+        "reward_model: true: reward-model training is not available in ft (ft does not have it; train this "
+        "config with axolotl)",
+        "rl: KTO (unpaired good/bad labels) is not supported by ft: use rl: dpo, ipo or orpo",
+        "unsloth_lora_mlp: true: unsloth kernels is not available in ft (ft does not have it; train this "
+        "config with axolotl)",
     ]
-    assert found[6] == "rl: KTO (unpaired good/bad labels) is not supported by ft: use rl: dpo, ipo or orpo"
+
+
+def test_axolotl_keys_with_an_ft_alternative_say_what_to_use(tmp_path: Path) -> None:
+    text = BASE + "plugins: [x.Plugin]\nbatch_flattening: true\nlora_target_parameters: []\n"
+    assert problems(write(tmp_path, text)) == [
+        "batch_flattening: axolotl's batch_flattening is not supported by ft: use sample_packing "
+        "(padding-free) instead",
+        "plugins: x.Plugin: axolotl's plugin is not available in ft (ft has no plugins)",
+    ]
 
 
 def test_axolotl_keys_left_unset_are_silent(tmp_path: Path) -> None:
@@ -494,7 +500,7 @@ def test_sharegpt_type_reads_as_chat_template_with_sharegpt_turn_keys(tmp_path: 
     cfg, notes = read(tmp_path, "base_model: org/m\ndatasets:\n  - path: org/d\n    type: sharegpt\n")
     assert cfg.datasets[0].type == "chat_template"
     assert cfg.datasets[0].message_property_mappings == {"role": "from", "content": "value"}
-    assert notes == ["datasets[0].type: sharegpt (axolotl) read as chat_template"]
+    assert notes == ["datasets[0].type: sharegpt (axolotl's legacy ShareGPT) read as type: chat_template"]
 
 
 def test_typo_of_a_key_is_not_mistaken_for_an_unset_axolotl_key(tmp_path: Path) -> None:

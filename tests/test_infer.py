@@ -188,7 +188,8 @@ def _config(tmp_path: Path, model_dir: Path, dataset: dict[str, Any], **top: Any
 
 def _loaded_for(cfg: Any, tokenizer: Any, from_template: bool) -> Any:
     """A LoadedModel without weights: ft's renderer (run folder) or the saved chat template (merged)."""
-    from ft.data.prompts import renderer_for_config, special_tokens_of
+    from ft.data.prompts import special_tokens_of
+    from ft.data.renderers import renderer_for_config
     from ft.infer.loading import LoadedModel, folder_chat_format
 
     tokens = special_tokens_of(tokenizer)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ft.infer.metrics import bleu, exact_match, rouge, score_generations
+from ft.data.metrics import bleu, exact_match, rouge, score_generations
 
 
 def test_identical_texts_score_full_marks() -> None:

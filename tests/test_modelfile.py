@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 
+from ft.config.formats import CHAT_TEMPLATES
 from ft.export.modelfile import (
     CHECK_CONVERSATIONS,
     build_modelfile,
     check_wrappers,
     derive_wrappers,
     go_literal,
+    go_template,
     render_wrapped,
 )
 
@@ -95,3 +97,40 @@ def test_a_template_of_another_shape_gets_no_template(tiny_tokenizer: Any) -> No
 def test_go_literal_quotes_braces() -> None:
     assert go_literal("plain\ntext") == "plain\ntext"
     assert go_literal("a {{b}} c") == '{{ "a {{b}} c" }}'
+
+
+# Named templates whose shape Ollama's per-message TEMPLATE cannot express, with why (the rest get one).
+NO_OLLAMA_TEMPLATE = {
+    "gemma": "refuses a conversation Ollama may send (System role not supported)",
+    "inst": "refuses a conversation Ollama may send (Conversation roles must alternate",
+    "gemma4": "no per-message shape",
+    "gemma4_unified": "no per-message shape",
+    "mistral_v2v3": "no per-message shape",
+    "mistral_v3_tekken": "no per-message shape",
+    "pixtral": "no per-message shape",
+    "qwen3": "no per-message shape",
+    "qwen3_5": "no per-message shape",
+}
+
+
+@pytest.mark.parametrize("name", [n for n in CHAT_TEMPLATES if n not in ("tokenizer_default", "jinja")])
+def test_every_named_chat_template_gets_a_checked_template_or_a_reason(
+    tiny_tokenizer: Any, name: str
+) -> None:
+    """axolotl's named templates (saved with the run's tokenizer): the Modelfile's TEMPLATE renders
+    the check conversations as the template does, or there is none and the note says why."""
+    tokenizer = with_format(tiny_tokenizer, name)
+    modelfile = build_modelfile("m.gguf", tokenizer, ["</s>"], None, tokenizer.bos_token)
+    if name in NO_OLLAMA_TEMPLATE:
+        assert modelfile.template is None and NO_OLLAMA_TEMPLATE[name] in (modelfile.note or "")
+        assert "TEMPLATE" not in modelfile.text
+        return
+    assert modelfile.note is None and modelfile.template is not None
+    wrappers = derive_wrappers(tokenizer, tokenizer.bos_token)
+    assert wrappers is not None and go_template(wrappers) == modelfile.template
+    for turns in CHECK_CONVERSATIONS:
+        rows = [{"role": r, "content": c} for r, c in turns]
+        text = tokenizer.apply_chat_template(rows, tokenize=False, add_generation_prompt=True)
+        if turns[0][0] != "system" and wrappers.default_system is not None:
+            turns = (("system", wrappers.default_system), *turns)
+        assert text.removeprefix(tokenizer.bos_token) == render_wrapped(wrappers, turns)

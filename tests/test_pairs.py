@@ -17,7 +17,8 @@ from ft.cli.app import app
 from ft.config.load import load_config, read_config
 from ft.data.pairs import PairExample, prepare_pairs, preview_pairs, split_ids
 from ft.data.pipeline import preview_examples
-from ft.data.prompts import Message, format_by_name, segments_text, special_tokens_of
+from ft.data.prompts import Message, segments_text, special_tokens_of
+from ft.data.renderers import renderer_for_config
 from ft.data.tokens import IGNORE_INDEX, encode_segments
 
 Q, GOOD, BAD = "What is the capital of France?", "Paris.", "London."
@@ -93,7 +94,7 @@ def test_pair_tokens_are_the_sft_row_tokens_and_the_chat_prompt(
     assert pair.chosen_ids == [t for t in sft.labels if t != IGNORE_INDEX]
     # The prompt is what chat sends: the format's generation prompt, encoded as training encodes it.
     tokens = special_tokens_of(tiny_tokenizer)
-    chat = format_by_name(name, tiny_tokenizer).render(
+    chat = renderer_for_config(cfg, tiny_tokenizer).render(
         [Message("user", Q)], tokens, add_generation_prompt=True
     )
     assert pair.prompt_ids == encode_segments(tiny_tokenizer, chat).input_ids
@@ -355,7 +356,7 @@ def test_format_stats_over_the_pairs(tmp_path, tiny_model_dir):
     out = " ".join(result.stdout.split())
     assert "pairs 1 of 3 read · 2 sequences" in out
     assert "chosen longer than rejected in 0 of 1 pairs" in out
-    assert "1 pair(s) over sequence_len 40: dropped" in out
+    assert "1 pair(s) over sequence_len 40: 1 dropped" in out
     assert "1 bad pair(s): training would stop on them" in out
     assert "line 2: chosen and rejected are the same answer" in out
 

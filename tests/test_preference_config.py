@@ -99,6 +99,26 @@ BASE = {"base_model": "org/model", "datasets": [{"path": "pairs.jsonl", "type": 
             ],
         ),
         (
+            {
+                "rl": "orpo",
+                "loraplus_lr_ratio": 16,
+                "curriculum_sampling": True,
+                "do_causal_lm_eval": True,
+                "excess_length_strategy": "split",
+                "datasets": [{"path": "d.jsonl", "type": "chat_template", "drop_system_message": True}],
+            },
+            [
+                "loraplus_lr_ratio: LoRA+ is applied to supervised fine-tuning only, not rl: orpo: remove it",
+                "curriculum_sampling: preference pairs are batched in random order: remove curriculum_sampling",
+                "do_causal_lm_eval: generation metrics are measured for supervised fine-tuning only: remove it "
+                "(ft eval RUN scores the pairs' margins after training)",
+                "excess_length_strategy: a preference pair is not split into pieces: use drop (the default), "
+                "truncate or error",
+                "datasets[0].drop_system_message: not applied to preference pairs: remove it (and the system "
+                "turns from the data)",
+            ],
+        ),
+        (
             {"datasets": [{"path": "d.jsonl", "field_rejected": "worse"}]},
             ["datasets[0].field_rejected: field_rejected names a pair column: set rl: dpo, ipo or orpo"],
         ),
@@ -122,13 +142,18 @@ def test_axolotl_dpo_keys(tmp_path: Path) -> None:
     assert (cfg.rl, cfg.rl_beta, cfg.precompute_ref_log_probs) == ("dpo", 0.3, True)
     assert notes == ["dpo_beta: 0.3 (axolotl) read as rl_beta: 0.3"]
     with pytest.raises(Exception) as err:
-        read_config(write(tmp_path, {"rl": "dpo", "dpo_use_weighting": True, "kto_desirable_weight": 1.0}))
+        read_config(write(tmp_path, {"rl": "dpo", "dpo_use_weighting": True}))
     assert err.value.problems == [  # type: ignore[attr-defined]
         "dpo_use_weighting: axolotl's dpo_use_weighting is not supported by ft: an option of axolotl's DPO "
-        "that ft does not have (ft's preference keys are rl, rl_beta, orpo_alpha, dpo_label_smoothing, "
-        "max_prompt_len, precompute_ref_log_probs, ref_model)",
-        "kto_desirable_weight: axolotl's kto_desirable_weight is not supported by ft: KTO is not supported "
-        "by ft; use rl: dpo, ipo or orpo on preference pairs",
+        "that ft does not have (ft's preference keys are rl (dpo, ipo, orpo), rl_beta, orpo_alpha, "
+        "dpo_label_smoothing, max_prompt_len, precompute_ref_log_probs, ref_model)",
+    ]
+    # A key of a method ft lacks names the method, alone (the config's other problems follow from it).
+    with pytest.raises(Exception) as err:
+        read_config(write(tmp_path, {"rl": "dpo", "dpo_use_weighting": True, "kto_desirable_weight": 2.0}))
+    assert err.value.problems == [  # type: ignore[attr-defined]
+        "kto_desirable_weight: 2.0: KTO (unpaired good/bad labels) is not available in ft (ft does not have "
+        "it; train this config with axolotl)",
     ]
 
 

@@ -214,7 +214,7 @@ def test_dpo_after_sft_scores_against_the_sft_adapter(
     sft_config = write_config(tmp_path, tiny_model_dir, name="sft", max_steps=4, save_steps=4)
     assert run_cli("train", str(sft_config)) == 0
     config = dpo_config(
-        tmp_path, tiny_model_dir, lora_model_dir=str(tmp_path / "sft"), max_steps=3, save_steps=3
+        tmp_path, tiny_model_dir, lora_model_dir=str(tmp_path / "sft"), max_steps=6, save_steps=6
     )
     assert run_cli("train", str(config)) == 0
     rows = train_rows(tmp_path / "dpo")

@@ -7,13 +7,14 @@ import pytest
 
 from ft.base.errors import FtError
 from ft.config.formats import CHAT_TEMPLATES, PROMPT_FORMATS, custom_format_problems
+from ft.data.jinja import TokenizerTemplate
 from ft.data.prompts import (
     FORMATS,
     CustomFormat,
     Message,
     RenderError,
     Segment,
-    TokenizerTemplate,
+    answer_segments,
     get_format,
     segments_text,
     special_tokens_of,
@@ -145,8 +146,17 @@ def test_custom_format_with_and_without_input(tokens):
 
 def test_config_names_match_the_format_registry():
     """The schema checks names from ft.config.formats; each must render here, and each format be nameable."""
-    assert set(PROMPT_FORMATS) == {*FORMATS, "completion", "chat_template"}
-    assert set(CHAT_TEMPLATES) == {*FORMATS, "tokenizer_default"}
+    from ft.data.instruct import INSTRUCTION_TYPES
+    from ft.data.jinja import template_names
+
+    assert set(PROMPT_FORMATS) == {
+        *FORMATS,
+        "completion",
+        "chat_template",
+        "input_output",
+        *INSTRUCTION_TYPES,
+    }
+    assert set(CHAT_TEMPLATES) == {*template_names(), *FORMATS, "tokenizer_default", "jinja"}
 
 
 def test_unknown_format_lists_the_known_ones():
@@ -164,7 +174,8 @@ def test_saved_jinja_template_renders_the_training_format(name, messages, tiny_m
     from ft.config.load import load_config
 
     config = tmp_path / "c.yml"
-    config.write_text(f"base_model: {tiny_model_dir}\nchat_template: {name}\ndatasets: [{{path: x.jsonl}}]\n")
+    # The dataset type names ft's format (as a chat template, `alpaca` is axolotl's Jinja template).
+    config.write_text(f"base_model: {tiny_model_dir}\ndatasets: [{{path: x.jsonl, type: {name}}}]\n")
     cfg = load_config(config)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     from ft.data.chat_templates import chat_template_jinja
@@ -266,10 +277,59 @@ def test_a_token_across_the_prompt_answer_boundary_is_trained(tiny_tokenizer):
 
 def test_a_dataset_level_chat_template_is_the_saved_one(tiny_model_dir, tmp_path, tiny_tokenizer):
     from ft.config.load import load_config
-    from ft.data.prompts import renderer_for_config
+    from ft.data.renderers import renderer_for_config
 
     config = tmp_path / "c.yml"
     config.write_text(
         f"base_model: {tiny_model_dir}\ndatasets: [{{path: x.jsonl, type: chat_template, chat_template: phi3}}]\n"
     )
     assert renderer_for_config(load_config(config), tiny_tokenizer).name == "phi3"
+
+
+# ---------------------------------------------------------------------------------------------
+# The boundary rule: the training prompt is the prompt inference encodes
+
+
+def golden_tokenizer():
+    """A byte-level BPE with GPT-2's pre-tokenizer, "\\n " and "\\n\\n" tokens among its merges."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(Path(__file__).parent / "golden" / "tokenizer")
+
+
+@pytest.mark.parametrize(
+    ("prompt", "answer"),
+    [
+        ("### Response:\n", "  indented"),  # one piece: "\n " + " indented"
+        ("Question:\n\n", "Answer"),  # one piece: "\n", "\n"; the prompt alone ends in "\n\n"
+        ("### Response:\n", "plain"),  # no whitespace at the boundary: one piece is the same
+    ],
+)
+def test_the_training_prompt_is_encoded_as_inference_encodes_it(prompt: str, answer: str) -> None:
+    from ft.data.examples import render_instruction
+
+    tokenizer = golden_tokenizer()
+    tokens = special_tokens_of(tokenizer)
+    fmt = CustomFormat(prompt.replace("Question", "{instruction}").replace("### Response", "{instruction}"))
+    train = encode_segments(
+        tokenizer, render_instruction(fmt, prompt.split(":")[0], "", None, tokens, answer)
+    )
+    infer = encode_segments(tokenizer, render_instruction(fmt, prompt.split(":")[0], "", None, tokens))
+    first = next(i for i, label in enumerate(train.labels) if label != IGNORE_INDEX)
+    assert train.input_ids[:first] == infer.input_ids  # what generation feeds the model
+    assert tokenizer.decode(train.input_ids[first:]) == answer + tokenizer.eos_token
+    one_piece = tokenizer(prompt + answer, add_special_tokens=False)["input_ids"]
+    assert (one_piece == train.input_ids[1:-1]) == (answer == "plain")  # the rule matters exactly there
+
+
+def test_a_sentencepiece_answer_continues_without_a_stray_prefix_after_a_space() -> None:
+    tokenizer = sentencepiece_like_tokenizer()
+    tokens = special_tokens_of(tokenizer)
+    segments = [Segment("### Instruction:\nWhat is the answer?"), *answer_segments(" four five", tokens)]
+    encoded = encode_segments(tokenizer, segments)
+    joint = tokenizer("### Instruction:\nWhat is the answer? four five", add_special_tokens=False)[
+        "input_ids"
+    ]
+    assert encoded.input_ids == [*joint, tokenizer.eos_token_id]

@@ -93,10 +93,13 @@ def test_early_stopping_needs_eval() -> None:
 
 
 def test_reporting_targets() -> None:
+    from ft.train.settings import _need
+
     assert report_to(make_cfg(use_tensorboard=True)) == ["tensorboard"]
-    with pytest.raises(FtError, match="wandb is not installed"):
-        report_to(make_cfg(wandb_project="demo"))
+    assert report_to(make_cfg(wandb_project="demo", use_mlflow=True)) == ["wandb", "mlflow"]
     assert report_to(make_cfg(wandb_project="demo", wandb_mode="disabled")) == []
+    with pytest.raises(FtError, match="no_such_tracker_ft is not installed"):
+        _need("no_such_tracker_ft", "use_tracker is set", "pip install it")
 
 
 def test_real_sft_config_accepts_the_arguments(tmp_path: Path) -> None:
@@ -115,6 +118,54 @@ def test_real_sft_config_accepts_the_arguments(tmp_path: Path) -> None:
 def test_gpu_bf16_flags() -> None:
     kw = kwargs_for(make_cfg(), precision=GPU_BF16)
     assert kw["bf16"] is True and kw["use_cpu"] is False
+
+
+def test_axolotls_eval_and_save_strategies() -> None:
+    epoch = kwargs_for(make_cfg(eval_strategy="epoch", save_strategy="epoch"))
+    assert (
+        epoch["eval_strategy"] == "epoch" and "eval_steps" not in epoch and epoch["save_strategy"] == "epoch"
+    )
+    off = kwargs_for(make_cfg(evals_per_epoch=0, saves_per_epoch=0))
+    assert off["eval_strategy"] == "no" and off["save_strategy"] == "no"
+    best = kwargs_for(make_cfg(load_best_model_at_end=True, metric_for_best_model="eval_sacrebleu"))
+    assert (best["load_best_model_at_end"], best["metric_for_best_model"], best["greater_is_better"]) == (
+        True,
+        "eval_sacrebleu",
+        True,
+    )
+    assert kwargs_for(make_cfg(load_best_model_at_end=True))["greater_is_better"] is False  # eval_loss
+    with pytest.raises(FtError, match="load_best_model_at_end needs evaluations, and evaluation is off"):
+        kwargs_for(make_cfg(load_best_model_at_end=True, evals_per_epoch=0))
+
+
+def test_optimizer_arguments_schedules_and_sampling() -> None:
+    kw = kwargs_for(
+        make_cfg(
+            optim_args={"momentum": 0.9, "nesterov": True},
+            lr_scheduler="cosine_with_min_lr",
+            lr_scheduler_kwargs={"min_lr_rate": 0.1},
+            curriculum_sampling=True,
+            dataloader_drop_last=True,
+            gradient_checkpointing=True,
+            gradient_checkpointing_kwargs={"use_reentrant": True},
+        )
+    )
+    assert kw["optim_args"] == "momentum=0.9,nesterov=True"
+    assert kw["lr_scheduler_kwargs"] == {"min_lr_rate": 0.1} and kw["train_sampling_strategy"] == "sequential"
+    assert kw["dataloader_drop_last"] is True
+    assert kw["activation_checkpointing_kwargs"] == {"use_reentrant": True}
+    # axolotl's FSDP2 configs give fsdp_config alone: full sharding with auto-wrapping.
+    fsdp = kwargs_for(make_cfg(fsdp_config={"version": 2, "reshard_after_forward": True}))
+    assert fsdp["fsdp"] == "full_shard auto_wrap" and fsdp["fsdp_config"]["version"] == 2
+
+
+def test_an_optimizer_whose_package_is_missing_is_named_before_training() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("torchao") is not None:
+        pytest.skip("torchao is installed here")
+    with pytest.raises(FtError, match="optimizer adamw_torch_8bit is set but torchao is not installed"):
+        kwargs_for(make_cfg(optimizer="adamw_torch_8bit"))
 
 
 def test_checkpointing_keys_renamed_for_transformers_before_5_23() -> None:

@@ -18,6 +18,9 @@ SECRET_KEY = re.compile(
 VOCABULARY_KEYS = frozenset({"special_tokens"})
 """Mappings whose `*_token` keys are vocabulary (`pad_token: <pad>`), never secrets."""
 
+VOCABULARY_KEY = re.compile(r"^(bos|eos|pad|unk|sep|cls|mask|eot)_token(_id|_str)?$")
+"""`bos_token: <s>`, `mask_token_id: 3`: names of vocabulary entries, never secrets."""
+
 REDACTED = "***"
 
 ENVIRONMENT_HINT = {
@@ -29,7 +32,7 @@ ENVIRONMENT_HINT = {
 
 
 def is_secret_key(key: str) -> bool:
-    return bool(SECRET_KEY.search(key))
+    return bool(SECRET_KEY.search(key)) and not VOCABULARY_KEY.match(key)
 
 
 def secret_key_hint(key: str) -> str:

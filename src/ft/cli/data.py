@@ -31,12 +31,17 @@ def validate_command(
     print_config: bool = typer.Option(
         False, "--print", help="Show the resolved config, defaults filled in, secrets redacted."
     ),
+    explain: bool = typer.Option(
+        False, "--explain", help="Show each key of the config and what ft does with it (axolotl's keys too)."
+    ),
     overrides: list[str] = SET_OPTION,
 ) -> None:
     """Check a config: print every problem at once (exit 2), or a summary (exit 0)."""
     from ft.config.load import dump_config, read_config
 
     console = Console(soft_wrap=True)
+    if explain:
+        show_explanation(console, config)
     cfg, notes = read_config(config, overrides)
     for note in notes:
         console.print(f"[dim]note: {escape(note)}[/]", highlight=False)
@@ -50,6 +55,19 @@ def validate_command(
         f"{len(cfg.datasets)} dataset(s), sequence_len {cfg.sequence_len}",
         highlight=False,
     )
+
+
+def show_explanation(console: Console, config: Path) -> None:
+    """A table of the config's keys: value, what kind of key it is to ft, what ft does with it."""
+    from rich.table import Table
+
+    from ft.config.explain import explain
+    from ft.config.yaml_reader import read_yaml_mapping
+
+    table = Table("key", "value", "ft", "what ft does", title=f"{config}: each key", title_justify="left")
+    for line in explain(read_yaml_mapping(config)):
+        table.add_row(escape(line.key), escape(line.value), line.kind, escape(line.what))
+    console.print(table)
 
 
 def _load(config: Path, overrides: list[str], console: Console) -> tuple[FtConfig, Any]:

@@ -13,7 +13,10 @@ def push_command(
     source: Path = typer.Argument(
         ..., help="A run folder, a merged model folder, or a .gguf file ft export wrote."
     ),
-    repo_id: str = typer.Argument(..., help="The Hub repo, org/name (created when missing)."),
+    repo_id: str = typer.Argument(
+        ...,
+        help="The Hub repo, org/name, or a name alone for the token's own namespace (created when missing).",
+    ),
     private: bool = typer.Option(False, "--private", help="Create the repo as private."),
     revision: str | None = typer.Option(None, "--revision", help="The branch to push to (default: main)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be uploaded and upload nothing."),
@@ -29,8 +32,10 @@ def push_command(
         console.print("README.md  (generated model card)")
         return
     hub_token()  # before the card is built: no token, no work
-    result = push(source, repo_id, card_for_push(source, repo_id), private=private, revision=revision)
-    console.print(f"[bold green]done[/] {len(result.files)} files pushed to {escape(repo_id)}")
+    result = push(
+        source, repo_id, lambda repo: card_for_push(source, repo), private=private, revision=revision
+    )
+    console.print(f"[bold green]done[/] {len(result.files)} files pushed to {escape(result.repo_id)}")
     if result.url:
         console.print(f"commit: {escape(result.url)}")
 

@@ -114,9 +114,14 @@ def token_cells(tokenizer: Any, ids: Sequence[int], trained: Sequence[bool], sty
 
 def show_too_long(console: Console, report: DataReport, cfg: DataSettings, noun: str) -> None:
     if report.too_long:
-        action = {"drop": "dropped", "truncate": "truncated", "error": "an error in training"}[
-            cfg.excess_length_strategy
-        ]
+        done = {
+            "dropped": report.dropped_too_long,
+            "truncated": report.truncated,
+            "split into sequence_len pieces": report.split_long,
+        }
+        action = (
+            ", ".join(f"{count} {what}" for what, count in done.items() if count) or "an error in training"
+        )
         console.print(
             f"[yellow]{report.too_long} {noun} over sequence_len {cfg.sequence_len}: {action}[/]",
             highlight=False,

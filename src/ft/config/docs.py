@@ -1,4 +1,5 @@
-"""The config reference (docs/config.md), generated from the schema's field descriptions.
+"""The config reference (docs/config.md) and the axolotl key table (docs/axolotl-keys.md), generated
+from the schema's field descriptions and the axolotl tables.
 
     python -m ft.config.docs            # rewrite docs/config.md
     python -m ft.config.docs --check    # exit 1 if docs/config.md is out of date
@@ -19,10 +20,11 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from ft.config import axolotl
+from ft.config.axolotl_docs import render_keys_page
 from ft.config.schema import SECTIONS, DatasetSettings, Section
 
 DOC_PATH = Path(__file__).resolve().parents[3] / "docs" / "config.md"
+KEYS_DOC_PATH = DOC_PATH.with_name("axolotl-keys.md")
 
 INTRO = """\
 # Config reference
@@ -91,23 +93,13 @@ def _section_title(section: type[Section]) -> str:
 
 
 def _axolotl_part() -> list[str]:
-    renamed = ", ".join(f"`{k}`" for k in sorted(axolotl.RENAMED))
-    ignored = ", ".join(f"`{k}`" for k in sorted(axolotl.IGNORED))
-    unsupported = ", ".join(f"`{k}`" for k in sorted(axolotl.UNSUPPORTED))
-    prefixes = ", ".join(f"`{k}*`" for k in sorted(axolotl.UNSUPPORTED_PREFIXES))
-    per_dataset = ", ".join(f"`{k}`" for k in sorted(axolotl.DATASET_UNSUPPORTED))
     return [
         "## axolotl keys",
         "",
-        "An axolotl config loads as it is. A key axolotl knows and ft does not hold under that name",
-        "is read as follows; one left empty, null or false is accepted without a word.",
-        "",
-        f"- Renamed, mapped with a note (`flash_attention: true` is `attn_implementation: flash_attention_2`): {renamed}.",
-        f"- Without effect in ft, dropped with a note: {ignored}.",
-        f"- Not supported, reported as a problem that says what to do instead: {unsupported}; and the families {prefixes}.",
-        f"- Per dataset, not supported: {per_dataset}. `message_field_role` / `message_field_content` map to "
-        "`message_property_mappings`; a `type:` mapping (axolotl's custom prompt) becomes the dataset's "
-        "`format` / `field_*` keys.",
+        "An axolotl config loads as it is. [axolotl-keys.md](axolotl-keys.md) lists every key of every",
+        "axolotl release and what ft does with it (supported, mapped with a note, ignored with a note,",
+        "or unsupported with the reason); `ft validate CONFIG --explain` shows it for one config. A key",
+        "axolotl knows, left empty, null, false or at axolotl's default, is accepted without a word.",
         "",
     ]
 
@@ -131,16 +123,20 @@ def render_reference() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    text = render_reference()
+    pages = {DOC_PATH: render_reference(), KEYS_DOC_PATH: render_keys_page()}
     if "--check" in args:
-        current = DOC_PATH.read_text(encoding="utf-8") if DOC_PATH.exists() else ""
-        if current != text:
-            print(f"{DOC_PATH} is out of date: run python -m ft.config.docs", file=sys.stderr)
-            return 1
-        return 0
-    DOC_PATH.parent.mkdir(parents=True, exist_ok=True)
-    DOC_PATH.write_text(text, encoding="utf-8")
-    print(f"wrote {DOC_PATH}")
+        stale = [
+            path
+            for path, text in pages.items()
+            if not path.exists() or path.read_text(encoding="utf-8") != text
+        ]
+        for path in stale:
+            print(f"{path} is out of date: run python -m ft.config.docs", file=sys.stderr)
+        return 1 if stale else 0
+    for path, text in pages.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
     return 0
 
 

@@ -77,6 +77,9 @@ def read_config(
     if problems:
         raise ConfigError(problems, source=str(source))
     translated = translate_axolotl(data)
+    if translated.refusals:
+        # A feature ft lacks (DPO, multimodal, ...): that is the one thing to say about the config.
+        raise ConfigError(translated.refusals, source=str(source))
     problems = translated.problems + rule_problems(translated.data)
     if check_files:
         problems += check_paths(translated.data)

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from ft.base.redact import is_secret_key, secret_key_hint
+from ft.config.axolotl_table import known_keys
 from ft.config.schema import DatasetSettings, FtConfig
 
 
@@ -212,11 +213,16 @@ def validation_problems(errors: Sequence[Any], given: Mapping[str, Any] | None =
 
 
 def _close_key(loc: tuple[int | str, ...]) -> str | None:
+    """ft's key the unknown one was meant for, else an axolotl key it was meant for."""
     if not loc:
         return None
-    known = list(_model_for(loc).model_fields)
-    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.75)
-    return close[0] if close else None
+    model = _model_for(loc)
+    axolotl = known_keys()["dataset" if model is DatasetSettings else "top"]
+    for known in (list(model.model_fields), list(axolotl)):
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.75)
+        if close:
+            return close[0]
+    return None
 
 
 def _problem(loc: tuple[int | str, ...], errors: list[Any], given_empty: bool) -> str:

@@ -16,7 +16,14 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from ft.config.formats import CHAT_TEMPLATES, PROMPT_FORMATS, custom_format_problems
+from ft.config.formats import (
+    CHAT_TEMPLATES,
+    INSTRUCTION_TYPES,
+    PROMPT_FORMATS,
+    custom_format_problems,
+    is_chat_template,
+    unsupported_type,
+)
 from ft.config.rl import RL_METHODS, RL_METHODS_TEXT, RL_REFUSED
 
 OPTIMIZERS = (
@@ -28,8 +35,67 @@ OPTIMIZERS = (
     "paged_adamw_8bit",
     "adafactor",
     "sgd",
+    # transformers' other optimizers (OptimizerNames); a package some of them need is checked
+    # when training starts (ft.train.settings).
+    "adamw_torch_4bit",
+    "adamw_torch_8bit",
+    "adamw_anyprecision",
+    "adagrad",
+    "rmsprop",
+    "ademamix",
+    "ademamix_8bit",
+    "paged_ademamix_32bit",
+    "paged_ademamix_8bit",
+    "lion_8bit",
+    "lion_32bit",
+    "paged_lion_8bit",
+    "paged_lion_32bit",
+    "rmsprop_bnb",
+    "rmsprop_bnb_8bit",
+    "rmsprop_bnb_32bit",
+    "galore_adamw",
+    "galore_adamw_8bit",
+    "galore_adafactor",
+    "lomo",
+    "adalomo",
+    "grokadamw",
+    "schedule_free_radam",
+    "schedule_free_adamw",
+    "schedule_free_sgd",
+    "apollo_adamw",
+    "stable_adamw",
 )
-LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+AXOLOTL_OPTIMIZERS = (
+    "optimi_adamw",
+    "ao_adamw_4bit",
+    "ao_adamw_8bit",
+    "ao_adamw_fp8",
+    "adopt_adamw",
+    "came_pytorch",
+    "muon",
+    "dion",
+    "sinkgd",
+    "flash_adamw",
+    "flash_adam",
+    "flash_sgd",
+    "flash_sgdw",
+    "flash_lion",
+    "q_galore_adamw8bit",
+)
+"""axolotl's own optimizers (not transformers'): named as such when given."""
+LR_SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "cosine_with_min_lr",
+    "inverse_sqrt",
+    "warmup_stable_decay",
+)
+EVAL_METRICS = ("sacrebleu", "bleu", "chrf", "ter", "rouge", "exact_match", "perplexity")
+"""Generation metrics of eval_causal_lm_metrics (sacrebleu and bleu are the same BLEU)."""
 
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 
@@ -156,7 +222,11 @@ class DatasetSettings(Section):
     field_instruction: str = Field("instruction", description="Column that holds the instruction.")
     field_input: str = Field("input", description="Column that holds the optional input/context.")
     field_output: str = Field("output", description="Column that holds the answer.")
-    field_system: str = Field("system", description="Column that holds a per-row system prompt, if any.")
+    field_system: str | None = Field(
+        None,
+        description="Column that holds a per-row system prompt. Default: `system` for a custom `format`; "
+        "alpaca-style types read one only when this is set (axolotl's ignore it).",
+    )
     field_messages: str | None = Field(
         None,
         description="Column with the chat turns for `chat_template` (default: messages or conversations).",
@@ -173,6 +243,19 @@ class DatasetSettings(Section):
     chat_template: str | None = Field(
         None, description="Template for this dataset's chat turns; default: the top-level `chat_template`."
     )
+    chat_template_jinja: str | None = Field(
+        None, description="Jinja text or .jinja file for this dataset (with chat_template: jinja)."
+    )
+    roles_to_train: list[str] = Field(
+        default_factory=lambda: ["assistant"],
+        description="Roles whose turns are trained in chat_template datasets (e.g. [assistant], [user, assistant]).",
+    )
+    drop_system_message: bool = Field(False, description="Drop the system turns of chat rows.")
+    train_on_eos: Literal["turn", "all", "none", "last"] = Field(
+        "turn",
+        description="Turn terminators trained in chat_template datasets: after trained turns, after all "
+        "turns, none, or the last one.",
+    )
     system_prompt: str | None = Field(None, description="System prompt added to every row that has none.")
     field_prompt: str = Field(
         "prompt",
@@ -188,6 +271,10 @@ class DatasetSettings(Section):
         None, description="Custom prompt with {instruction}/{input} fields; the answer follows it."
     )
     no_input_format: str | None = Field(None, description="Custom prompt used when the row has no input.")
+    system_format: str | None = Field(
+        None,
+        description="Custom prompt: the system prompt's form before the turn, e.g. 'SYSTEM: {system}\\n'.",
+    )
     weight: float = Field(
         1.0,
         gt=0,
@@ -210,8 +297,37 @@ class DatasetSettings(Section):
                 yield "no_input_format", "needs `format` too (the prompt for rows with an input)"
         kind = data.get("type", "alpaca")
         if custom is None and isinstance(kind, str) and kind not in PROMPT_FORMATS:
-            yield "type", _choice_problem("format", kind, PROMPT_FORMATS, ", or give a custom `format`")
-        yield from _check_choice(data, "chat_template", "chat_template", CHAT_TEMPLATES)
+            why = unsupported_type(kind)
+            if why:
+                yield "type", f"{kind!r} is {why}"
+            else:
+                yield "type", _type_problem(kind)
+        yield from _check_template(data)
+
+
+def _type_problem(kind: str) -> str:
+    """A did-you-mean among ft's types (or, when very close, axolotl's instruction types), else the list."""
+    main = tuple(f for f in PROMPT_FORMATS if f not in INSTRUCTION_TYPES)
+    close = difflib.get_close_matches(kind, main, n=1, cutoff=0.6) or difflib.get_close_matches(
+        kind, INSTRUCTION_TYPES, n=1, cutoff=0.85
+    )
+    if close:
+        return f"unknown format {kind!r} (did you mean {close[0]}?)"
+    return (
+        f"unknown format {kind!r}: use one of " + ", ".join(main) + ", an axolotl instruction type "
+        "(alpaca:chat, oasst, context_qa.load_v2, ...; see docs/config.md), or give a custom `format`"
+    )
+
+
+def _check_template(data: Mapping[str, Any]) -> Iterator[Problem]:
+    name = data.get("chat_template")
+    if isinstance(name, str) and not is_chat_template(name):
+        yield "chat_template", _choice_problem("chat_template", name, CHAT_TEMPLATES)
+    if name == "jinja" and not data.get("chat_template_jinja"):
+        yield (
+            "chat_template",
+            "chat_template: jinja needs chat_template_jinja (the template text or a .jinja file)",
+        )
 
 
 class ModelSettings(Section):
@@ -241,14 +357,33 @@ class ModelSettings(Section):
         default_factory=dict, description="bos_token / eos_token / pad_token / unk_token to set or add."
     )
     tokens: list[str] = Field(default_factory=list, description="Extra tokens to add to the vocabulary.")
+    overrides_of_model_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Values set on the model's config before loading (axolotl's model_config), "
+        "e.g. {output_router_logits: true}.",
+    )
     chat_template: str | None = Field(
         None,
-        description="Template for chat datasets and the saved tokenizer: " + ", ".join(CHAT_TEMPLATES) + ".",
+        description="Template for chat datasets and the saved tokenizer: "
+        + ", ".join(CHAT_TEMPLATES)
+        + ", or tokenizer_default_fallback_<name>.",
+    )
+    chat_template_jinja: str | None = Field(
+        None, description="Jinja text or .jinja file of a custom chat template (with chat_template: jinja)."
+    )
+    chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra variables for the chat template, e.g. {enable_thinking: false}.",
+    )
+    eot_tokens: list[str] | None = Field(
+        None,
+        description="Tokens that end a turn in chat templates: trained (per train_on_eos) and stopped at "
+        "(default: the template's own terminator, else EOS).",
     )
 
     @classmethod
     def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
-        yield from _check_choice(data, "chat_template", "chat_template", CHAT_TEMPLATES)
+        yield from _check_template(data)
 
 
 class QuantizationSettings(Section):
@@ -281,6 +416,10 @@ LORA_KEYS = (
     "lora_fan_in_fan_out",
     "peft_use_dora",
     "peft_use_rslora",
+    "peft_layers_to_transform",
+    "peft_layers_pattern",
+    "loraplus_lr_ratio",
+    "loraplus_lr_embedding",
 )
 SOFT_PROMPT_KEYS = ("num_virtual_tokens", "prompt_tuning_init", "prompt_tuning_init_text")
 
@@ -296,8 +435,9 @@ class AdapterSettings(Section):
     )
     lora_alpha: float = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
-    lora_target_modules: list[str] | None = Field(
-        None, description="Module names to adapt (e.g. q_proj, v_proj)."
+    lora_target_modules: list[str] | str | None = Field(
+        None,
+        description="Module names to adapt (e.g. q_proj, v_proj), or one regular expression over full names.",
     )
     lora_target_linear: bool = Field(False, description="Adapt every linear layer except the output head.")
     lora_modules_to_save: list[str] | None = Field(
@@ -308,6 +448,20 @@ class AdapterSettings(Section):
     peft_use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA.")
     peft_use_rslora: bool = Field(False, description="rsLoRA: scale by alpha / sqrt(r).")
     lora_model_dir: str | None = Field(None, description="Existing adapter to continue training from.")
+    peft_layers_to_transform: list[int] | int | None = Field(
+        None, description="Adapt only these layer indices (peft's layers_to_transform)."
+    )
+    peft_layers_pattern: list[str] | str | None = Field(
+        None, description="Name of the layer list for peft_layers_to_transform (e.g. layers), if not found."
+    )
+    loraplus_lr_ratio: float | None = Field(
+        None,
+        gt=0,
+        description="LoRA+: learning rate of the B matrices = ratio x learning_rate (16 is typical).",
+    )
+    loraplus_lr_embedding: float | None = Field(
+        None, gt=0, description="LoRA+: learning rate of adapted embedding layers (default 1e-6)."
+    )
     num_virtual_tokens: int = Field(
         20,
         gt=0,
@@ -330,6 +484,14 @@ class AdapterSettings(Section):
         adapter = data.get("adapter")
         if data.get("lora_model_dir") and adapter not in LORA_ADAPTERS:
             yield "lora_model_dir", "an existing adapter needs adapter: lora or qlora"
+        targets = data.get("lora_target_modules")
+        if isinstance(targets, str) and re.fullmatch(r"\w+", targets):
+            # A bare name as text would be read as a regular expression matching no full module name.
+            yield (
+                "lora_target_modules",
+                f"expected a list, got {targets!r} (write [{targets}]; a text is a regular expression "
+                "over full module names, e.g. '.*(q_proj|v_proj)')",
+            )
         yield from _keys_for_other_adapter(data, adapter)
         init, text = data.get("prompt_tuning_init"), data.get("prompt_tuning_init_text")
         if init == "text" and not (isinstance(text, str) and text.strip()):
@@ -379,9 +541,11 @@ class DataSettings(Section):
     )
     dataset_prepared_path: str | None = Field(None, description="Cache folder for tokenized data.")
     sequence_len: int = Field(2048, gt=0, description="Maximum tokens per training sequence.")
-    excess_length_strategy: Literal["drop", "truncate", "error"] = Field(
-        "drop",
-        description="Rows longer than sequence_len: drop them (counted), truncate them, or fail.",
+    excess_length_strategy: Literal["drop", "truncate", "error", "raise", "split"] | None = Field(
+        None,
+        description="Rows longer than sequence_len: drop them (counted), truncate them, fail (error; "
+        "axolotl's raise), or split them into sequence_len pieces. Default: drop, but split for "
+        "completion datasets (as axolotl does).",
     )
     skip_invalid_rows: bool = Field(
         False,
@@ -393,7 +557,21 @@ class DataSettings(Section):
     pad_to_sequence_len: bool = Field(False, description="Pad every batch to sequence_len.")
     train_on_inputs: bool = Field(False, description="Also train on prompt tokens (default: answers only).")
     group_by_length: bool = Field(False, description="Batch rows of similar length together.")
-    shuffle_merged_datasets: bool = Field(True, description="Shuffle the concatenated datasets.")
+    shuffle_merged_datasets: bool = Field(
+        True, description="Shuffle the concatenated datasets (seeded); false keeps the files' order."
+    )
+    shuffle_before_merging_datasets: bool = Field(
+        False, description="Shuffle each dataset (seeded) before concatenating them."
+    )
+    dataset_exact_deduplication: bool = Field(
+        False, description="Drop rows whose tokens and labels equal an earlier row's (counted)."
+    )
+    min_sample_len: int | None = Field(
+        None, gt=0, description="Drop rows with fewer tokens than this (counted)."
+    )
+    dataset_processes: int | None = Field(
+        None, ge=1, description="Processes that render and tokenize the data (default: one)."
+    )
 
     @classmethod
     def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
@@ -419,7 +597,13 @@ class TrainingSettings(Section):
     num_epochs: float = Field(1.0, gt=0, description="Passes over the training set.")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
     optimizer: str = Field("adamw_torch", description="Optimizer: " + ", ".join(OPTIMIZERS) + ".")
+    optim_args: str | dict[str, Any] | None = Field(
+        None, description="Extra optimizer arguments: 'key=value,...' or a mapping."
+    )
     lr_scheduler: str = Field("cosine", description="Scheduler: " + ", ".join(LR_SCHEDULERS) + ".")
+    lr_scheduler_kwargs: dict[str, Any] | None = Field(
+        None, description="Scheduler arguments, e.g. {min_lr_rate: 0.1} for cosine_with_min_lr."
+    )
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
     warmup_ratio: float | None = Field(None, ge=0, lt=1, description="Warm-up share of the steps.")
     warmup_steps: int | None = Field(None, ge=0, description="Warm-up steps.")
@@ -434,14 +618,41 @@ class TrainingSettings(Section):
     fp16: bool | None = Field(None, description="fp16 mixed precision.")
     tf32: bool | None = Field(None, description="Allow TF32 matmuls on Ampere+ GPUs.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
-    logging_steps: int = Field(1, gt=0, description="Log every N optimizer steps.")
+    gradient_checkpointing_kwargs: dict[str, Any] | None = Field(
+        None, description="Gradient checkpointing options, e.g. {use_reentrant: false} (ft's default)."
+    )
+    logging_steps: int | float = Field(
+        1, gt=0, description="Log every N optimizer steps (a number below 1: that share of the steps)."
+    )
+    eval_strategy: Literal["no", "steps", "epoch"] | None = Field(
+        None, description="When to evaluate: no, steps (eval_steps / evals_per_epoch), epoch."
+    )
     eval_steps: int | float | None = Field(None, gt=0, description="Evaluate every N steps.")
     evals_per_epoch: int | None = Field(
-        None, gt=0, description="Evaluations per epoch (instead of eval_steps)."
+        None, ge=0, description="Evaluations per epoch (instead of eval_steps); 0: no evaluation."
+    )
+    save_strategy: Literal["no", "steps", "epoch", "best"] | None = Field(
+        None, description="When to checkpoint: no, steps (save_steps / saves_per_epoch), epoch, best."
     )
     save_steps: int | float | None = Field(None, gt=0, description="Checkpoint every N steps.")
     saves_per_epoch: int | None = Field(
-        None, gt=0, description="Checkpoints per epoch (instead of save_steps)."
+        None, ge=0, description="Checkpoints per epoch (instead of save_steps); 0: only the final one."
+    )
+    load_best_model_at_end: bool = Field(
+        False, description="Keep the checkpoint with the best metric_for_best_model as the run's adapter."
+    )
+    metric_for_best_model: str | None = Field(
+        None, description="Metric that picks the best checkpoint (default eval_loss)."
+    )
+    greater_is_better: bool | None = Field(
+        None, description="Whether a larger metric_for_best_model is better (default: false for losses)."
+    )
+    do_causal_lm_eval: bool = Field(
+        False,
+        description="At each evaluation, also generate answers and score them (eval_causal_lm_metrics).",
+    )
+    eval_causal_lm_metrics: list[str] | None = Field(
+        None, description="Generation metrics at evaluation: " + ", ".join(EVAL_METRICS) + "."
     )
     save_total_limit: int | None = Field(None, gt=0, description="Keep at most N checkpoints.")
     seed: int = Field(
@@ -452,6 +663,16 @@ class TrainingSettings(Section):
         None, gt=0, description="Stop after N evals without improvement."
     )
     neftune_noise_alpha: float | None = Field(None, gt=0, description="NEFTune embedding noise.")
+    auto_resume_from_checkpoints: bool = Field(
+        False, description="Resume from the newest checkpoint of output_dir when there is one (as --resume)."
+    )
+    curriculum_sampling: bool = Field(
+        False, description="Train on the rows in order (no shuffling by the sampler)."
+    )
+    dataloader_drop_last: bool = Field(False, description="Drop the last incomplete batch of each epoch.")
+    use_liger_kernel: bool = Field(
+        False, description="Liger's Triton kernels (CUDA only; noted and off on a CPU). Needs liger-kernel."
+    )
     eval_forgetting: bool = Field(
         False,
         description="At each evaluation, also measure forgetting against the base model on ft's general "
@@ -466,11 +687,26 @@ class TrainingSettings(Section):
         yield from _exclusive(data, "save_steps", "saves_per_epoch", "set one")
         if is_true(data.get("fp16")) and is_true(data.get("bf16")):
             yield "fp16", "fp16 and bf16 are exclusive: set one (bf16: auto picks bf16 where the GPU has it)"
-        yield from _check_choice(data, "optimizer", "optimizer", OPTIMIZERS)
+        if data.get("optimizer") in AXOLOTL_OPTIMIZERS:
+            yield "optimizer", f"{data['optimizer']!r} is an optimizer of axolotl's own, not available in ft"
+        else:
+            yield from _check_choice(data, "optimizer", "optimizer", OPTIMIZERS)
         yield from _check_choice(data, "lr_scheduler", "lr_scheduler", LR_SCHEDULERS)
+        metrics = data.get("eval_causal_lm_metrics")
+        for metric in metrics if isinstance(metrics, list) else []:
+            if isinstance(metric, str) and metric not in EVAL_METRICS:
+                yield "eval_causal_lm_metrics", _choice_problem("metric", metric, EVAL_METRICS)
+        strategy = data.get("eval_strategy")
+        if strategy in ("no", "epoch"):
+            for key in ("eval_steps", "evals_per_epoch"):
+                if _number(data.get(key)):
+                    yield key, f"eval_strategy: {strategy} and {key} are exclusive: set one"
+        if is_true(data.get("load_best_model_at_end")) and data.get("save_strategy") == "no":
+            yield "load_best_model_at_end", "needs checkpoints: save_strategy is no"
 
 
-HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+# org/name, or a name alone (pushed to the token's own namespace, as transformers does).
+HUB_REPO_ID = re.compile(r"^([A-Za-z0-9][\w.\-]*/)?[A-Za-z0-9][\w.\-]*$")
 
 
 class OutputSettings(Section):
@@ -478,7 +714,8 @@ class OutputSettings(Section):
     hub_model_id: str | None = Field(
         None,
         description="Push the finished run folder (adapter, tokenizer, model card) to this Hub repo "
-        "(org/name) at the end of ft train; the token comes from HF_TOKEN in the environment only.",
+        "(org/name, or a name alone for the token's own namespace) at the end of ft train; the token "
+        "comes from HF_TOKEN in the environment only.",
     )
     hub_strategy: Literal["end"] | None = Field(
         None, description="When to push: `end` (the only one ft has: once, when the run is finished)."
@@ -492,7 +729,7 @@ class OutputSettings(Section):
     def check_rules(cls, data: Mapping[str, Any]) -> Iterator[Problem]:
         repo = data.get("hub_model_id")
         if isinstance(repo, str) and not HUB_REPO_ID.match(repo):
-            yield "hub_model_id", f"{repo!r} is not a Hub repo id: it has the form org/name"
+            yield "hub_model_id", f"{repo!r} is not a Hub repo id: it has the form org/name (or name)"
 
 
 class LoggingSettings(Section):
@@ -504,6 +741,15 @@ class LoggingSettings(Section):
     wandb_mode: str | None = Field(None, description="Weights & Biases mode (online, offline, disabled).")
     wandb_watch: str | None = Field(None, description="Weights & Biases gradient watching.")
     wandb_log_model: str | None = Field(None, description="Weights & Biases model logging.")
+    use_mlflow: bool = Field(False, description="Log to MLflow (needs mlflow; set mlflow_tracking_uri).")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI, e.g. file:./mlruns or http://host:5000."
+    )
+    mlflow_experiment_name: str | None = Field(None, description="MLflow experiment name.")
+    mlflow_run_name: str | None = Field(None, description="MLflow run name.")
+    hf_mlflow_log_artifacts: bool = Field(
+        False, description="Also log the checkpoints to MLflow as artifacts."
+    )
 
 
 PAIR_FIELDS = ("field_prompt", "field_chosen", "field_rejected")
@@ -674,8 +920,35 @@ def _preference_rules(data: Mapping[str, Any]) -> Iterator[Problem]:
             )
     if is_true(data.get("train_on_inputs")):
         yield "train_on_inputs", "preference tuning scores the answers only: remove train_on_inputs"
+    if data.get("excess_length_strategy") == "split":
+        yield (
+            "excess_length_strategy",
+            "a preference pair is not split into pieces: use drop (the default), truncate or error",
+        )
+    if data.get("loraplus_lr_ratio") is not None:
+        yield (
+            "loraplus_lr_ratio",
+            f"LoRA+ is applied to supervised fine-tuning only, not rl: {method}: remove it",
+        )
+    if is_true(data.get("do_causal_lm_eval")):
+        yield (
+            "do_causal_lm_eval",
+            "generation metrics are measured for supervised fine-tuning only: remove it (ft eval RUN scores "
+            "the pairs' margins after training)",
+        )
+    for key, index, item in _dataset_items(data):
+        if is_true(item.get("drop_system_message")):
+            yield (
+                f"{key}[{index}].drop_system_message",
+                "not applied to preference pairs: remove it (and the system turns from the data)",
+            )
     if is_true(data.get("group_by_length")):
         yield "group_by_length", "preference pairs are batched in random order: remove group_by_length"
+    if is_true(data.get("curriculum_sampling")):
+        yield (
+            "curriculum_sampling",
+            "preference pairs are batched in random order: remove curriculum_sampling",
+        )
     if method == "orpo" and is_true(data.get("pad_to_sequence_len")):
         yield (
             "pad_to_sequence_len",

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ft.data.prompts import ALPACA_PREAMBLE, TokenizerTemplate, renderer_for_config, special_tokens_of
+from ft.data.instruct import InstructionType
+from ft.data.jinja import JinjaTemplate
+from ft.data.prompts import ALPACA_PREAMBLE, special_tokens_of
+from ft.data.renderers import renderer_for_config
 
 if TYPE_CHECKING:
     from ft.config.schema import FtConfig
@@ -67,10 +70,52 @@ def chat_template_jinja(cfg: FtConfig, tokenizer: Any) -> str | None:
     template for tokenizer_default.
     """
     renderer = renderer_for_config(cfg, tokenizer)
-    if isinstance(renderer, TokenizerTemplate):
-        return str(tokenizer.chat_template)
+    if isinstance(renderer, JinjaTemplate):
+        return renderer.source
+    bos = "{{- bos_token -}}" if special_tokens_of(tokenizer).adds_bos else ""
+    if isinstance(renderer, InstructionType):
+        return _ROLE_CHECK + instruction_jinja(renderer).replace("{{- BOS -}}", bos)
     body = _JINJA.get(renderer.name)
     if body is None:
         return getattr(tokenizer, "chat_template", None)
-    bos = "{{- bos_token -}}" if special_tokens_of(tokenizer).adds_bos else ""
     return _ROLE_CHECK + body.replace("{{- BOS -}}", bos)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+def _jinja_format(template: str, values: dict[str, str]) -> str:
+    """A Python format string (`USER: {instruction}\\nASSISTANT:`) as a Jinja expression."""
+    import string
+
+    parts = []
+    for literal, name, _, _ in string.Formatter().parse(template):
+        if literal:
+            parts.append(_literal(literal))
+        if name is not None:
+            parts.append(values[name])
+    return " + ".join(parts) or "''"
+
+
+def instruction_jinja(kind: InstructionType) -> str:
+    """A Jinja template rendering an instruction type as ft's chat and generate render it: each user
+    turn an instruction without input, the system prompt (or the type's preamble) first."""
+    prompter = kind.prompter
+    system = "(ns.system if ns.system is not none else '')"
+    if not prompter.system_from_row:
+        system = f"(ns.system if ns.system is not none else {_literal(prompter.system_no_input)})"
+    head = _jinja_format(prompter.system_format, {"system": system}) if prompter.system_format else "''"
+    first = _jinja_format(
+        prompter.turn_no_input, {"instruction": "m['content']", "system": "(ns.system or '')"}
+    )
+    later = _jinja_format(prompter.turn_no_input, {"instruction": "m['content']", "system": "''"})
+    return (
+        "{{- BOS -}}"
+        "{%- for m in messages[ns.start:] -%}"
+        "{%- if m['role'] == 'user' -%}"
+        f"{{%- if loop.first -%}}{{%- if {system} -%}}{{{{- {head} -}}}}{{%- endif -%}}{{{{- {first} -}}}}"
+        f"{{%- else -%}}{{{{- {later} -}}}}{{%- endif -%}}"
+        "{%- else -%}{{- m['content'] + eos_token -}}{%- endif -%}"
+        "{%- endfor -%}"
+    )

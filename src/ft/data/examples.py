@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ft.data.instruct import INSTRUCTION_TYPES, InstructionType
 from ft.data.prompts import (
     Alpaca,
     ChatFormat,
@@ -18,8 +19,9 @@ from ft.data.prompts import (
     Segment,
     SpecialTokens,
     answer_segments,
-    format_for_dataset,
 )
+from ft.data.renderers import format_for_dataset
+from ft.data.values import as_text, describe
 
 if TYPE_CHECKING:
     from ft.config.schema import DatasetSettings, FtConfig
@@ -41,11 +43,56 @@ def row_renderer(
     if dataset.type == "completion" and not dataset.format:
         column = dataset.field or "text"
         return lambda row: render_completion(_text(row, column), tokens)
+    if dataset.type == "input_output" and not dataset.format:
+        return render_input_output
     fmt = format_for_dataset(cfg, dataset, tokenizer)
     if dataset.type == "chat_template" and not dataset.format:
+        from ft.data.jinja import JinjaTemplate, check_terminator
+
+        if isinstance(fmt, JinjaTemplate):
+            check_terminator(fmt, tokens)
         roles = role_lookup(dataset)
         return lambda row: fmt.render(conversation(row, dataset, roles), tokens)
+    if isinstance(fmt, InstructionType):
+        columns = _mapped_columns(dataset)
+        return lambda row: fmt.render_row(row, columns, tokens)
     return lambda row: render_instruction_row(fmt, row, dataset, tokens)
+
+
+def _mapped_columns(dataset: DatasetSettings) -> Callable[[dict[str, Any]], tuple[str, str, str, str | None]]:
+    """An alpaca-like type's columns, as the dataset maps them."""
+
+    def read(row: dict[str, Any]) -> tuple[str, str, str, str | None]:
+        return (
+            _text(row, dataset.field_instruction),
+            _text(row, dataset.field_input, required=False),
+            _text(row, dataset.field_output),
+            system_of(row, dataset),
+        )
+
+    return read
+
+
+def render_input_output(row: dict[str, Any]) -> list[Segment]:
+    """axolotl's template-free `input_output`: `segments` of {text, label}, each tokenized on its own,
+    trained where `label` is true; no BOS or EOS added (write them in the text)."""
+    segments = row.get("segments")
+    if not isinstance(segments, list) or not segments:
+        raise RenderError("field 'segments' is not a non-empty list of {text, label} objects")
+    out = []
+    for number, item in enumerate(segments, 1):
+        if not isinstance(item, dict):
+            raise RenderError(f"segment {number} is {describe(item)}, not an object")
+        text = (
+            as_text(item.get("text"), f"segment {number}: 'text'") if item.get("text") is not None else None
+        )
+        if text is None:
+            raise RenderError(f"segment {number}: 'text' is missing")
+        label = item.get("label", False)
+        if not isinstance(label, bool):
+            raise RenderError(f"segment {number}: 'label' is {describe(label)}, not true or false")
+        out.append(Segment(text, trained=label, separate=True))
+    return out
 
 
 def required_columns(dataset: DatasetSettings) -> list[tuple[str, tuple[str, ...]]]:
@@ -54,6 +101,11 @@ def required_columns(dataset: DatasetSettings) -> list[tuple[str, tuple[str, ...
         return [("field", (dataset.field or "text",))]
     if dataset.type == "chat_template" and not dataset.format:
         return [("field_messages", (dataset.field_messages,) if dataset.field_messages else MESSAGE_COLUMNS)]
+    if dataset.type == "input_output" and not dataset.format:
+        return [("type", ("segments",))]
+    kind = INSTRUCTION_TYPES.get(dataset.type)
+    if kind is not None and kind.fields is not None:
+        return []  # fixed columns, reported per row when missing
     return [("field_instruction", (dataset.field_instruction,)), ("field_output", (dataset.field_output,))]
 
 
@@ -73,38 +125,6 @@ def _text(row: dict[str, Any], column: str, required: bool = True) -> str:
     return text
 
 
-def as_text(value: Any, what: str) -> str:
-    """A text value; a whole number becomes its digits (42 -> "42": one spelling, nothing lost).
-
-    Other numbers are refused: 0.10, 1e-5 or 4.0 from a padded integer column would come back
-    as different text than the file holds, so the row is bad rather than silently changed.
-    """
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        raise RenderError(f"{what} is a number ({value!r}), not text: quote it to keep its exact spelling")
-    raise RenderError(f"{what} is {describe(value)}, not text")
-
-
-def describe(value: Any) -> str:
-    """A JSON name for a value's type, for messages about rows."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    return f"a {type(value).__name__}"
-
-
 def render_completion(text: str, tokens: SpecialTokens) -> list[Segment]:
     """Text trained as it is; BOS and EOS added unless the text already has them (no double BOS)."""
     segments: list[Segment] = []
@@ -116,7 +136,8 @@ def render_completion(text: str, tokens: SpecialTokens) -> list[Segment]:
 
 
 def system_of(row: dict[str, Any], dataset: DatasetSettings) -> str | None:
-    value = row.get(dataset.field_system)
+    column = dataset.field_system or ("system" if dataset.format else None)
+    value = row.get(column) if column else None
     if isinstance(value, str) and value.strip():
         return value
     return dataset.system_prompt
@@ -172,6 +193,8 @@ def turn_messages(turns: Sequence[Any], dataset: DatasetSettings, roles: dict[st
 
 def conversation(row: dict[str, Any], dataset: DatasetSettings, roles: dict[str, str]) -> list[Message]:
     messages = turn_messages(_turns(row, dataset), dataset, roles)
+    if dataset.drop_system_message:
+        messages = [m for m in messages if m.role != "system"]
     if dataset.system_prompt and (not messages or messages[0].role != "system"):
         messages.insert(0, Message("system", dataset.system_prompt))
     if not any(m.role == "assistant" for m in messages):

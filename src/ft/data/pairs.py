@@ -47,6 +47,7 @@ from ft.data.pipeline import (
     content_digest,
     cut_to_budget,
     data_fingerprint,
+    length_strategy,
     no_training_rows,
     quiet,
     read_sources,
@@ -63,9 +64,9 @@ from ft.data.prompts import (
     RenderError,
     Segment,
     SpecialTokens,
-    format_for_dataset,
     special_tokens_of,
 )
+from ft.data.renderers import format_for_dataset
 from ft.data.rows import Source
 from ft.data.tokens import IGNORE_INDEX, encode_many, tokenizer_fingerprint
 
@@ -357,7 +358,7 @@ def encode_pair_source(
             chosen_ids,
             rejected_ids,
         )
-        kept = apply_pair_length_rules(cfg, example, source.settings.path, report, over_budget[index])
+        kept = apply_pair_length_rules(cfg, example, source.settings, report, over_budget[index])
         if kept is not None:
             examples.append(kept)
     return examples
@@ -383,9 +384,15 @@ def _scored_span(labels: list[int]) -> tuple[int, int]:
 
 
 def apply_pair_length_rules(
-    cfg: FtConfig, example: PairExample, path: str, report: DataReport, over_budget: bool = False
+    cfg: FtConfig,
+    example: PairExample,
+    dataset: DatasetSettings,
+    report: DataReport,
+    over_budget: bool = False,
 ) -> PairExample | None:
-    """max_prompt_len (a bad pair), then sequence_len on the longer sequence (excess_length_strategy)."""
+    """max_prompt_len (a bad pair), then sequence_len on the longer sequence (excess_length_strategy,
+    unset: drop)."""
+    path, strategy = dataset.path, length_strategy(cfg, dataset)
 
     def bad(reason: str) -> None:
         report.bad_rows.append(BadRow(example.key, path, example.where, reason))
@@ -398,13 +405,13 @@ def apply_pair_length_rules(
     if example.longest <= limit and not over_budget:
         return example
     report.too_long += 1
-    if cfg.excess_length_strategy == "error":
+    if strategy == "error":
         raise DataError(
             f"{example.key} ({path}) {example.where}: {example.longest} tokens (prompt and the longer answer), "
             f"over sequence_len {limit}",
             hint="raise sequence_len, or set excess_length_strategy: drop | truncate",
         )
-    if cfg.excess_length_strategy == "drop":
+    if strategy == "drop":
         report.dropped_too_long += 1
         return None
     room = limit - prompt

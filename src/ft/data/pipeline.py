@@ -33,6 +33,9 @@ REPORT_FILE = "ft_report.json"
 DATA_KEYS = (
     "sequence_len",
     "excess_length_strategy",
+    "min_sample_len",
+    "dataset_exact_deduplication",
+    "shuffle_before_merging_datasets",
     "skip_invalid_rows",
     "sample_packing",
     "train_on_inputs",
@@ -112,6 +115,10 @@ class DataReport:
     too_long: int = 0
     dropped_too_long: int = 0
     truncated: int = 0
+    split_long: int = 0
+    """Rows over sequence_len split into sequence_len pieces (completion datasets, as axolotl does)."""
+    too_short: int = 0
+    duplicates: int = 0
     no_trained_tokens: int = 0
     train: SplitReport = field(default_factory=SplitReport)
     eval: SplitReport = field(default_factory=SplitReport)
@@ -135,6 +142,9 @@ class DataReport:
             "bad_rows_skipped": self.skipped_bad,
             "dropped_over_sequence_len": self.dropped_too_long,
             "truncated_to_sequence_len": self.truncated,
+            "split_over_sequence_len": self.split_long,
+            "dropped_under_min_sample_len": self.too_short,
+            "dropped_duplicates": self.duplicates,
             "dropped_nothing_to_train": self.no_trained_tokens,
             "train_rows": self.train.rows,
             "eval_rows": self.eval.rows,
@@ -203,20 +213,49 @@ def check_columns(source: Source, required: list[tuple[str, tuple[str, ...]]] | 
 def encode_source(cfg: FtConfig, source: Source, tokenizer: Any, report: DataReport) -> list[Example]:
     """Rendered, encoded rows of one source with the length rule applied."""
     rendered = render_source(cfg, source, tokenizer, report.bad_rows)
-    budget = char_budget(cfg, tokenizer)
+    strategy = length_strategy(cfg, source.settings)
+    # A row split into pieces is kept up to 64 pieces, as axolotl's completion type keeps it.
+    budget = char_budget(cfg, tokenizer) * (SPLIT_PIECES if strategy == "split" else 1)
     cut = [cut_to_budget(segments, budget) for _, segments in rendered]
     encoded = encode_many(tokenizer, [segments for segments, _ in cut], cfg.train_on_inputs)
     examples = []
     for (row, _), (segments, chars), enc in zip(rendered, cut, encoded, strict=True):
         example = Example(source.key, row.where, segments, enc.input_ids, enc.labels, chars_before_cut=chars)
-        kept = apply_length_rule(cfg, example, source.settings.path, report)
-        if kept is None:
-            continue
-        if kept.trained_tokens == 0:
-            report.no_trained_tokens += 1  # counted and dropped, never an error
-            continue
-        examples.append(kept)
+        for kept in apply_length_rule(cfg, example, source.settings.path, report, strategy):
+            if kept.trained_tokens == 0:
+                report.no_trained_tokens += 1  # counted and dropped, never an error
+                continue
+            if cfg.min_sample_len and len(kept.input_ids) < cfg.min_sample_len:
+                report.too_short += 1
+                continue
+            examples.append(kept)
     return examples
+
+
+SPLIT_PIECES = 64
+
+
+def length_strategy(cfg: DataSettings, dataset: DatasetSettings) -> str:
+    """What happens to a row over sequence_len: the config's rule; unset, drop, but split a
+    completion dataset's rows into pieces (axolotl's completion type does so)."""
+    given = cfg.excess_length_strategy
+    if given is None:
+        return "split" if dataset.type == "completion" and not dataset.format else "drop"
+    return "error" if given == "raise" else given
+
+
+def drop_duplicates(examples: list[Example], report: DataReport) -> list[Example]:
+    """dataset_exact_deduplication: the first of rows with equal ids and labels is kept (counted)."""
+    seen: set[tuple[tuple[int, ...], tuple[int, ...]]] = set()
+    kept = []
+    for example in examples:
+        key = (tuple(example.input_ids), tuple(example.labels))
+        if key in seen:
+            report.duplicates += 1
+            continue
+        seen.add(key)
+        kept.append(example)
+    return kept
 
 
 def char_budget(cfg: DataSettings, tokenizer: Any) -> int:
@@ -252,14 +291,21 @@ def cut_to_budget(segments: list[Segment], budget: int) -> tuple[list[Segment], 
     return kept, total
 
 
-def apply_length_rule(cfg: DataSettings, example: Example, path: str, report: DataReport) -> Example | None:
+def apply_length_rule(
+    cfg: DataSettings, example: Example, path: str, report: DataReport, strategy: str
+) -> list[Example]:
+    """The example as it is, truncated, split into pieces, or none (dropped): `strategy` as
+    length_strategy gives it; raises for `error`."""
     limit = cfg.sequence_len
     # A row cut before tokenizing counts as too long even should its cut text (through a
     # normalizer that drops characters) come to sequence_len tokens or fewer: never trained uncounted.
     if len(example.input_ids) <= limit and not example.chars_before_cut:
-        return example
+        return [example]
     report.too_long += 1
-    if cfg.excess_length_strategy == "error":
+    if strategy == "split":
+        report.split_long += 1
+        return [_piece(example, start, limit) for start in range(0, len(example.input_ids), limit)]
+    if strategy == "error":
         size = f"{len(example.input_ids)} tokens"
         if example.chars_before_cut:
             size = f"{example.chars_before_cut:,} characters (more than {len(example.input_ids)} tokens)"
@@ -267,14 +313,20 @@ def apply_length_rule(cfg: DataSettings, example: Example, path: str, report: Da
             f"{example.key} ({path}) {example.where}: {size}, over sequence_len {limit}",
             hint="raise sequence_len, or set excess_length_strategy: drop | truncate",
         )
-    if cfg.excess_length_strategy == "drop":
+    if strategy == "drop":
         report.dropped_too_long += 1
-        return None
+        return []
     report.truncated += 1
     example.input_ids = example.input_ids[:limit]
     example.labels = example.labels[:limit]
     example.truncated = True
-    return example
+    return [example]
+
+
+def _piece(example: Example, start: int, limit: int) -> Example:
+    ids = example.input_ids[start : start + limit]
+    labels = [IGNORE_INDEX, *example.labels[start + 1 : start + limit]]  # its first token is never predicted
+    return Example(example.key, example.where, example.segments, ids, labels, truncated=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,12 +337,69 @@ def read_sources(datasets: list[DatasetSettings], prefix: str, limit: int | None
     return [read_source(f"{prefix}[{i}]", settings, limit) for i, settings in enumerate(datasets)]
 
 
-def encode_sources(cfg: FtConfig, sources: list[Source], tokenizer: Any, report: DataReport) -> list[Example]:
+def encode_sources(
+    cfg: FtConfig, sources: list[Source], tokenizer: Any, report: DataReport, shuffle: bool = False
+) -> list[Example]:
+    """The sources' examples, concatenated; with `shuffle` (the training data, not a preview),
+    shuffled (seeded) each before or all after concatenating, as the config says."""
     examples: list[Example] = []
     for source in sources:
         report.rows_read += len(source.rows)
-        examples += encode_source(cfg, source, tokenizer, report)
+        encoded = encode_source_maybe_in_processes(cfg, source, tokenizer, report)
+        if shuffle and cfg.shuffle_before_merging_datasets:
+            random.Random(cfg.seed).shuffle(encoded)
+        examples += encoded
+    if cfg.dataset_exact_deduplication:
+        examples = drop_duplicates(examples, report)
+    if shuffle and cfg.shuffle_merged_datasets and not cfg.curriculum_sampling:
+        random.Random(cfg.seed).shuffle(examples)
     return examples
+
+
+PARALLEL_MIN_ROWS = 2000
+"""Rows per process below which starting processes costs more than it saves."""
+
+
+def encode_source_maybe_in_processes(
+    cfg: FtConfig, source: Source, tokenizer: Any, report: DataReport
+) -> list[Example]:
+    """encode_source, in `dataset_processes` processes for a large source (the same examples, in the
+    same order, and the same counts as in one process)."""
+    processes = min(cfg.dataset_processes or 1, len(source.rows) // PARALLEL_MIN_ROWS)
+    if processes < 2:
+        return encode_source(cfg, source, tokenizer, report)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    size = -(-len(source.rows) // processes)
+    parts = [replace(source, rows=source.rows[i : i + size]) for i in range(0, len(source.rows), size)]
+    # fork: the workers share the parent's imports and tokenizer instead of loading them again.
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+        results = list(pool.map(_encode_part, [(cfg, part, tokenizer) for part in parts]))
+    examples: list[Example] = []
+    for part_examples, part_report, error in results:
+        if error is not None:
+            raise DataError(error[0], hint=error[1])
+        examples += part_examples
+        _add_counts(report, part_report)
+    return examples
+
+
+def _encode_part(
+    args: tuple[FtConfig, Source, Any],
+) -> tuple[list[Example], DataReport, tuple[str, str | None] | None]:
+    cfg, source, tokenizer = args
+    report = DataReport()
+    try:
+        return encode_source(cfg, source, tokenizer, report), report, None
+    except DataError as err:  # sent back as text: an exception with its own arguments may not unpickle
+        return [], report, (err.message, err.hint)
+
+
+def _add_counts(into: DataReport, part: DataReport) -> None:
+    into.bad_rows += part.bad_rows
+    for name in ("too_long", "dropped_too_long", "truncated", "split_long", "too_short", "no_trained_tokens"):
+        setattr(into, name, getattr(into, name) + getattr(part, name))
 
 
 def check_bad_rows(cfg: DataSettings, report: DataReport) -> None:
@@ -333,6 +442,17 @@ def split_eval(cfg: FtConfig, examples: list[Item]) -> tuple[list[Item], list[It
     return [e for i, e in enumerate(examples) if i not in held], [
         e for i, e in enumerate(examples) if i in held
     ]
+
+
+def split_training_data(cfg: FtConfig, tokenizer: Any) -> tuple[list[Example], list[Example]]:
+    """The training and held-out examples of `datasets`, chosen as `prepare_data` chooses them
+    (shuffled as the config says, then `val_set_size` held out unless test_datasets are given,
+    then the training rows mixed by each dataset's `weight`), without datasets objects."""
+    examples = encode_sources(
+        cfg, read_sources(cfg.datasets, "datasets"), tokenizer, DataReport(), shuffle=True
+    )
+    train, held = (examples, []) if cfg.test_datasets else split_eval(cfg, examples)
+    return mix_datasets(cfg.datasets, cfg.seed, train)[0], held
 
 
 def mix_datasets(
@@ -460,7 +580,7 @@ def prepare_data(cfg: FtConfig, tokenizer: Any, use_cache: bool = True, note: No
     report = DataReport()
     rows = sum(len(source.rows) for source in train_sources + eval_sources)
     note(f"rendering, tokenizing and masking {rows:,} rows")
-    train_examples = encode_sources(cfg, train_sources, tokenizer, report)
+    train_examples = encode_sources(cfg, train_sources, tokenizer, report, shuffle=True)
     eval_examples = encode_sources(cfg, eval_sources, tokenizer, report)
     check_bad_rows(cfg, report)
     if not eval_sources:
@@ -518,6 +638,9 @@ def load_prepared(folder: Path, fingerprint: str) -> PreparedData:
         too_long=saved["too_long"],
         dropped_too_long=saved["dropped_too_long"],
         truncated=saved["truncated"],
+        split_long=saved.get("split_long", 0),
+        too_short=saved.get("too_short", 0),
+        duplicates=saved.get("duplicates", 0),
         no_trained_tokens=saved["no_trained_tokens"],
         mix=[MixLine(**line) for line in saved.get("mix", [])],
         from_cache=str(folder),
@@ -571,6 +694,9 @@ def summary_lines(report: DataReport) -> list[str]:
         ("bad rows skipped", report.skipped_bad),
         ("rows over sequence_len dropped", report.dropped_too_long),
         ("rows truncated to sequence_len", report.truncated),
+        ("rows over sequence_len split into sequence_len pieces", report.split_long),
+        ("rows under min_sample_len dropped", report.too_short),
+        ("duplicate rows dropped", report.duplicates),
         ("rows with no token left to train on dropped", report.no_trained_tokens),
     ):
         if count:

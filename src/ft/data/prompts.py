@@ -16,14 +16,11 @@ The exact strings are those of DESIGN.md. Alpaca uses axolotl's form: a newline 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from ft.base.errors import FtError
-
-if TYPE_CHECKING:
-    from ft.config.schema import DatasetSettings, FtConfig, ModelSettings
 
 Role = Literal["system", "user", "assistant"]
 Special = Literal["bos", "eos", "end"]
@@ -45,6 +42,8 @@ class Segment:
     text: str
     trained: bool = False
     special: Special | None = None
+    separate: bool = False
+    """Tokenized on its own, not with its neighbours (input_output's segments, as axolotl does)."""
 
 
 class RenderError(ValueError):
@@ -95,7 +94,7 @@ def answer_segments(text: str, tokens: SpecialTokens) -> list[Segment]:
     return [Segment(text, trained=True), _special("eos", tokens, trained=True)]
 
 
-def _leading_bos(tokens: SpecialTokens) -> list[Segment]:
+def leading_bos(tokens: SpecialTokens) -> list[Segment]:
     return [_special("bos", tokens)] if tokens.adds_bos and tokens.bos else []
 
 
@@ -138,6 +137,23 @@ def turn_pairs(
     return system, pairs
 
 
+def render_turns(
+    messages: Sequence[Message],
+    tokens: SpecialTokens,
+    add_generation_prompt: bool,
+    prompt_of: Callable[[int, str, str | None], str],
+) -> list[Segment]:
+    """BOS where the tokenizer adds one, then each turn's prompt (`prompt_of(index, user, system)`,
+    untrained) and its answer with EOS (trained)."""
+    system, pairs = turn_pairs(messages, add_generation_prompt)
+    segments = leading_bos(tokens)
+    for index, (user, answer) in enumerate(pairs):
+        segments.append(Segment(prompt_of(index, user, system)))
+        if answer is not None:
+            segments += answer_segments(answer, tokens)
+    return segments
+
+
 class EndsAtEos:
     """Formats whose turns end with the tokenizer's EOS (all but phi3)."""
 
@@ -154,16 +170,11 @@ class Alpaca(EndsAtEos):
     def render(
         self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
     ) -> list[Segment]:
-        system, pairs = turn_pairs(messages, add_generation_prompt)
-        segments = _leading_bos(tokens)
-        for index, (user, answer) in enumerate(pairs):
-            preamble = ""
-            if index == 0:
-                preamble = (system if system is not None else ALPACA_PREAMBLE) + "\n\n"
-            segments.append(Segment(f"{preamble}### Instruction:\n{user}\n\n### Response:\n"))
-            if answer is not None:
-                segments += answer_segments(answer, tokens)
-        return segments
+        def prompt(index: int, user: str, system: str | None) -> str:
+            preamble = (system if system is not None else ALPACA_PREAMBLE) + "\n\n" if index == 0 else ""
+            return f"{preamble}### Instruction:\n{user}\n\n### Response:\n"
+
+        return render_turns(messages, tokens, add_generation_prompt, prompt)
 
     def render_instruction(
         self, instruction: str, input_text: str, system: str | None, tokens: SpecialTokens
@@ -171,7 +182,7 @@ class Alpaca(EndsAtEos):
         """The single-turn prompt with an input block (the input is not empty)."""
         preamble = system if system is not None else ALPACA_PREAMBLE_INPUT
         text = f"{preamble}\n\n### Instruction:\n{instruction}\n\n### Input:\n{input_text}\n\n### Response:\n"
-        return [*_leading_bos(tokens), Segment(text)]
+        return [*leading_bos(tokens), Segment(text)]
 
 
 @dataclass(frozen=True)
@@ -207,7 +218,7 @@ class Phi2(EndsAtEos):
         self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
     ) -> list[Segment]:
         system, pairs = turn_pairs(messages, add_generation_prompt)
-        segments = _leading_bos(tokens)
+        segments = leading_bos(tokens)
         for index, (user, answer) in enumerate(pairs):
             prefix = f"{system}\n" if index == 0 and system else ""
             segments.append(Segment(f"{prefix}Instruct: {user}\nOutput:"))
@@ -226,7 +237,7 @@ class Phi3:
         self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
     ) -> list[Segment]:
         system, pairs = turn_pairs(messages, add_generation_prompt)
-        segments = _leading_bos(tokens)
+        segments = leading_bos(tokens)
         if system:
             segments += [Segment(f"<|system|>\n{system}"), _special("end", tokens), Segment("\n")]
         for user, answer in pairs:
@@ -249,27 +260,28 @@ class CustomFormat(EndsAtEos):
 
     format: str
     no_input_format: str | None = None
+    system_format: str | None = None
+    """axolotl's custom prompt: the system prompt, formatted, before the turn (when not empty)."""
     name: str = "custom"
 
     def render(
         self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
     ) -> list[Segment]:
-        system, pairs = turn_pairs(messages, add_generation_prompt)
-        segments = _leading_bos(tokens)
-        for user, answer in pairs:
-            segments.append(Segment(self.prompt(user, "", system)))
-            if answer is not None:
-                segments += answer_segments(answer, tokens)
-        return segments
+        return render_turns(
+            messages, tokens, add_generation_prompt, lambda _, user, system: self.prompt(user, "", system)
+        )
 
     def render_instruction(
         self, instruction: str, input_text: str, system: str | None, tokens: SpecialTokens
     ) -> list[Segment]:
-        return [*_leading_bos(tokens), Segment(self.prompt(instruction, input_text, system))]
+        return [*leading_bos(tokens), Segment(self.prompt(instruction, input_text, system))]
 
     def prompt(self, instruction: str, input_text: str, system: str | None) -> str:
         template = self.format if input_text or self.no_input_format is None else self.no_input_format
-        return template.format_map({"instruction": instruction, "input": input_text, "system": system or ""})
+        head = self.system_format.format(system=system) if self.system_format and system else ""
+        return head + template.format_map(
+            {"instruction": instruction, "input": input_text, "system": system or ""}
+        )
 
 
 FORMATS: dict[str, ChatFormat] = {
@@ -286,108 +298,6 @@ def get_format(name: str) -> ChatFormat:
         return FORMATS[name]
     except KeyError:
         raise FtError(f"unknown prompt format {name!r}", hint="one of: " + ", ".join(FORMATS)) from None
-
-
-# ---------------------------------------------------------------------------------------------
-# The tokenizer's own chat template
-
-
-@dataclass(frozen=True)
-class TokenizerTemplate(EndsAtEos):
-    """The tokenizer's Jinja chat template. Assistant spans are found by rendering each prefix of
-    the conversation: the text an assistant turn adds after the generation prompt is trained, up
-    to and including the terminator (EOS), and whatever the template writes after it is not."""
-
-    tokenizer: Any
-    name: str = "tokenizer_default"
-
-    def _text(self, messages: Sequence[Message], add_generation_prompt: bool) -> str:
-        rows = [{"role": m.role, "content": m.content} for m in messages]
-        try:
-            text = self.tokenizer.apply_chat_template(
-                rows, tokenize=False, add_generation_prompt=add_generation_prompt
-            )
-        except Exception as err:  # Jinja raises its own errors (raise_exception in templates)
-            raise RenderError(f"the tokenizer's chat template failed: {err}") from err
-        return str(text)
-
-    def render(
-        self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
-    ) -> list[Segment]:
-        turn_pairs(messages, add_generation_prompt)  # the same checks as the named formats
-        if add_generation_prompt:
-            return [Segment(self._text(messages, True))]
-        segments: list[Segment] = []
-        done = ""
-        for index, message in enumerate(messages):
-            if message.role != "assistant":
-                continue
-            prompt = self._text(messages[:index], True)
-            full = self._text(messages[: index + 1], False)
-            if not prompt.startswith(done) or not full.startswith(prompt):
-                raise RenderError(
-                    "the tokenizer's chat template does not render a conversation as a prefix of its "
-                    "continuation, so the assistant turns cannot be located: use a named chat_template"
-                )
-            answer = full[len(prompt) :]
-            end = answer.find(tokens.eos)
-            cut = len(answer) if end < 0 else end + len(tokens.eos)
-            segments += [Segment(prompt[len(done) :]), Segment(answer[:cut], trained=True)]
-            done = prompt + answer[:cut]
-        rest = self._text(messages, False)[len(done) :]
-        if rest:
-            segments.append(Segment(rest))
-        return [s for s in segments if s.text]
-
-
-# ---------------------------------------------------------------------------------------------
-# From the config
-
-
-def chat_template_name(cfg: ModelSettings, dataset: DatasetSettings) -> str:
-    """The template of a `type: chat_template` dataset: its own, else the config's, else the tokenizer's."""
-    return dataset.chat_template or cfg.chat_template or "tokenizer_default"
-
-
-def format_for_dataset(cfg: FtConfig, dataset: DatasetSettings, tokenizer: Any) -> ChatFormat:
-    """The format that renders this dataset's rows."""
-    if dataset.format:
-        return CustomFormat(dataset.format, dataset.no_input_format)
-    name = chat_template_name(cfg, dataset) if dataset.type == "chat_template" else dataset.type
-    return format_by_name(name, tokenizer)
-
-
-def format_by_name(name: str, tokenizer: Any) -> ChatFormat:
-    if name == "tokenizer_default":
-        if not getattr(tokenizer, "chat_template", None):
-            raise FtError(
-                "chat_template: tokenizer_default, but the tokenizer has no chat template",
-                hint="name a template: chat_template: " + " | ".join(FORMATS),
-            )
-        return TokenizerTemplate(tokenizer)
-    if name == "completion":
-        # Plain text has no turns: chat and generate render the prompt as it is, ending at EOS.
-        return _CompletionChat()
-    return get_format(name)
-
-
-@dataclass(frozen=True)
-class _CompletionChat(EndsAtEos):
-    name: str = "completion"
-
-    def render(
-        self, messages: Sequence[Message], tokens: SpecialTokens, *, add_generation_prompt: bool = False
-    ) -> list[Segment]:
-        text = "".join(m.content for m in messages if m.role == "user")
-        return [*_leading_bos(tokens), Segment(text)]
-
-
-def renderer_for_config(cfg: FtConfig, tokenizer: Any) -> ChatFormat:
-    """The format used to talk to the trained model (and saved as its chat template): the top-level
-    `chat_template` when set, else the format of the first dataset."""
-    if cfg.chat_template:
-        return format_by_name(cfg.chat_template, tokenizer)
-    return format_for_dataset(cfg, cfg.datasets[0], tokenizer)
 
 
 def special_tokens_of(tokenizer: Any) -> SpecialTokens:

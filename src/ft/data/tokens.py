@@ -1,16 +1,26 @@
 """Rendered segments into token ids and labels (the tokenizer is loaded by `ft.models.tokenizer`).
 
-Encoding: consecutive text segments are tokenized together, as the whole string would be at
-inference time, and each token is trained when any of its characters lies in a trained segment
-(offset mapping of a fast tokenizer). Special segments (BOS, EOS, `<|end|>`) become their one id
-directly. Tokenizing the prompt and the answer as two separate strings instead would, with
-SentencePiece tokenizers (Llama, Mistral, Phi-3), put a stray "▁" token at the start of every
-answer that the model would then learn to emit.
+Encoding: each token is trained when any of its characters lies in a trained segment (offset
+mapping of a fast tokenizer). Special segments (BOS, EOS, `<|end|>`) become their one id directly.
+
+The boundary rule: where an untrained prompt meets a trained answer, the prompt is encoded on its
+own, exactly as inference will encode it, and the answer as its continuation. Encoding the whole
+string in one piece would usually give the same ids, but not where whitespace meets the boundary:
+a byte-level BPE reads "\n" + "  indented" as "\n " + " indented", and a prompt's trailing "\n\n"
+as one token at the end of a text but as two before a word (GPT-2's pre-tokenizer looks one
+character ahead). The model would then learn answers after a prompt that inference never gives
+it. A continuation is encoded after an anchor ("\n", dropped) for a tokenizer that marks the start
+of a text (SentencePiece's "▁"): tokenized alone, every answer would start with a stray "▁" that
+the model would learn to emit. axolotl encodes the prompt and the answer of its instruction types
+apart too (so the ids are the same for byte-level tokenizers), and its chat templates in one piece.
+Consecutive untrained (or trained) segments are encoded together; a segment marked `separate`
+(input_output's) is always encoded on its own, as axolotl does.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -58,12 +68,16 @@ def encode_many(
         plan: list[tuple[str, Any]] = []
         current: list[Segment] = []
         for segment in segments:
-            if segment.special:
+            if segment.special or segment.separate:
                 if current:
                     plan.append(("run", len(runs)))
                     runs.append(current)
                     current = []
-                plan.append(("special", segment))
+                if segment.special:
+                    plan.append(("special", segment))
+                elif segment.text:
+                    plan.append(("run", len(runs)))
+                    runs.append([segment])
             elif segment.text:
                 current.append(segment)
         if current:
@@ -115,12 +129,50 @@ BATCH = 1000
 def _tokenize_runs(tokenizer: Any, runs: list[list[Segment]]) -> list[tuple[list[int], list[int]]]:
     out: list[tuple[list[int], list[int]]] = []
     encode = _batch_encoder(tokenizer)
+    anchor = _continuation_anchor(encode)
     for start in range(0, len(runs), BATCH):
         batch = runs[start : start + BATCH]
         texts = ["".join(s.text for s in run) for run in batch]
-        for run, (ids, offsets) in zip(batch, encode(texts), strict=True):
-            out.append((ids, _labels_by_offset(run, ids, offsets)))
+        pieces = [(k, begin, end) for k, run in enumerate(batch) for begin, end in _pieces(run)]
+        encoded = encode([(anchor if begin else "") + texts[k][begin:end] for k, begin, end in pieces])
+        joined: list[tuple[list[int], list[tuple[int, int]]]] = [([], []) for _ in batch]
+        for (k, begin, _), (piece_ids, piece_offsets) in zip(pieces, encoded, strict=True):
+            ids, offsets = joined[k]
+            skip = len(anchor) if begin else 0
+            for token, (first, last) in zip(piece_ids, piece_offsets, strict=True):
+                if last <= skip:
+                    continue  # the anchor's own token
+                ids.append(token)
+                offsets.append((max(first, skip) - skip + begin, last - skip + begin))
+        out += [
+            (ids, _labels_by_offset(run, ids, offsets))
+            for run, (ids, offsets) in zip(batch, joined, strict=True)
+        ]
     return out
+
+
+def _pieces(run: list[Segment]) -> list[tuple[int, int]]:
+    """(start, end) of the run's pieces: it is cut where an untrained prompt meets a trained answer."""
+    cuts = [0]
+    position = 0
+    for before, after in itertools.pairwise(run):
+        position += len(before.text)
+        if not before.trained and after.trained:
+            cuts.append(position)
+    cuts.append(position + len(run[-1].text))
+    return list(itertools.pairwise(cuts))
+
+
+ANCHOR = "\n"
+
+
+def _continuation_anchor(encode: Any) -> str:
+    """The text to encode before a continuation and drop: "\n" for a tokenizer that marks the start of
+    a text (SentencePiece's "▁"), so the continuation reads as the middle of a text; "" for the
+    others (a byte-level BPE would join the anchor to a continuation's leading spaces)."""
+    (alone, _), (anchored, offsets) = encode(["a", ANCHOR + "a"])
+    tail = [token for token, (begin, _) in zip(anchored, offsets, strict=True) if begin >= len(ANCHOR)]
+    return ANCHOR if alone != tail else ""
 
 
 def _batch_encoder(tokenizer: Any) -> Any:

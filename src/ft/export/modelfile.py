@@ -7,7 +7,8 @@ the markers gives what each role's message is wrapped in, the text before a firs
 a default system prompt when the template writes one for conversations without any (SmolLM2's
 "You are a helpful AI assistant named SmolLM..." or alpaca's preamble; it becomes `SYSTEM`, which
 Ollama sends as a system message). The pieces are checked by rendering five more conversations
-both ways; a template that does not fit this shape gets no TEMPLATE, and the reason is reported.
+both ways; a template that does not fit this shape, or refuses one of those conversations (one
+without a system role, like gemma's), gets no TEMPLATE, and the reason is reported.
 
 BOS: llama.cpp and Ollama put BOS in front of the prompt themselves when the GGUF says so
 (`tokenizer.ggml.add_bos_token`), so a leading BOS is left out of the template.
@@ -178,12 +179,20 @@ def build_modelfile(
     if not getattr(tokenizer, "chat_template", None):
         template, note = "{{ .Prompt }}", "the model has no chat template: prompts are sent as they are"
     else:
-        wrappers = derive_wrappers(tokenizer, bos)
-        note = "the chat template has no per-message shape Ollama can express" if wrappers is None else None
-        if wrappers is not None:
-            note = check_wrappers(tokenizer, wrappers, bos)
-            if note is None:
-                template, default_system = go_template(wrappers), wrappers.default_system
+        from jinja2 import TemplateError
+
+        try:
+            wrappers = derive_wrappers(tokenizer, bos)
+            note = (
+                "the chat template has no per-message shape Ollama can express" if wrappers is None else None
+            )
+            if wrappers is not None:
+                note = check_wrappers(tokenizer, wrappers, bos)
+                if note is None:
+                    template, default_system = go_template(wrappers), wrappers.default_system
+        except TemplateError as err:
+            # gemma's and inst's templates raise on a system message, which Ollama may send.
+            note = f"the chat template refuses a conversation Ollama may send ({err})"
     system = system or default_system
     lines = [f"FROM ./{gguf_name}"]
     if template is not None and '"""' not in template:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ft.base.errors import FtError
+from ft.data.metrics import GenerationScores, score_generations
 from ft.data.prompts import Segment, segments_text
-from ft.infer.metrics import GenerationScores, score_generations
 from ft.runs.folder import EVAL_JSON, RunInfo, read_run, write_json_atomic
 
 if TYPE_CHECKING:
@@ -155,13 +155,11 @@ def split_name(cfg: FtConfig) -> str:
 
 def held_out_examples(cfg: FtConfig, tokenizer: Any) -> list[Example]:
     """The held-out rows with their segments, chosen as `ft.data.pipeline.prepare_data` chooses them."""
-    from ft.data.pipeline import DataReport, encode_sources, read_sources, split_eval
+    from ft.data.pipeline import DataReport, encode_sources, read_sources, split_training_data
 
-    report = DataReport()
     if cfg.test_datasets:
-        return encode_sources(cfg, read_sources(cfg.test_datasets, "test_datasets"), tokenizer, report)
-    train = encode_sources(cfg, read_sources(cfg.datasets, "datasets"), tokenizer, report)
-    return split_eval(cfg, train)[1]
+        return encode_sources(cfg, read_sources(cfg.test_datasets, "test_datasets"), tokenizer, DataReport())
+    return split_training_data(cfg, tokenizer)[1]
 
 
 def held_out_row(segments: Sequence[Segment], terminator: str) -> HeldOutRow | None:

@@ -16,15 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ft.base.errors import FtError, ModelLoadError
-from ft.data.prompts import (
-    PHI3_END,
-    ChatFormat,
-    SpecialTokens,
-    TokenizerTemplate,
-    format_by_name,
-    renderer_for_config,
-    special_tokens_of,
-)
+from ft.data.jinja import TokenizerTemplate
+from ft.data.prompts import PHI3_END, ChatFormat, SpecialTokens, special_tokens_of
+from ft.data.renderers import PlainText, renderer_for_config
 from ft.runs.folder import (
     ADAPTER_CONFIG,
     MERGE_JSON,
@@ -202,7 +196,7 @@ def folder_chat_format(tokenizer: Any) -> ChatFormat:
     """The tokenizer's chat template, or the prompt as it is when the folder has none."""
     if getattr(tokenizer, "chat_template", None):
         return TokenizerTemplate(tokenizer)
-    return format_by_name("completion", tokenizer)
+    return PlainText()
 
 
 def folder_terminator(path: Path, tokenizer: Any, tokens: SpecialTokens) -> str:

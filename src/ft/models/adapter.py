@@ -66,6 +66,8 @@ def build_lora_config(cfg: AdapterSettings, targets: list[str]) -> LoraConfig:
         use_dora=cfg.peft_use_dora,
         use_rslora=cfg.peft_use_rslora,
         bias="none",
+        layers_to_transform=cfg.peft_layers_to_transform,
+        layers_pattern=cfg.peft_layers_pattern,
     )
 
 
@@ -140,26 +142,31 @@ def count_parameters(model: Any) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
+def checkpointing_kwargs(cfg: FtConfig) -> dict[str, Any]:
+    """The config's gradient_checkpointing_kwargs, else non-reentrant checkpointing: it back-propagates
+    through frozen k-bit layers without needing the inputs to require grad ("element 0 of tensors
+    does not require grad"). Reentrant checkpointing (use_reentrant: true) gets inputs that do."""
+    return dict(cfg.gradient_checkpointing_kwargs or {"use_reentrant": False})
+
+
 def attach_adapter(cfg: FtConfig, model: Any, tokenizer: Any = None) -> AdaptedModel:
     """Wrap the model for training: a new or continued LoRA adapter, a soft prompt, or (no adapter)
     the model as it is. `tokenizer`: for a soft prompt started from text."""
     if cfg.adapter is None:
         if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs(cfg))
         trainable, total = count_parameters(model)
         return AdaptedModel(model, trainable, total, [])
     if is_kbit(model):
         from peft import prepare_model_for_kbit_training
 
-        # Non-reentrant checkpointing back-propagates through frozen k-bit layers without needing
-        # the inputs to require grad ("element 0 of tensors does not require grad").
         model = prepare_model_for_kbit_training(
             model,
             use_gradient_checkpointing=cfg.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
+            gradient_checkpointing_kwargs=checkpointing_kwargs(cfg),
         )
     elif cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs(cfg))
         model.enable_input_require_grads()
     targets: list[str] = []  # a soft prompt wraps no layer
     if is_soft_prompt(cfg.adapter):

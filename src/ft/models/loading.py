@@ -137,6 +137,8 @@ def load_model_from_path(
     check_local_model(cfg, path)
     bnb = build_bnb_config(cfg, precision) if quantize else None
     kwargs: dict[str, Any] = {
+        # axolotl's model_config: values that from_pretrained sets on the model's config.
+        **cfg.overrides_of_model_config,
         "revision": cfg.revision,
         "trust_remote_code": cfg.trust_remote_code,
         # transformers 5 keeps a checkpoint's saved dtype unless told: ask for the one we compute in.

@@ -50,7 +50,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 def _row_lengths(cfg: FtConfig) -> tuple[list[int], list[int]]:
     """Per training row: the tokens it runs through the model, and its longest sequence. A
     preference pair runs two sequences (prompt + chosen, prompt + rejected)."""
-    from ft.data.pipeline import preview_examples, split_eval
+    from ft.data.pipeline import split_eval, split_training_data
     from ft.models.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(offline_tokenizer_config(cfg))
@@ -60,7 +60,7 @@ def _row_lengths(cfg: FtConfig) -> tuple[list[int], list[int]]:
 
         pairs = split_eval(cfg, preview_pairs(cfg, tokenizer, None)[0])[0]
         return [2 * padded if padded else p.tokens for p in pairs], [p.longest for p in pairs]
-    rows = split_eval(cfg, preview_examples(cfg, tokenizer, None)[0])[0]
+    rows = split_training_data(cfg, tokenizer)[0]
     return [padded or len(e.input_ids) for e in rows], [len(e.input_ids) for e in rows]
 
 

@@ -11,6 +11,7 @@ in seconds instead of a minute of retries. Everything goes up in one commit (`cr
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,22 +111,24 @@ def check_reachable() -> None:
 def push(
     path: Path,
     repo_id: str,
-    card: str,
+    card: Callable[[str], str],
     *,
     private: bool = False,
     revision: str | None = None,
     message: str | None = None,
 ) -> Push:
-    """Upload the files of `path` and the card to `repo_id` in one commit (the repo is created when
-    missing); returns what was uploaded and the commit's URL."""
+    """Upload the files of `path` and the card (made for the full repo id) to `repo_id` in one commit
+    (the repo is created when missing); returns what was uploaded and the commit's URL."""
     token = hub_token()
     files = files_to_push(path)
     check_reachable()
     from huggingface_hub import CommitOperationAdd, HfApi
 
     api = HfApi(token=token)
+    repo_id = full_repo_id(repo_id, lambda: api.whoami()["name"])
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(local)) for local, name in files]
-    operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8")))
+    readme = card(repo_id).encode("utf-8")
+    operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=readme))
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if revision:
@@ -138,6 +141,20 @@ def push(
     return Push(
         repo_id, revision, [*files, (Path("README.md"), "README.md")], getattr(commit, "commit_url", None)
     )
+
+
+def full_repo_id(repo_id: str, own_namespace: Callable[[], str]) -> str:
+    """`repo_id` with its namespace: a name alone goes to the token's own (as transformers does)."""
+    if "/" in repo_id:
+        return repo_id
+    try:
+        return f"{own_namespace()}/{repo_id}"
+    except Exception as err:  # huggingface_hub's HTTP errors, as for the upload
+        raise HubError(
+            f"hub_model_id {repo_id!r} has no namespace and the Hub did not say whose the token is: "
+            f"{_reason(err)}",
+            hint="give the repo as org/name",
+        ) from None
 
 
 def _reason(err: Exception) -> str:

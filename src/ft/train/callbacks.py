@@ -281,11 +281,55 @@ class QuietCheckpoints:
 
 class QuietSFTTrainer(QuietCheckpoints, SFTTrainer):
     """SFTTrainer with QuietCheckpoints, that adds its `eval_probes`' metrics (forgetting) to each
-    evaluation's log row."""
+    evaluation's log row. Set after construction: `loraplus` (ratio, embedding learning rate) for
+    peft's LoRA+ optimizer, `generation_eval` for generation metrics at each evaluation."""
+
+    loraplus: tuple[float, float | None] | None = None
+    generation_eval: Any = None
 
     def __init__(self, *args: Any, eval_probes: Sequence[Any] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.eval_probes = list(eval_probes)
+
+    def create_optimizer(self, *args: Any, **kwargs: Any) -> Any:
+        """LoRA+ (Hayou et al. 2024): the B matrices learn `ratio` times faster than the A matrices,
+        with the optimizer the config names (peft's create_loraplus_optimizer)."""
+        if self.loraplus is None or self.optimizer is not None:
+            return super().create_optimizer(*args, **kwargs)
+        from peft.optimizers import create_loraplus_optimizer
+        from transformers import Trainer
+
+        model: Any = self.model
+        optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
+        optimizer_kwargs = {k: v for k, v in optimizer_kwargs.items() if k != "lr"}
+        ratio, embedding = self.loraplus
+        self.optimizer = create_loraplus_optimizer(
+            model=model,
+            optimizer_cls=optimizer_cls,
+            lr=self.args.learning_rate,
+            loraplus_lr_ratio=ratio,
+            loraplus_lr_embedding=embedding if embedding is not None else 1e-6,
+            loraplus_weight_decay=self.args.weight_decay,
+            **optimizer_kwargs,
+        )
+        return self.optimizer
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        metrics: dict[str, float] = super().evaluate(*args, **kwargs)
+        if self.generation_eval is not None and self.eval_dataset is not None:
+            from ft.train.generation_eval import generation_metrics
+
+            extra = generation_metrics(
+                self.model,
+                self.processing_class,
+                self.eval_dataset,
+                self.generation_eval,
+                metrics.get("eval_loss"),
+            )
+            if extra:
+                self.log(extra)
+                metrics.update(extra)
+        return metrics
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # The evaluation's row is logged here, before callbacks see it: the probes' metrics join

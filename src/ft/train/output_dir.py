@@ -249,6 +249,14 @@ def resume_checkpoint(cfg: TrainingSettings, run_dir: Path) -> Path:
     return newest
 
 
+def auto_resumes(cfg: TrainingSettings, run_dir: Path, resume: bool, force: bool) -> bool:
+    """axolotl's auto_resume_from_checkpoints: --resume when output_dir is an ft run with a complete
+    checkpoint (and neither --resume, --force nor resume_from_checkpoint decides already)."""
+    if resume or force or not cfg.auto_resume_from_checkpoints or cfg.resume_from_checkpoint:
+        return False
+    return ft_created(run_dir) and newest_checkpoint(run_dir) is not None
+
+
 def resumes_in_place(cfg: TrainingSettings, run_dir: Path, resume: bool) -> bool:
     """--resume, or a resume_from_checkpoint inside run_dir: the run continues in its own folder."""
     if cfg.resume_from_checkpoint:

@@ -43,7 +43,14 @@ from ft.runs.folder import (
 from ft.runs.outdir import writing
 from ft.runs.record import Launch
 from ft.train.launch import check_launch
-from ft.train.settings import build_sft_config, is_main_process_from_env, set_wandb_env, world_size_from_env
+from ft.train.settings import (
+    build_sft_config,
+    is_main_process_from_env,
+    liger_note,
+    set_mlflow_env,
+    set_wandb_env,
+    world_size_from_env,
+)
 
 if TYPE_CHECKING:
     from ft.train.callbacks import TrainEvent
@@ -122,7 +129,7 @@ def run_training(
     `launch` is the command line (config file, --set) that run.json records and hints repeat.
     """
     from ft.base.signals import raise_on_signals
-    from ft.train.output_dir import START_WRITE_HINT, claimed_run_dir, record_data_content
+    from ft.train.output_dir import START_WRITE_HINT, auto_resumes, claimed_run_dir, record_data_content
     from ft.train.resume import check_data_change
 
     if cfg.eval_forgetting and not eval_probes:
@@ -144,6 +151,9 @@ def run_training(
     # Resolved: a symlinked output_dir is replaced where it points, and `.` or `x/..` get real names.
     run_dir = Path(cfg.output_dir).expanduser().resolve()
     main = is_main_process_from_env()
+    if auto_resumes(cfg, run_dir, resume, force):
+        resume = True
+        emit(_note("auto_resume_from_checkpoints: resuming from the newest checkpoint of the run"))
     # Before the output folder is claimed: a launch that would save no weights is refused first.
     launch_notes = check_launch(cfg, resolve_precision(cfg).use_cpu, os.environ)
     with (
@@ -159,8 +169,10 @@ def run_training(
             allow_changes=allow_changes,
         ) as claim,
     ):
-        notes = prepare_hub_access(cfg, TRAIN_NEEDS) + launch_notes
+        notes = prepare_hub_access(cfg, TRAIN_NEEDS)
+        notes += [note for note in (liger_note(cfg),) if note] + launch_notes
         set_wandb_env(cfg)
+        set_mlflow_env(cfg)
         if main:
             # Now, not at the end: an interrupted folder says what it was running.
             with writing(run_dir, START_WRITE_HINT):
@@ -207,7 +219,7 @@ def push_run_folder(run_dir: Path, cfg: FtConfig) -> str:
         pushed = push(
             run_dir,
             cfg.hub_model_id,
-            card_for_push(run_dir, cfg.hub_model_id),
+            lambda repo: card_for_push(run_dir, repo),
             private=bool(cfg.hub_private_repo),
             revision=cfg.hub_revision,
         )
@@ -341,7 +353,8 @@ def packed_rows_collator(cfg: FtConfig, tokenizer: Any) -> Any:
 
 
 def terminator_of(cfg: FtConfig, tokenizer: Any) -> str:
-    from ft.data.prompts import renderer_for_config, special_tokens_of
+    from ft.data.prompts import special_tokens_of
+    from ft.data.renderers import renderer_for_config
 
     return renderer_for_config(cfg, tokenizer).terminator(special_tokens_of(tokenizer))
 
@@ -426,6 +439,9 @@ def _train_and_save(
         )
     # Progress goes to on_event; transformers' printer would print every log dict to stdout.
     trainer.remove_callback(PrinterCallback)
+    if cfg.loraplus_lr_ratio and cfg.adapter:
+        trainer.loraplus = (cfg.loraplus_lr_ratio, cfg.loraplus_lr_embedding)
+    trainer.generation_eval = generation_eval_settings(cfg, tokenizer, context.terminator)
     if context.precision.compute_dtype == "float32":
         keep_trainable_in_float32(trainer.model)
     if resume_from is not None:
@@ -448,10 +464,32 @@ def _train_and_save(
 
                 drop_reference_adapter(trainer.model)
             save_run_folder(context, trainer, result)
+            finish_wandb_run(trainer_args.report_to)
     except KeyboardInterrupt:  # the second signal
         raise aborted(run_dir, context.start.launch) from None
     emit(_note("run folder written", run_dir=str(run_dir)))
     return result
+
+
+def finish_wandb_run(report_to: list[str]) -> None:
+    """Close the W&B run, so that its files are complete when `ft train` returns (transformers'
+    callback leaves that to the interpreter's exit; an offline run's history was then unwritten)."""
+    if "wandb" in report_to:
+        import wandb
+
+        wandb.finish()
+
+
+def generation_eval_settings(cfg: FtConfig, tokenizer: Any, terminator: str) -> Any:
+    """What to generate and score at each evaluation (do_causal_lm_eval / eval_causal_lm_metrics)."""
+    if not cfg.do_causal_lm_eval:
+        return None
+    from ft.train.generation_eval import GenerationEval
+
+    stop = [int(tokenizer.eos_token_id), int(tokenizer.convert_tokens_to_ids(terminator))]
+    # axolotl's default metrics but COMET (which needs a model of its own).
+    metrics = tuple(cfg.eval_causal_lm_metrics or ("sacrebleu", "ter", "chrf", "perplexity"))
+    return GenerationEval(metrics=metrics, stop_ids=tuple(dict.fromkeys(stop)))
 
 
 def keep_trainable_in_float32(model: Any) -> None:

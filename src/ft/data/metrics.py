@@ -1,4 +1,5 @@
-"""Generation metrics: ROUGE-1/2/L (rouge_score), BLEU (sacrebleu), exact match. Pure functions.
+"""Generation metrics: ROUGE-1/2/L (rouge_score), BLEU, chrF and TER (sacrebleu), exact match. Pure
+functions, used by `ft eval` and by evaluations during training (eval_causal_lm_metrics).
 
 ROUGE is the F-measure averaged over rows (Lin 2004, as `rouge_score` computes it: lower-cased,
 alphanumeric tokens, no stemming). BLEU is corpus-level (Papineni et al. 2002, sacrebleu's
@@ -52,6 +53,22 @@ def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
     if not predictions:
         return 0.0
     return float(BLEU(effective_order=True).corpus_score(list(predictions), [list(references)]).score)
+
+
+def chrf(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus chrF (0-100, Popović 2015, sacrebleu's defaults)."""
+    from sacrebleu.metrics import CHRF
+
+    _check_lengths(predictions, references)
+    return float(CHRF().corpus_score(list(predictions), [list(references)]).score) if predictions else 0.0
+
+
+def ter(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus translation edit rate (lower is better, Snover et al. 2006, sacrebleu's defaults)."""
+    from sacrebleu.metrics import TER
+
+    _check_lengths(predictions, references)
+    return float(TER().corpus_score(list(predictions), [list(references)]).score) if predictions else 0.0
 
 
 def score_generations(predictions: Sequence[str], references: Sequence[str]) -> GenerationScores:
