@@ -232,14 +232,20 @@ def probe_url(url: str, timeout: float) -> str | None:
             outcome.append(None)
         except (urllib.error.URLError, OSError, ValueError) as err:
             reason = getattr(err, "reason", err)
-            outcome.append(f"{type(reason).__name__}: {reason}")
+            # urllib's own timeout can fire just before the join's: the same outcome, said the same way.
+            timed_out = isinstance(reason, TimeoutError)
+            outcome.append(no_answer(timeout) if timed_out else f"{type(reason).__name__}: {reason}")
 
     thread = threading.Thread(target=ask, daemon=True, name="ft-hub-probe")
     thread.start()
     thread.join(timeout)
     if not outcome:
-        return f"no answer within {timeout:g} s"
+        return no_answer(timeout)
     return outcome[0]
+
+
+def no_answer(timeout: float) -> str:
+    return f"no answer within {timeout:g} s"
 
 
 def go_offline(override: bool) -> None:
